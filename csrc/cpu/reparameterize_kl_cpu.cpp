@@ -1,0 +1,191 @@
+// CPU kernels of mibcore::reparameterize_kl: at::parallel_for over rows, and within a row
+// tiles of kTile elements processed by `#pragma omp simd` loops that g++ vectorizes
+// (the shared math in csrc/include is branch-free for that reason).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <tuple>
+
+#include "mibcore/philox.h"
+#include "mibcore/reparameterize_kl_host.h"
+
+namespace mibcore {
+namespace {
+
+constexpr int64_t kTile = 512;                 // elements per inner tile, a multiple of 4
+constexpr int64_t kParallelGrain = 16384;      // elements per parallel task, at least
+
+// eps[k] = the standard normal of flat element first + k, for k < n <= kTile.
+void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float* eps) {
+  alignas(64) float n0[kTile / 4 + 2], n1[kTile / 4 + 2], n2[kTile / 4 + 2], n3[kTile / 4 + 2];
+  alignas(64) float all[kTile + 8];
+  const uint64_t first_block = first >> 2;
+  const int64_t skip = static_cast<int64_t>(first & 3);
+  const int64_t blocks = (skip + n + 3) / 4;
+#pragma omp simd
+  for (int64_t b = 0; b < blocks; ++b) {
+    float v[4];
+    normal4(first_block + static_cast<uint64_t>(b), seed, offset, v);
+    n0[b] = v[0];
+    n1[b] = v[1];
+    n2[b] = v[2];
+    n3[b] = v[3];
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    all[4 * b] = n0[b];
+    all[4 * b + 1] = n1[b];
+    all[4 * b + 2] = n2[b];
+    all[4 * b + 3] = n3[b];
+  }
+  std::copy(all + skip, all + skip + n, eps);
+}
+
+int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)); }
+
+template <int64_t P, typename scalar_t, typename acc_t>
+void forward_kernel(const scalar_t* mu, const scalar_t* scale, scalar_t* z, acc_t* kl, int64_t rows,
+                    int64_t cols, acc_t shift, bool sample, uint64_t seed, uint64_t offset) {
+  at::parallel_for(0, rows, rows_per_task(cols), [&](int64_t r_begin, int64_t r_end) {
+    alignas(64) float eps[kTile];
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      acc_t row_kl = 0;
+      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+        const int64_t n = std::min(kTile, cols - c0);
+        const int64_t base = r * cols + c0;
+        if (sample) {
+          fill_normals(static_cast<uint64_t>(base), n, seed, offset, eps);
+        } else {
+          std::fill(eps, eps + n, 0.0f);
+        }
+#pragma omp simd reduction(+ : row_kl)
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t m = static_cast<acc_t>(mu[base + j]);
+          const StdTerms<acc_t> t = std_terms<P>(static_cast<acc_t>(scale[base + j]), shift);
+          // z = mu exactly when not sampling (std may be inf, and inf * 0 is NaN).
+          z[base + j] = sample ? static_cast<scalar_t>(m + t.std * static_cast<acc_t>(eps[j]))
+                               : mu[base + j];
+          row_kl += kl_element(m, t);
+        }
+      }
+      kl[r] = row_kl;
+    }
+  });
+}
+
+template <int64_t P, typename scalar_t, typename acc_t>
+void backward_kernel(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_t* mu,
+                     const scalar_t* scale, scalar_t* grad_mu, scalar_t* grad_scale, int64_t rows,
+                     int64_t cols, acc_t shift, bool sample, uint64_t seed, uint64_t offset) {
+  at::parallel_for(0, rows, rows_per_task(cols), [&](int64_t r_begin, int64_t r_end) {
+    alignas(64) float eps[kTile];
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      const acc_t gk = grad_kl[r];
+      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+        const int64_t n = std::min(kTile, cols - c0);
+        const int64_t base = r * cols + c0;
+        if (sample) {
+          fill_normals(static_cast<uint64_t>(base), n, seed, offset, eps);
+        } else {
+          std::fill(eps, eps + n, 0.0f);
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t m = static_cast<acc_t>(mu[base + j]);
+          const acc_t gz = static_cast<acc_t>(grad_z[base + j]);
+          const StdTerms<acc_t> t = std_terms<P>(static_cast<acc_t>(scale[base + j]), shift);
+          grad_mu[base + j] = static_cast<scalar_t>(gz + gk * m);
+          grad_scale[base + j] = static_cast<scalar_t>(gz * static_cast<acc_t>(eps[j]) * t.dstd +
+                                                       gk * kl_element_dscale(t));
+        }
+      }
+    }
+  });
+}
+
+// Calls fn.template operator()<P>() for the runtime parameterization.
+template <typename Fn>
+void dispatch_parameterization(int64_t parameterization, Fn&& fn) {
+  switch (parameterization) {
+    case kSoftplus: fn(std::integral_constant<int64_t, kSoftplus>{}); break;
+    case kLogVar: fn(std::integral_constant<int64_t, kLogVar>{}); break;
+    default: fn(std::integral_constant<int64_t, kStd>{}); break;
+  }
+}
+
+std::pair<uint64_t, uint64_t> read_rng(const at::Tensor& rng) {
+  TORCH_CHECK(rng.device().is_cpu(), "reparameterize_kl: rng must be a CPU tensor for the cpu backend");
+  const at::Tensor r = rng.contiguous();
+  const int64_t* p = r.data_ptr<int64_t>();
+  return {static_cast<uint64_t>(p[0]), static_cast<uint64_t>(p[1])};
+}
+
+std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_in,
+                                                         const at::Tensor& scale_in,
+                                                         const at::Tensor& rng,
+                                                         int64_t parameterization, double shift,
+                                                         bool sample) {
+  check_reparameterize_kl_args(mu_in, scale_in, rng, parameterization, at::kCPU);
+  const auto [seed, offset] = read_rng(rng);
+  const at::Tensor mu = mu_in.contiguous();
+  const at::Tensor scale = scale_in.contiguous();
+  const int64_t cols = mu.size(-1);
+  const int64_t rows = leading_numel(mu);
+  at::Tensor z = at::empty_like(mu);
+  at::Tensor kl = at::empty(mu.sizes().slice(0, mu.dim() - 1), mu.options().dtype(kl_dtype(mu.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparameterize_kl_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    dispatch_parameterization(parameterization, [&](auto p) {
+      forward_kernel<decltype(p)::value, scalar_t, acc_t>(
+          mu.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+          kl.data_ptr<acc_t>(), rows, cols, static_cast<acc_t>(shift), sample, seed, offset);
+    });
+  });
+  return {z, kl};
+}
+
+std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
+    const std::optional<at::Tensor>& grad_z_in, const std::optional<at::Tensor>& grad_kl_in,
+    const at::Tensor& mu_in, const at::Tensor& scale_in, const at::Tensor& rng,
+    int64_t parameterization, double shift, bool sample) {
+  check_reparameterize_kl_args(mu_in, scale_in, rng, parameterization, at::kCPU);
+  const auto [seed, offset] = read_rng(rng);
+  const at::Tensor mu = mu_in.contiguous();
+  const at::Tensor scale = scale_in.contiguous();
+  const auto kl_shape = mu.sizes().slice(0, mu.dim() - 1);
+  const auto kl_options = mu.options().dtype(kl_dtype(mu.scalar_type()));
+  // A missing gradient (z or kl unused) is zero.
+  const at::Tensor grad_z = grad_z_in.has_value() && grad_z_in->defined()
+                                ? grad_z_in->to(mu.scalar_type()).expand(mu.sizes()).contiguous()
+                                : at::zeros_like(mu);
+  const at::Tensor grad_kl = grad_kl_in.has_value() && grad_kl_in->defined()
+                                 ? grad_kl_in->to(kl_options.dtype()).expand(kl_shape).contiguous()
+                                 : at::zeros(kl_shape, kl_options);
+  const int64_t cols = mu.size(-1);
+  const int64_t rows = leading_numel(mu);
+  at::Tensor grad_mu = at::empty_like(mu);
+  at::Tensor grad_scale = at::empty_like(mu);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparameterize_kl_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    dispatch_parameterization(parameterization, [&](auto p) {
+      backward_kernel<decltype(p)::value, scalar_t, acc_t>(
+          grad_z.data_ptr<scalar_t>(), grad_kl.data_ptr<acc_t>(), mu.data_ptr<scalar_t>(),
+          scale.data_ptr<scalar_t>(), grad_mu.data_ptr<scalar_t>(), grad_scale.data_ptr<scalar_t>(),
+          rows, cols, static_cast<acc_t>(shift), sample, seed, offset);
+    });
+  });
+  return {grad_mu, grad_scale};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
+  m.impl("reparameterize_kl", &reparameterize_kl_cpu);
+  m.impl("reparameterize_kl_backward", &reparameterize_kl_backward_cpu);
+}
+
+}  // namespace mibcore

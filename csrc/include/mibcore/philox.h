@@ -1,0 +1,104 @@
+// Counter-based random numbers shared by the CPU and CUDA kernels of mibcore.
+//
+// The randomness contract (DESIGN.md section 5), mirrored exactly by
+// mibcore/reference/philox.py (pure PyTorch) and kernels/_random.py (Triton):
+//
+//   key     = (seed & 0xffffffff, seed >> 32)             seed:   int64 drawn from the torch generator
+//   counter = (q & 0xffffffff, q >> 32,                      q:      block index = element index / 4
+//              offset & 0xffffffff, offset >> 32)          offset: int64 drawn with the seed
+//   (r0, r1, r2, r3) = Philox4x32-10(counter, key)
+//   uniform(r) = ((r >> 8) + 1) * 2^-24                     in (0, 1], 24 exact bits, never 0
+//   Box-Muller on (r0, r1) and on (r2, r3), the angle taken in turns:
+//     rad = sqrt(-2 log u_a),  (n_a, n_b) = (rad cos(2 pi u_b), rad sin(2 pi u_b))
+//   element i gets (n0, n1, n2, n3)[i % 4]   (n0, n1 from (r0, r1); n2, n3 from (r2, r3))
+#pragma once
+
+#include "mibcore/math.h"
+
+namespace mibcore {
+
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
+constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
+constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
+
+struct Philox4 {
+  uint32_t r0, r1, r2, r3;
+};
+
+MIB_HD uint32_t mulhi32(uint32_t a, uint32_t b) {
+  return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
+}
+
+// Philox4x32 with 10 rounds (Salmon et al. 2011; the Random123 and curand variant).
+MIB_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+                             uint32_t k1) {
+  for (int round = 0; round < 10; ++round) {
+    uint32_t hi0 = mulhi32(kPhiloxM0, c0);
+    uint32_t lo0 = kPhiloxM0 * c0;
+    uint32_t hi1 = mulhi32(kPhiloxM1, c2);
+    uint32_t lo1 = kPhiloxM1 * c2;
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  return Philox4{c0, c1, c2, c3};
+}
+
+MIB_HD Philox4 philox_block(uint64_t block, uint64_t seed, uint64_t offset) {
+  return philox4x32_10(static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
+                       static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32),
+                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
+// A uniform in (0, 1] with 24 random bits; exact in float.
+MIB_HD float uniform_from_bits(uint32_t r) {
+  return static_cast<float>((r >> 8) + 1u) * 5.9604644775390625e-08f;  // 2^-24
+}
+
+// sin and cos of 2*pi*t for t in [0, 1]. The reduction to a quarter turn is exact
+// because it happens in turns; Cephes sinf/cosf polynomials on [-pi/4, pi/4].
+MIB_HD void sincos_turns(float t, float* s_out, float* c_out) {
+  float quarter = floorf(t * 4.0f + 0.5f);  // nearest quarter turn, 0..4
+  float f = t - quarter * 0.25f;             // in [-1/8, 1/8], exact
+  float x = f * 6.28318530717958648f;
+  float z = x * x;
+  float s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * x + x;
+  float c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) *
+                z * z -
+            0.5f * z + 1.0f;
+  int32_t q = static_cast<int32_t>(quarter) & 3;
+  // Rotate (cos x, sin x) by q quarter turns.
+  float cs = (q == 0) ? c : (q == 1) ? -s : (q == 2) ? -c : s;
+  float sn = (q == 0) ? s : (q == 1) ? c : (q == 2) ? -s : -c;
+  *s_out = sn;
+  *c_out = cs;
+}
+
+// The two standard normals of a Box-Muller pair.
+MIB_HD void box_muller(uint32_t ra, uint32_t rb, float* n_a, float* n_b) {
+  float rad = sqrtf(-2.0f * fast_log(uniform_from_bits(ra)));
+  float s, c;
+  sincos_turns(uniform_from_bits(rb), &s, &c);
+  *n_a = rad * c;
+  *n_b = rad * s;
+}
+
+// The four standard normals of Philox block `block`: elements 4*block .. 4*block + 3.
+MIB_HD void normal4(uint64_t block, uint64_t seed, uint64_t offset, float n[4]) {
+  Philox4 r = philox_block(block, seed, offset);
+  box_muller(r.r0, r.r1, &n[0], &n[1]);
+  box_muller(r.r2, r.r3, &n[2], &n[3]);
+}
+
+// The standard normal of element `index` (computes its whole block; for GPU threads).
+MIB_HD float normal_at(uint64_t index, uint64_t seed, uint64_t offset) {
+  float n[4];
+  normal4(index >> 2, seed, offset, n);
+  return n[index & 3];
+}
+
+}  // namespace mibcore

@@ -1,0 +1,51 @@
+// Schemas of the mibcore operators (extension-cpp style). The CPU kernels register in
+// csrc/cpu, the CUDA kernels in csrc/cuda; fake tensors and autograd are registered
+// from Python (mibcore/ops). Importing this library needs torch to be imported first.
+#include <Python.h>
+#include <torch/library.h>
+
+#include <string>
+
+extern "C" {
+// A minimal module so that `import mibcore._C` loads the shared library (and runs the
+// static registrations below) without pulling in pybind11.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace mibcore {
+
+std::string build_info() {
+  std::string info = "cpu=1";
+#ifdef MIBCORE_WITH_CUDA
+  info += ";cuda=1";
+#else
+  info += ";cuda=0";
+#endif
+#if defined(__AVX512F__)
+  info += ";simd=avx512";
+#elif defined(__AVX2__)
+  info += ";simd=avx2";
+#else
+  info += ";simd=baseline";
+#endif
+  return info;
+}
+
+TORCH_LIBRARY(mibcore, m) {
+  m.def("build_info() -> str", &build_info);
+  // z = mu + std(scale) * eps (or mu when sample is false) and the per-row KL sums
+  // (shape mu.shape[:-1], float32 or float64). rng = (seed, offset), see philox.h.
+  m.def(
+      "reparameterize_kl(Tensor mu, Tensor scale, Tensor rng, int parameterization, float shift, "
+      "bool sample) -> (Tensor, Tensor)");
+  // Gradients of mu and scale given the gradients of z and of the per-row KL sums;
+  // eps is regenerated from rng, never stored.
+  m.def(
+      "reparameterize_kl_backward(Tensor? grad_z, Tensor? grad_kl, Tensor mu, Tensor scale, "
+      "Tensor rng, int parameterization, float shift, bool sample) -> (Tensor, Tensor)");
+}
+
+}  // namespace mibcore

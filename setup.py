@@ -1,0 +1,70 @@
+"""Build of mibcore and its C++/CUDA extension mibcore._C.
+
+The CPU part is always built. The CUDA part (csrc/cuda/*.cu) is built when torch has
+CUDA and nvcc is found, or when forced with MIBCORE_BUILD_CUDA=1 (MIBCORE_BUILD_CUDA=0
+turns it off). Set MIBCORE_CPU_ARCH to change -march (default: native, since the
+extension is built on the machine that runs it; use e.g. x86-64-v3 for portable builds).
+Install with `pip install --no-build-isolation .` (build isolation hides torch).
+"""
+import glob
+import os
+
+from setuptools import setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _want_cuda():
+    flag = os.environ.get("MIBCORE_BUILD_CUDA", "auto").lower()
+    if flag in ("0", "false", "no"):
+        return False
+    if flag in ("1", "true", "yes"):
+        return True
+    import torch
+
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+
+
+def _extension():
+    arch = os.environ.get("MIBCORE_CPU_ARCH", "native")
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17", f"-march={arch}", "-fno-math-errno"]
+    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    include_dirs = [os.path.join(ROOT, "csrc", "include")]
+    if _want_cuda():
+        nvcc_flags = [
+            "-O3",
+            "-std=c++17",
+            "--expt-relaxed-constexpr",
+            "-gencode=arch=compute_80,code=sm_80",
+            "-gencode=arch=compute_90,code=sm_90",
+        ]
+        return cpp_extension.CUDAExtension(
+            "mibcore._C",
+            sources + sorted(glob.glob("csrc/cuda/*.cu")),
+            include_dirs=include_dirs,
+            define_macros=[("MIBCORE_WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_link_args=["-fopenmp"],
+        )
+    return cpp_extension.CppExtension(
+        "mibcore._C",
+        sources,
+        include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    packages=[
+        "mibcore",
+        "mibcore.ops",
+        "mibcore.reference",
+        "mibcore.nn",
+        "mibcore.kernels",
+    ],
+    package_dir={"mibcore.kernels": "kernels"},
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)
