@@ -33,6 +33,11 @@ MIB_HD uint32_t mulhi32(uint32_t a, uint32_t b) {
 // Philox4x32 with 10 rounds (Salmon et al. 2011; the Random123 and curand variant).
 MIB_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
                              uint32_t k1) {
+#if defined(__CUDACC__)
+#pragma unroll
+#else
+#pragma GCC unroll 10  // fully unrolled, so that `omp simd` loops around it vectorize
+#endif
   for (int round = 0; round < 10; ++round) {
     uint32_t hi0 = mulhi32(kPhiloxM0, c0);
     uint32_t lo0 = kPhiloxM0 * c0;
@@ -59,9 +64,13 @@ MIB_HD float uniform_from_bits(uint32_t r) {
   return static_cast<float>((r >> 8) + 1u) * 5.9604644775390625e-08f;  // 2^-24
 }
 
+struct SinCos {
+  float sin, cos;
+};
+
 // sin and cos of 2*pi*t for t in [0, 1]. The reduction to a quarter turn is exact
 // because it happens in turns; Cephes sinf/cosf polynomials on [-pi/4, pi/4].
-MIB_HD void sincos_turns(float t, float* s_out, float* c_out) {
+MIB_HD SinCos sincos_turns(float t) {
   float quarter = floorf(t * 4.0f + 0.5f);  // nearest quarter turn, 0..4
   float f = t - quarter * 0.25f;             // in [-1/8, 1/8], exact
   float x = f * 6.28318530717958648f;
@@ -71,34 +80,31 @@ MIB_HD void sincos_turns(float t, float* s_out, float* c_out) {
                 z * z -
             0.5f * z + 1.0f;
   int32_t q = static_cast<int32_t>(quarter) & 3;
-  // Rotate (cos x, sin x) by q quarter turns.
-  float cs = (q == 0) ? c : (q == 1) ? -s : (q == 2) ? -c : s;
-  float sn = (q == 0) ? s : (q == 1) ? c : (q == 2) ? -s : -c;
-  *s_out = sn;
-  *c_out = cs;
+  // Rotate (cos x, sin x) by q quarter turns: odd q swaps cos and sin, then the signs
+  // follow the quadrant (cos < 0 for q = 1, 2; sin < 0 for q = 2, 3).
+  bool odd = (q & 1) != 0;
+  float a = odd ? s : c;
+  float b = odd ? c : s;
+  return SinCos{(q >= 2) ? -b : b, (q == 1 || q == 2) ? -a : a};
 }
 
-// The two standard normals of a Box-Muller pair.
-MIB_HD void box_muller(uint32_t ra, uint32_t rb, float* n_a, float* n_b) {
+struct Normal2 {
+  float a, b;
+};
+
+// The two standard normals of a Box-Muller pair (results by value, so that loops vectorize).
+MIB_HD Normal2 box_muller(uint32_t ra, uint32_t rb) {
   float rad = sqrtf(-2.0f * fast_log(uniform_from_bits(ra)));
-  float s, c;
-  sincos_turns(uniform_from_bits(rb), &s, &c);
-  *n_a = rad * c;
-  *n_b = rad * s;
+  SinCos sc = sincos_turns(uniform_from_bits(rb));
+  return Normal2{rad * sc.cos, rad * sc.sin};
 }
 
-// The four standard normals of Philox block `block`: elements 4*block .. 4*block + 3.
-MIB_HD void normal4(uint64_t block, uint64_t seed, uint64_t offset, float n[4]) {
-  Philox4 r = philox_block(block, seed, offset);
-  box_muller(r.r0, r.r1, &n[0], &n[1]);
-  box_muller(r.r2, r.r3, &n[2], &n[3]);
-}
-
-// The standard normal of element `index` (computes its whole block; for GPU threads).
+// The standard normal of element `index` (one Box-Muller pair of its block; for GPU threads).
 MIB_HD float normal_at(uint64_t index, uint64_t seed, uint64_t offset) {
-  float n[4];
-  normal4(index >> 2, seed, offset, n);
-  return n[index & 3];
+  Philox4 r = philox_block(index >> 2, seed, offset);
+  bool first_pair = (index & 2) == 0;
+  Normal2 p = box_muller(first_pair ? r.r0 : r.r2, first_pair ? r.r1 : r.r3);
+  return (index & 1) == 0 ? p.a : p.b;
 }
 
 }  // namespace mibcore

@@ -1,0 +1,162 @@
+"""Triton mirror of csrc/include/mibcore/math.h and philox.h (the per-element math).
+
+Each function here has the C++ function of the same name there; keep them in step.
+Float32 uses the same Cephes polynomials as the C++ code; float64 uses tl.exp/tl.log,
+as the C++ float64 path uses the C library.
+"""
+import triton
+import triton.language as tl
+
+SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
+SOFTPLUS = tl.constexpr(0)
+LOGVAR = tl.constexpr(1)
+STD = tl.constexpr(2)
+
+
+@triton.jit
+def _pow2i(n):
+    return ((n + 127).to(tl.uint32) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def fast_exp(x, F64: tl.constexpr):
+    if F64:
+        return tl.exp(x)
+    else:
+        kmax = 88.72283935546875
+        kmin = -103.97208404541015
+        xc = tl.where(x < kmin, kmin, x)
+        xc = tl.where(xc > kmax, kmax, xc)
+        n = tl.floor(xc * 1.44269504088896341 + 0.5)
+        r = xc - n * 0.693359375
+        r = r - n * -2.12194440e-4
+        r2 = r * r
+        p = 1.9875691500e-4
+        p = p * r + 1.3981999507e-3
+        p = p * r + 8.3334519073e-3
+        p = p * r + 4.1665795894e-2
+        p = p * r + 1.6666665459e-1
+        p = p * r + 5.0000001201e-1
+        p = p * r2 + r + 1.0
+        ni = n.to(tl.int32)
+        n1 = ni // 2  # C++ division truncates toward zero; so does Triton's on int32
+        y = p * _pow2i(n1) * _pow2i(ni - n1)
+        y = tl.where(x > kmax, float("inf"), y)
+        y = tl.where(x < kmin, 0.0, y)
+        return tl.where(x != x, x, y)
+
+
+@triton.jit
+def fast_log(x, F64: tl.constexpr):
+    if F64:
+        return tl.log(x)
+    else:
+        tiny = x < 1.17549435e-38
+        xs = tl.where(tiny, x * 8388608.0, x)
+        bits = xs.to(tl.uint32, bitcast=True)
+        e = ((bits >> 23) & 0xFF).to(tl.int32) - 126
+        e = tl.where(tiny, e - 23, e)
+        m = ((bits & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)
+        small = m < 0.707106781186547524
+        e = tl.where(small, e - 1, e)
+        m = tl.where(small, m + m - 1.0, m - 1.0)
+        fe = e.to(tl.float32)
+        z = m * m
+        p = 7.0376836292e-2
+        p = p * m - 1.1514610310e-1
+        p = p * m + 1.1676998740e-1
+        p = p * m - 1.2420140846e-1
+        p = p * m + 1.4249322787e-1
+        p = p * m - 1.6668057665e-1
+        p = p * m + 2.0000714765e-1
+        p = p * m - 2.4999993993e-1
+        p = p * m + 3.3333331174e-1
+        y = p * m * z
+        y = y + fe * -2.12194440e-4
+        y = y - 0.5 * z
+        r = m + y
+        r = r + fe * 0.693359375
+        r = tl.where(x == float("inf"), float("inf"), r)
+        r = tl.where(x == 0.0, float("-inf"), r)
+        r = tl.where(x < 0.0, float("nan"), r)
+        return tl.where(x != x, x, r)
+
+
+@triton.jit
+def log1p_nonneg(t, F64: tl.constexpr):
+    u = 1.0 + t
+    d = u - 1.0
+    safe_d = tl.where(d == 0.0, 1.0, d)
+    r = fast_log(u, F64) * (t / safe_d)
+    r = tl.where(d == 0.0, t, r)
+    return tl.where(t == float("inf"), t, r)
+
+
+@triton.jit
+def softplus(x, F64: tl.constexpr):
+    xc = tl.where(x < SOFTPLUS_THRESHOLD, x, SOFTPLUS_THRESHOLD)
+    sp = log1p_nonneg(fast_exp(xc, F64), F64)
+    return tl.where((x > SOFTPLUS_THRESHOLD) | (x != x), x, sp)
+
+
+@triton.jit
+def sigmoid(x, F64: tl.constexpr):
+    return 1.0 / (1.0 + fast_exp(-x, F64))
+
+
+@triton.jit
+def std_terms(scale, shift, P: tl.constexpr, F64: tl.constexpr):
+    """(std, log std, d std / d scale, d log std / d scale); see math.h std_terms."""
+    if P == SOFTPLUS:
+        x = scale + shift
+        sp = softplus(x, F64)
+        sig = sigmoid(x, F64)
+        deep = x < -SOFTPLUS_THRESHOLD
+        safe_sp = tl.where(deep, 1.0, sp)
+        log_std = tl.where(deep, x, fast_log(safe_sp, F64))
+        dlog_std = tl.where(deep, 1.0, sig / safe_sp)
+        return sp, log_std, sig, dlog_std
+    elif P == LOGVAR:
+        std = fast_exp(0.5 * scale, F64)
+        return std, 0.5 * scale, 0.5 * std, tl.full(scale.shape, 0.5, scale.dtype)
+    else:
+        return scale, fast_log(scale, F64), tl.full(scale.shape, 1.0, scale.dtype), 1.0 / scale
+
+
+@triton.jit
+def uniform_from_bits(r):
+    return ((r >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08
+
+
+@triton.jit
+def sincos_turns(t):
+    quarter = tl.floor(t * 4.0 + 0.5)
+    f = t - quarter * 0.25
+    x = f * 6.28318530717958648
+    z = x * x
+    s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * x + x
+    c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0
+    q = quarter.to(tl.int32) & 3
+    cs = tl.where(q == 0, c, tl.where(q == 1, -s, tl.where(q == 2, -c, s)))
+    sn = tl.where(q == 0, s, tl.where(q == 1, c, tl.where(q == 2, -s, -c)))
+    return sn, cs
+
+
+@triton.jit
+def normal_at(index, seed, offset):
+    """The float32 standard normal of flat element `index` (int64); see philox.h."""
+    block = index >> 2
+    lane = index & 3
+    r0, r1, r2, r3 = tl.philox(
+        seed,
+        (block & 0xFFFFFFFF).to(tl.uint32),
+        (block >> 32).to(tl.uint32),
+        (offset & 0xFFFFFFFF).to(tl.uint32),
+        (offset >> 32).to(tl.uint32),
+    )
+    first_pair = lane < 2
+    ra = tl.where(first_pair, r0, r2)
+    rb = tl.where(first_pair, r1, r3)
+    rad = tl.sqrt_rn(-2.0 * fast_log(uniform_from_bits(ra), False))
+    s, c = sincos_turns(uniform_from_bits(rb))
+    return tl.where((lane & 1) == 0, rad * c, rad * s)
