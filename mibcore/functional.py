@@ -2,8 +2,6 @@
 
 The backend is chosen here (mibcore.backends), before autograd records anything.
 """
-import math
-
 import torch
 
 from mibcore import _checks, backends, reference
@@ -108,7 +106,9 @@ def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, gene
     """
     fn = "tensor_fusion"
     dims = _check_fusion_inputs(fn, inputs)
-    fused_dim = math.prod(d + 1 for d in dims)
+    fused_dim = 1
+    for d in dims:  # (a loop, not a generator expression: dynamo traces loops)
+        fused_dim *= d + 1
     _checks.like(fn, "weight", weight, "inputs[0]", inputs[0], shape=False)
     if weight.dim() != 2 or weight.shape[1] != fused_dim:
         raise ValueError(

@@ -1,0 +1,39 @@
+"""`python -m mibcore info`: versions, what was built, which backend serves which device."""
+import importlib.util
+import platform
+
+import torch
+
+import mibcore
+from mibcore import _extension, backends
+
+
+def report():
+    lines = [
+        f"mibcore {mibcore.__version__}",
+        f"python {platform.python_version()}  torch {torch.__version__}  (torch CUDA: {torch.version.cuda})",
+    ]
+    spec = importlib.util.find_spec("triton")
+    if spec is not None:
+        import triton
+
+        lines.append(f"triton {triton.__version__}")
+    else:
+        lines.append("triton: not installed")
+    build = _extension.load()
+    if build is None:
+        lines.append("extension mibcore._C: not built (fused cpu/cuda backends off)")
+    else:
+        lines.append("extension mibcore._C: " + ", ".join(f"{k}={v}" for k, v in build.items()))
+    lines.append(f"threads: {torch.get_num_threads()}  GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    lines.append("backends serving each device (auto picks the first that implements an operator):")
+    for device in ("cpu", "cuda"):
+        served = backends.available(device)
+        order = [b for b in backends._AUTO_ORDER[device] if b in served]
+        lines.append(f"  {device}: {', '.join(order) if order else 'none'}")
+    lines.append("operators per backend:")
+    for name, backend in backends.BACKENDS.items():
+        devices = ", ".join(backend.devices()) or "unavailable here"
+        lines.append(f"  {name:9s} [{devices}] {', '.join(sorted(backend.ops))} - {backend.description}")
+    lines.append(f"selected backend: {backends.current()}")
+    return "\n".join(lines)
