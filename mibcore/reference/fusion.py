@@ -19,7 +19,9 @@ def outer_product(inputs):
     """Flattened outer product of the inputs with 1 prepended: [B, prod(d_i + 1)]."""
     fused = with_ones(inputs[0])
     for x in inputs[1:]:
-        fused = torch.einsum("bi,bj->bij", fused, with_ones(x)).reshape(fused.shape[0], -1)
+        factor = with_ones(x)
+        size = fused.shape[1] * factor.shape[1]  # explicit: -1 is ambiguous for an empty batch
+        fused = torch.einsum("bi,bj->bij", fused, factor).reshape(fused.shape[0], size)
     return fused
 
 
