@@ -30,13 +30,13 @@ def _extension():
     arch = os.environ.get("MIBCORE_CPU_ARCH", "native")
     # -fno-trapping-math lets g++ inline floorf and if-convert the branch-free math in
     # csrc/include, which is what makes the `omp simd` loops vectorize (10x here).
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++17", f"-march={arch}", "-fno-math-errno", "-fno-trapping-math"]
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++20", f"-march={arch}", "-fno-math-errno", "-fno-trapping-math"]
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     if _want_cuda():
         nvcc_flags = [
             "-O3",
-            "-std=c++17",
+            "-std=c++20",
             "--expt-relaxed-constexpr",
             "-gencode=arch=compute_80,code=sm_80",
             "-gencode=arch=compute_90,code=sm_90",

@@ -83,23 +83,6 @@ def fast_log(x, F64: tl.constexpr):
 
 
 @triton.jit
-def log1p_nonneg(t, F64: tl.constexpr):
-    u = 1.0 + t
-    d = u - 1.0
-    safe_d = tl.where(d == 0.0, 1.0, d)
-    r = fast_log(u, F64) * (t / safe_d)
-    r = tl.where(d == 0.0, t, r)
-    return tl.where(t == float("inf"), t, r)
-
-
-@triton.jit
-def softplus(x, F64: tl.constexpr):
-    xc = tl.where(x < SOFTPLUS_THRESHOLD, x, SOFTPLUS_THRESHOLD)
-    sp = log1p_nonneg(fast_exp(xc, F64), F64)
-    return tl.where((x > SOFTPLUS_THRESHOLD) | (x != x), x, sp)
-
-
-@triton.jit
 def sigmoid(x, F64: tl.constexpr):
     return 1.0 / (1.0 + fast_exp(-x, F64))
 
@@ -108,9 +91,18 @@ def sigmoid(x, F64: tl.constexpr):
 def std_terms(scale, shift, P: tl.constexpr, F64: tl.constexpr):
     """(std, log std, d std / d scale, d log std / d scale); see math.h std_terms."""
     if P == SOFTPLUS:
+        # As math.h: one exp serves softplus and sigmoid (e = exp(min(x, 20)), sigmoid = e / (1 + e)).
         x = scale + shift
-        sp = softplus(x, F64)
-        sig = sigmoid(x, F64)
+        above = x > SOFTPLUS_THRESHOLD
+        e = fast_exp(tl.where(above, SOFTPLUS_THRESHOLD, x), F64)
+        u = 1.0 + e
+        d = u - 1.0
+        safe_d = tl.where(d == 0.0, 1.0, d)
+        sp = tl.where(d == 0.0, e, fast_log(u, F64) * (e / safe_d))
+        sp = tl.where(above | (x != x), x, sp)
+        sig = e / u
+        if F64:
+            sig = tl.where(above, sigmoid(x, F64), sig)
         deep = x < -SOFTPLUS_THRESHOLD
         safe_sp = tl.where(deep, 1.0, sp)
         log_std = tl.where(deep, x, fast_log(safe_sp, F64))

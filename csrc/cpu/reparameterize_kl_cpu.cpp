@@ -1,6 +1,8 @@
 // CPU kernels of mibcore::reparameterize_kl: at::parallel_for over rows, and within a row
-// tiles of kTile elements processed by `#pragma omp simd` loops that g++ vectorizes
-// (the shared math in csrc/include is branch-free for that reason).
+// tiles of kTile elements processed by loops that g++ auto-vectorizes (the shared math in
+// csrc/include is branch-free for that reason). `#pragma GCC ivdep` rather than `omp simd`
+// for the element loops: omp simd privatizes the inlined callee's locals into per-lane
+// arrays and the loop turns into gathers; the KL row sum is a separate small reduction.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -47,9 +49,6 @@ void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, flo
   std::copy(all + skip, all + skip + n, eps);
 }
 
-// The per-element bodies are separate always-inline functions on purpose: a struct local
-// to an `omp simd` loop body becomes a per-lane array in memory (8x slower with g++ 12),
-// while one local to an inlined callee is kept in registers.
 #define MIB_ALWAYS_INLINE inline __attribute__((always_inline))
 
 template <int64_t P, bool kSample, typename scalar_t, typename acc_t>
@@ -83,24 +82,32 @@ void forward_kernel(const scalar_t* mu, const scalar_t* scale, scalar_t* z, acc_
                     int64_t cols, acc_t shift, bool sample, uint64_t seed, uint64_t offset) {
   at::parallel_for(0, rows, rows_per_task(cols), [&](int64_t r_begin, int64_t r_end) {
     alignas(64) float eps[kTile];
+    alignas(64) acc_t kl_tile[kTile];
     for (int64_t r = r_begin; r < r_end; ++r) {
       acc_t row_kl = 0;
       for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
         const int64_t n = std::min(kTile, cols - c0);
         const int64_t base = r * cols + c0;
+        // Local copies: pointers read through the lambda's captures inside the loop
+        // can turn into per-lane gathers.
+        const scalar_t* mu_t = mu + base;
+        const scalar_t* scale_t = scale + base;
+        scalar_t* z_t = z + base;
+        const acc_t shift_t = shift;
         if (sample) {
           fill_normals(static_cast<uint64_t>(base), n, seed, offset, eps);
-
-#pragma omp simd reduction(+ : row_kl)
+#pragma GCC ivdep
           for (int64_t j = 0; j < n; ++j) {
-            row_kl += forward_element<P, true>(mu + base, scale + base, z + base, eps, j, shift);
+            kl_tile[j] = forward_element<P, true>(mu_t, scale_t, z_t, eps, j, shift_t);
           }
         } else {
-#pragma omp simd reduction(+ : row_kl)
+#pragma GCC ivdep
           for (int64_t j = 0; j < n; ++j) {
-            row_kl += forward_element<P, false>(mu + base, scale + base, z + base, eps, j, shift);
+            kl_tile[j] = forward_element<P, false>(mu_t, scale_t, z_t, eps, j, shift_t);
           }
         }
+#pragma omp simd reduction(+ : row_kl)
+        for (int64_t j = 0; j < n; ++j) row_kl += kl_tile[j];
       }
       kl[r] = row_kl;
     }
@@ -123,10 +130,15 @@ void backward_kernel(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_
         } else {
           std::fill(eps, eps + n, 0.0f);
         }
-#pragma omp simd
+        const scalar_t* grad_z_t = grad_z + base;  // local copies, as in the forward
+        const scalar_t* mu_t = mu + base;
+        const scalar_t* scale_t = scale + base;
+        scalar_t* grad_mu_t = grad_mu + base;
+        scalar_t* grad_scale_t = grad_scale + base;
+        const acc_t shift_t = shift;
+#pragma GCC ivdep
         for (int64_t j = 0; j < n; ++j) {
-          backward_element<P>(grad_z + base, gk, mu + base, scale + base, grad_mu + base,
-                              grad_scale + base, eps, j, shift);
+          backward_element<P>(grad_z_t, gk, mu_t, scale_t, grad_mu_t, grad_scale_t, eps, j, shift_t);
         }
       }
     }

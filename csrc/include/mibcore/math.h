@@ -112,28 +112,9 @@ MIB_HD float fast_log(float x) {
 
 MIB_HD double fast_log(double x) { return log(x); }
 
-// log(1 + t) for t >= 0 (the only use here): log(u) corrected by t / (u - 1) where u = 1 + t
-// is rounded, which restores full relative accuracy for tiny t.
-template <typename T>
-MIB_HD T log1p_nonneg(T t) {
-  T u = T(1) + t;
-  T d = u - T(1);
-  T safe_d = (d == T(0)) ? T(1) : d;
-  T r = fast_log(u) * (t / safe_d);
-  r = (d == T(0)) ? t : r;
-  return (t == T(INFINITY)) ? t : r;
-}
-
 // ---------------------------------------------------------------- softplus family
 // The softplus threshold matches torch.nn.functional.softplus(x, beta=1, threshold=20).
 constexpr float kSoftplusThreshold = 20.0f;
-
-template <typename T>
-MIB_HD T softplus(T x) {
-  T xc = x < T(kSoftplusThreshold) ? x : T(kSoftplusThreshold);
-  T sp = log1p_nonneg(fast_exp(xc));
-  return (x > T(kSoftplusThreshold) || x != x) ? x : sp;
-}
 
 template <typename T>
 MIB_HD T sigmoid(T x) {
@@ -159,9 +140,19 @@ MIB_HD StdTerms<T> std_terms(T scale, T shift) {
   if constexpr (P == kSoftplus) {
     // std = softplus(x), x = scale + shift. For x < -20, softplus(x) = e^x (1 - e^x / 2 + ...),
     // so log std = x and d log std / dx = 1 to working precision; this avoids log(0) = -inf.
+    // One exp serves softplus and sigmoid: e = exp(min(x, 20)), sigmoid = e / (1 + e).
     T x = scale + shift;
-    T sp = softplus(x);
-    T sig = sigmoid(x);
+    bool above = x > T(kSoftplusThreshold);
+    T e = fast_exp(above ? T(kSoftplusThreshold) : x);
+    T u = T(1) + e;
+    T d = u - T(1);
+    T safe_d = (d == T(0)) ? T(1) : d;
+    T sp = (d == T(0)) ? e : fast_log(u) * (e / safe_d);  // log1p(e), as log1p_nonneg
+    sp = (above || x != x) ? x : sp;
+    T sig = e / u;
+    if constexpr (sizeof(T) > sizeof(float)) {
+      sig = above ? sigmoid(x) : sig;  // in float, sigmoid(x > 20) rounds to e / u = 1 already
+    }
     bool deep = x < T(-kSoftplusThreshold);
     T safe_sp = deep ? T(1) : sp;
     t.std = sp;

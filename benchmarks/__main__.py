@@ -1,0 +1,81 @@
+"""Benchmark runner: `python -m benchmarks [--quick] [--device cpu] [--out bench-results]`.
+
+Times every case for every provider (forward, backward, forward+backward), reports
+speedups against the eager reference measured in the same run, the roofline fraction
+(copy bandwidth and GEMM throughput measured in the same run) and memory, and writes
+results.csv, results.md and results.png to --out.
+"""
+import argparse
+import os
+import platform
+import sys
+
+import torch
+
+from benchmarks import cases as bench_cases
+from benchmarks import measure, report
+
+
+def run(args):
+    device = args.device
+    repeats = args.repeats or (5 if args.quick else 15)
+    bandwidth = measure.copy_bandwidth(device)
+    gemm = measure.gemm_throughput(device)
+    machine = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"device {device}; copy bandwidth {bandwidth / 1e9:.1f} GB/s, fp32 GEMM {gemm / 1e9:.0f} GFLOP/s"
+    )
+    print(machine, flush=True)
+    rows = []
+    for case in bench_cases.all_cases(quick=args.quick):
+        if args.op and case.op not in args.op:
+            continue
+        baseline = None
+        for provider in bench_cases.providers(case.op, device):
+            torch.manual_seed(0)
+            fn, tensors = case.make(device, provider)
+            times = measure.time_modes(fn, tensors, device, repeats)
+            if provider == "reference":
+                baseline = times
+            floor = case.bytes_moved / bandwidth if case.bytes_moved else case.flops / gemm
+            peak = measure.peak_memory_bytes(fn, tensors, device)
+            row = {
+                "op": case.op, "shape": case.shape, "kind": case.kind, "provider": provider, "device": device,
+                "forward_ms": 1e3 * times["forward"], "backward_ms": 1e3 * times["backward"],
+                "full_ms": 1e3 * times["full"],
+                "speedup_full": baseline["full"] / times["full"],
+                "speedup_forward": baseline["forward"] / times["forward"],
+                "roofline_full": floor / times["full"],
+                "saved_MB": measure.saved_for_backward_bytes(fn, tensors) / 2**20,
+                "peak_MB": None if peak is None else peak / 2**20,
+            }
+            rows.append(row)
+            print(
+                f"{case.op:18s} {case.shape:26s} {provider:10s} fwd {row['forward_ms']:9.3f} ms  "
+                f"fwd+bwd {row['full_ms']:9.3f} ms  x{row['speedup_full']:.2f}  roofline {100 * row['roofline_full']:.0f}%",
+                flush=True,
+            )
+    os.makedirs(args.out, exist_ok=True)
+    report.atomic_write(os.path.join(args.out, "results.csv"), report.to_csv(rows))
+    markdown = report.to_markdown(rows, machine)
+    report.atomic_write(os.path.join(args.out, "results.md"), markdown)
+    report.to_png(rows, os.path.join(args.out, "results.png"))
+    print()
+    print(markdown)
+    print(f"wrote {args.out}/results.csv, results.md, results.png")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the paper shapes and one scale shape, fewer repeats")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=0, help="timed runs per mode (default 15, quick 5)")
+    parser.add_argument("--op", action="append", help="only this operator (repeatable)")
+    parser.add_argument("--out", default="bench-results", help="output folder")
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
