@@ -26,6 +26,20 @@ def _want_cuda():
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
+def _pip_cuda_dirs():
+    """Headers and libraries of the NVIDIA pip wheels a CUDA build of torch depends on
+    (cusparse.h, cublas, ...), which a minimal CUDA toolkit may lack."""
+    import site
+
+    includes, libs = [], []
+    for root in site.getsitepackages():
+        for sub in ("nvidia/cu13", "nvidia/cu12"):
+            if os.path.isdir(os.path.join(root, sub, "include")):
+                includes.append(os.path.join(root, sub, "include"))
+                libs.append(os.path.join(root, sub, "lib"))
+    return includes, libs
+
+
 def _extension():
     arch = os.environ.get("MIBCORE_CPU_ARCH", "native")
     # -fno-trapping-math lets g++ inline floorf and if-convert the branch-free math in
@@ -34,6 +48,14 @@ def _extension():
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     if _want_cuda():
+        import torch
+
+        if torch.version.cuda is None:
+            raise RuntimeError(
+                "MIBCORE_BUILD_CUDA=1 needs a CUDA build of torch (this one is CPU-only); "
+                "the CUDA kernels alone compile without torch: cmake -S . -B build-cmake"
+            )
+        pip_includes, pip_libs = _pip_cuda_dirs()
         nvcc_flags = [
             "-O3",
             "-std=c++20",
@@ -43,8 +65,9 @@ def _extension():
         ]
         return cpp_extension.CUDAExtension(
             "mibcore._C",
-            sources + sorted(glob.glob("csrc/cuda/*.cu")),
-            include_dirs=include_dirs,
+            sources + sorted(glob.glob("csrc/cuda/*.cpp")) + sorted(glob.glob("csrc/cuda/*.cu")),
+            include_dirs=include_dirs + [os.path.join(ROOT, "csrc", "cuda")] + pip_includes,
+            library_dirs=pip_libs,
             define_macros=[("MIBCORE_WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=["-fopenmp"],

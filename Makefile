@@ -1,0 +1,45 @@
+# Quick start:  make run   (benchmark table; later also a short training run)
+#               make test  (the whole test suite; what CI runs)
+# Both create .venv and build the extension when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEPS := $(VENV)/.deps-installed
+INSTALLED := $(VENV)/.mibcore-installed
+
+.PHONY: run test build bench cuda-check clean
+
+$(DEPS): requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+$(INSTALLED): $(DEPS) setup.py pyproject.toml
+	$(BIN)/pip install -q --no-build-isolation -e .
+	touch $@
+
+# Incremental rebuild of mibcore._C after the editable install (ninja rebuilds what changed).
+build: $(INSTALLED)
+	$(BIN)/python setup.py -q build_ext --inplace
+
+run: build
+	$(BIN)/python -m mibcore info
+	$(BIN)/python -m benchmarks --quick --out bench-results
+
+bench: build
+	$(BIN)/python -m benchmarks --out bench-results
+
+# nvcc compile check of csrc/cuda for sm_80 and sm_90 (skipped where nvcc is missing).
+cuda-check:
+	@if command -v nvcc >/dev/null 2>&1; then \
+		cmake -S . -B build-cmake -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+		cmake --build build-cmake -j 2 --target mibcore_cuda_check && \
+		echo "nvcc compile check of csrc/cuda: OK"; \
+	else echo "nvcc not found: CUDA compile check skipped"; fi
+
+test: build cuda-check
+	$(BIN)/pytest -q tests
+
+clean:
+	rm -rf build build-cmake bench-results mibcore/*.so
