@@ -45,7 +45,7 @@ def _extension():
     # -fno-trapping-math lets g++ inline floorf and if-convert the branch-free math in
     # csrc/include, which is what makes the `omp simd` loops vectorize (10x here).
     cxx_flags = ["-O3", "-fopenmp", "-std=c++20", f"-march={arch}", "-fno-math-errno", "-fno-trapping-math"]
-    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     if _want_cuda():
         import torch

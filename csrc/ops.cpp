@@ -36,16 +36,17 @@ std::string build_info() {
 
 TORCH_LIBRARY(mibcore, m) {
   m.def("build_info() -> str", &build_info);
-  // z = mu + std(scale) * eps (or mu when sample is false) and the per-row KL sums
-  // (shape mu.shape[:-1], float32 or float64). rng = (seed, offset), see philox.h.
+  // z = mu + std(scale) * eps (or mu when sample is false) and the KL, float32 (float64
+  // for float64 inputs), reduced by `reduction` (0 none: per-row sums of shape mu.shape[:-1],
+  // 1 sum, 2 mean, 3 batchmean). rng = (seed, offset), see philox.h. Autograd: autograd.cpp.
   m.def(
       "reparameterize_kl(Tensor mu, Tensor scale, Tensor rng, int parameterization, float shift, "
-      "bool sample) -> (Tensor, Tensor)");
-  // Gradients of mu and scale given the gradients of z and of the per-row KL sums;
+      "bool sample, int reduction) -> (Tensor, Tensor)");
+  // Gradients of mu and scale given the gradients of z and of the reduced KL;
   // eps is regenerated from rng, never stored.
   m.def(
       "reparameterize_kl_backward(Tensor? grad_z, Tensor? grad_kl, Tensor mu, Tensor scale, "
-      "Tensor rng, int parameterization, float shift, bool sample) -> (Tensor, Tensor)");
+      "Tensor rng, int parameterization, float shift, bool sample, int reduction) -> (Tensor, Tensor)");
 }
 
 }  // namespace mibcore

@@ -71,9 +71,15 @@ def reparameterize_kl(
             generator=generator,
         )
     rng = draw_rng(mu.device, generator)
-    parameterization_id = _reparameterize_kl_op.PARAMETERIZATION_IDS[parameterization]
-    z, kl_rows = _reparameterize_kl_op.operator(backend)(mu, scale, rng, parameterization_id, shift, sample)
-    return z, reference.reduce_kl(kl_rows, reduction, mu.numel())
+    return _reparameterize_kl_op.operator(backend)(
+        mu,
+        scale,
+        rng,
+        _reparameterize_kl_op.PARAMETERIZATION_IDS[parameterization],
+        shift,
+        sample,
+        _reparameterize_kl_op.REDUCTION_IDS[reduction],
+    )
 
 
 def _check_fusion_inputs(fn, inputs):

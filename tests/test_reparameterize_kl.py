@@ -248,15 +248,18 @@ def test_gradcheck_float64(backend, parameterization, sample):
 
 @pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
-def test_opcheck(backend, dtype):
+@pytest.mark.parametrize("reduction", ("none", "mean", "batchmean"))
+def test_opcheck(backend, dtype, reduction):
     from mibcore.ops import reparameterize_kl as op
 
     mu, scale = make_inputs((4, 9), "softplus", dtype, requires_grad=True)
     rng = torch.tensor([123, 456])
-    torch.library.opcheck(op.operator(backend), (mu, scale, rng, 0, -5.0, True))
-    grads = (torch.randn_like(mu.detach()), torch.randn(4, dtype=op.kl_dtype(dtype)))
+    reduction_id = op.REDUCTION_IDS[reduction]
+    torch.library.opcheck(op.operator(backend), (mu, scale, rng, 0, -5.0, True, reduction_id))
+    kl_shape = (4,) if reduction == "none" else ()
+    grads = (torch.randn_like(mu.detach()), torch.randn(kl_shape, dtype=op.kl_dtype(dtype)))
     torch.library.opcheck(
-        op.backward_operator(backend), (*grads, mu.detach(), scale.detach(), rng, 1, 0.0, True)
+        op.backward_operator(backend), (*grads, mu.detach(), scale.detach(), rng, 1, 0.0, True, reduction_id)
     )
 
 
@@ -323,6 +326,6 @@ def test_cuda_backends_match_cpu_samples():
             continue
         from mibcore.ops import reparameterize_kl as op
 
-        z, kl = op.operator(backend)(mu.cuda(), scale.cuda(), rng_cpu.cuda(), 0, -5.0, True)
+        z, kl = op.operator(backend)(mu.cuda(), scale.cuda(), rng_cpu.cuda(), 0, -5.0, True, 0)
         torch.testing.assert_close(z.cpu(), z_cpu, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(kl.cpu(), kl_cpu, rtol=1e-5, atol=1e-5)

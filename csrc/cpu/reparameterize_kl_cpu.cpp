@@ -65,51 +65,67 @@ MIB_ALWAYS_INLINE acc_t forward_element(const scalar_t* mu, const scalar_t* scal
 }
 
 template <int64_t P, typename scalar_t, typename acc_t>
-MIB_ALWAYS_INLINE void backward_element(const scalar_t* grad_z, acc_t grad_kl, const scalar_t* mu,
+MIB_ALWAYS_INLINE void backward_element(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_t* mu,
                                         const scalar_t* scale, scalar_t* grad_mu, scalar_t* grad_scale,
                                         const float* eps, int64_t j, acc_t shift) {
   const acc_t m = static_cast<acc_t>(mu[j]);
   const acc_t gz = static_cast<acc_t>(grad_z[j]);
+  const acc_t gk = grad_kl[j];
   const StdTerms<acc_t> t = std_terms<P>(static_cast<acc_t>(scale[j]), shift);
-  grad_mu[j] = static_cast<scalar_t>(gz + grad_kl * m);
-  grad_scale[j] = static_cast<scalar_t>(gz * static_cast<acc_t>(eps[j]) * t.dstd + grad_kl * kl_element_dscale(t));
+  grad_mu[j] = static_cast<scalar_t>(gz + gk * m);
+  grad_scale[j] = static_cast<scalar_t>(gz * static_cast<acc_t>(eps[j]) * t.dstd + gk * kl_element_dscale(t));
 }
 
 int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)); }
 
+// Tiles are flat ranges of kTile elements that may span several (short) rows, so that the
+// vectorized loops run full-width at the paper's 50-wide rows too. Each parallel task owns
+// whole rows, so a row's KL sum is never shared between threads. For each row segment
+// [begin, end) of the tile at flat index `first`, calls fn(row, begin, end).
+template <typename Fn>
+MIB_ALWAYS_INLINE void for_each_row_segment(int64_t first, int64_t n, int64_t cols, Fn&& fn) {
+  for (int64_t j = 0; j < n;) {
+    const int64_t row = (first + j) / cols;
+    const int64_t end = std::min(n, (row + 1) * cols - first);
+    fn(row, j, end);
+    j = end;
+  }
+}
+
 template <int64_t P, typename scalar_t, typename acc_t>
 void forward_kernel(const scalar_t* mu, const scalar_t* scale, scalar_t* z, acc_t* kl, int64_t rows,
                     int64_t cols, acc_t shift, bool sample, uint64_t seed, uint64_t offset) {
+  if (cols == 0) {
+    std::fill(kl, kl + rows, acc_t(0));
+    return;
+  }
   at::parallel_for(0, rows, rows_per_task(cols), [&](int64_t r_begin, int64_t r_end) {
     alignas(64) float eps[kTile];
     alignas(64) acc_t kl_tile[kTile];
-    for (int64_t r = r_begin; r < r_end; ++r) {
-      acc_t row_kl = 0;
-      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-        const int64_t n = std::min(kTile, cols - c0);
-        const int64_t base = r * cols + c0;
-        // Local copies: pointers read through the lambda's captures inside the loop
-        // can turn into per-lane gathers.
-        const scalar_t* mu_t = mu + base;
-        const scalar_t* scale_t = scale + base;
-        scalar_t* z_t = z + base;
-        const acc_t shift_t = shift;
-        if (sample) {
-          fill_normals(static_cast<uint64_t>(base), n, seed, offset, eps);
+    std::fill(kl + r_begin, kl + r_end, acc_t(0));
+    const int64_t last = r_end * cols;
+    for (int64_t first = r_begin * cols; first < last; first += kTile) {
+      const int64_t n = std::min(kTile, last - first);
+      // Local copies: pointers read through the lambda's captures inside the loop can turn
+      // into per-lane gathers.
+      const scalar_t* mu_t = mu + first;
+      const scalar_t* scale_t = scale + first;
+      scalar_t* z_t = z + first;
+      const acc_t shift_t = shift;
+      if (sample) {
+        fill_normals(static_cast<uint64_t>(first), n, seed, offset, eps);
 #pragma GCC ivdep
-          for (int64_t j = 0; j < n; ++j) {
-            kl_tile[j] = forward_element<P, true>(mu_t, scale_t, z_t, eps, j, shift_t);
-          }
-        } else {
+        for (int64_t j = 0; j < n; ++j) kl_tile[j] = forward_element<P, true>(mu_t, scale_t, z_t, eps, j, shift_t);
+      } else {
 #pragma GCC ivdep
-          for (int64_t j = 0; j < n; ++j) {
-            kl_tile[j] = forward_element<P, false>(mu_t, scale_t, z_t, eps, j, shift_t);
-          }
-        }
-#pragma omp simd reduction(+ : row_kl)
-        for (int64_t j = 0; j < n; ++j) row_kl += kl_tile[j];
+        for (int64_t j = 0; j < n; ++j) kl_tile[j] = forward_element<P, false>(mu_t, scale_t, z_t, eps, j, shift_t);
       }
-      kl[r] = row_kl;
+      for_each_row_segment(first, n, cols, [&](int64_t row, int64_t begin, int64_t end) {
+        acc_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = begin; j < end; ++j) sum += kl_tile[j];
+        kl[row] += sum;
+      });
     }
   });
 }
@@ -118,28 +134,30 @@ template <int64_t P, typename scalar_t, typename acc_t>
 void backward_kernel(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_t* mu,
                      const scalar_t* scale, scalar_t* grad_mu, scalar_t* grad_scale, int64_t rows,
                      int64_t cols, acc_t shift, bool sample, uint64_t seed, uint64_t offset) {
+  if (cols == 0) return;
   at::parallel_for(0, rows, rows_per_task(cols), [&](int64_t r_begin, int64_t r_end) {
     alignas(64) float eps[kTile];
-    for (int64_t r = r_begin; r < r_end; ++r) {
-      const acc_t gk = grad_kl[r];
-      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-        const int64_t n = std::min(kTile, cols - c0);
-        const int64_t base = r * cols + c0;
-        if (sample) {
-          fill_normals(static_cast<uint64_t>(base), n, seed, offset, eps);
-        } else {
-          std::fill(eps, eps + n, 0.0f);
-        }
-        const scalar_t* grad_z_t = grad_z + base;  // local copies, as in the forward
-        const scalar_t* mu_t = mu + base;
-        const scalar_t* scale_t = scale + base;
-        scalar_t* grad_mu_t = grad_mu + base;
-        scalar_t* grad_scale_t = grad_scale + base;
-        const acc_t shift_t = shift;
+    alignas(64) acc_t grad_kl_tile[kTile];
+    const int64_t last = r_end * cols;
+    for (int64_t first = r_begin * cols; first < last; first += kTile) {
+      const int64_t n = std::min(kTile, last - first);
+      if (sample) {
+        fill_normals(static_cast<uint64_t>(first), n, seed, offset, eps);
+      } else {
+        std::fill(eps, eps + n, 0.0f);
+      }
+      for_each_row_segment(first, n, cols, [&](int64_t row, int64_t begin, int64_t end) {
+        std::fill(grad_kl_tile + begin, grad_kl_tile + end, grad_kl[row]);
+      });
+      const scalar_t* grad_z_t = grad_z + first;  // local copies, as in the forward
+      const scalar_t* mu_t = mu + first;
+      const scalar_t* scale_t = scale + first;
+      scalar_t* grad_mu_t = grad_mu + first;
+      scalar_t* grad_scale_t = grad_scale + first;
+      const acc_t shift_t = shift;
 #pragma GCC ivdep
-        for (int64_t j = 0; j < n; ++j) {
-          backward_element<P>(grad_z_t, gk, mu_t, scale_t, grad_mu_t, grad_scale_t, eps, j, shift_t);
-        }
+      for (int64_t j = 0; j < n; ++j) {
+        backward_element<P>(grad_z_t, grad_kl_tile, mu_t, scale_t, grad_mu_t, grad_scale_t, eps, j, shift_t);
       }
     }
   });
@@ -166,8 +184,9 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_in
                                                          const at::Tensor& scale_in,
                                                          const at::Tensor& rng,
                                                          int64_t parameterization, double shift,
-                                                         bool sample) {
+                                                         bool sample, int64_t reduction) {
   check_reparameterize_kl_args(mu_in, scale_in, rng, parameterization, at::kCPU);
+  check_reduction(reduction);
   const auto [seed, offset] = read_rng(rng);
   const at::Tensor mu = mu_in.contiguous();
   const at::Tensor scale = scale_in.contiguous();
@@ -183,14 +202,15 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_in
           kl.data_ptr<acc_t>(), rows, cols, static_cast<acc_t>(shift), sample, seed, offset);
     });
   });
-  return {z, kl};
+  return {z, reduce_kl_rows(kl, reduction, mu.numel())};
 }
 
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
     const std::optional<at::Tensor>& grad_z_in, const std::optional<at::Tensor>& grad_kl_in,
     const at::Tensor& mu_in, const at::Tensor& scale_in, const at::Tensor& rng,
-    int64_t parameterization, double shift, bool sample) {
+    int64_t parameterization, double shift, bool sample, int64_t reduction) {
   check_reparameterize_kl_args(mu_in, scale_in, rng, parameterization, at::kCPU);
+  check_reduction(reduction);
   const auto [seed, offset] = read_rng(rng);
   const at::Tensor mu = mu_in.contiguous();
   const at::Tensor scale = scale_in.contiguous();
@@ -200,9 +220,10 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
   const at::Tensor grad_z = grad_z_in.has_value() && grad_z_in->defined()
                                 ? grad_z_in->to(mu.scalar_type()).expand(mu.sizes()).contiguous()
                                 : at::zeros_like(mu);
-  const at::Tensor grad_kl = grad_kl_in.has_value() && grad_kl_in->defined()
-                                 ? grad_kl_in->to(kl_options.dtype()).expand(kl_shape).contiguous()
-                                 : at::zeros(kl_shape, kl_options);
+  const at::Tensor grad_kl =
+      grad_kl_in.has_value() && grad_kl_in->defined()
+          ? expand_kl_grad(*grad_kl_in, reduction, kl_shape, mu.numel(), kl_dtype(mu.scalar_type()))
+          : at::zeros(kl_shape, kl_options);
   const int64_t cols = mu.size(-1);
   const int64_t rows = leading_numel(mu);
   at::Tensor grad_mu = at::empty_like(mu);

@@ -34,8 +34,9 @@ cuda::ReparamArgs make_args(const at::Tensor& mu, const at::Tensor& scale, const
 
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cuda(const at::Tensor& mu_in, const at::Tensor& scale_in,
                                                           const at::Tensor& rng_in, int64_t parameterization,
-                                                          double shift, bool sample) {
+                                                          double shift, bool sample, int64_t reduction) {
   check_reparameterize_kl_args(mu_in, scale_in, rng_in, parameterization, at::kCUDA);
+  check_reduction(reduction);
   const c10::cuda::CUDAGuard guard(mu_in.device());
   const at::Tensor mu = mu_in.contiguous(), scale = scale_in.contiguous(), rng = rng_in.contiguous();
   at::Tensor z = at::empty_like(mu);
@@ -44,13 +45,15 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cuda(const at::Tensor& mu_i
                                                       z.data_ptr(), kl.data_ptr(),
                                                       c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(status == cudaSuccess, "reparameterize_kl: CUDA launch failed: ", cudaGetErrorString(status));
-  return {z, kl};
+  return {z, reduce_kl_rows(kl, reduction, mu.numel())};
 }
 
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cuda(
     const std::optional<at::Tensor>& grad_z_in, const std::optional<at::Tensor>& grad_kl_in, const at::Tensor& mu_in,
-    const at::Tensor& scale_in, const at::Tensor& rng_in, int64_t parameterization, double shift, bool sample) {
+    const at::Tensor& scale_in, const at::Tensor& rng_in, int64_t parameterization, double shift, bool sample,
+    int64_t reduction) {
   check_reparameterize_kl_args(mu_in, scale_in, rng_in, parameterization, at::kCUDA);
+  check_reduction(reduction);
   const c10::cuda::CUDAGuard guard(mu_in.device());
   const at::Tensor mu = mu_in.contiguous(), scale = scale_in.contiguous(), rng = rng_in.contiguous();
   const auto kl_shape = mu.sizes().slice(0, mu.dim() - 1);
@@ -58,9 +61,10 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cuda(
   const at::Tensor grad_z = grad_z_in.has_value() && grad_z_in->defined()
                                 ? grad_z_in->to(mu.scalar_type()).expand(mu.sizes()).contiguous()
                                 : at::zeros_like(mu);
-  const at::Tensor grad_kl = grad_kl_in.has_value() && grad_kl_in->defined()
-                                 ? grad_kl_in->to(kl_options.dtype()).expand(kl_shape).contiguous()
-                                 : at::zeros(kl_shape, kl_options);
+  const at::Tensor grad_kl =
+      grad_kl_in.has_value() && grad_kl_in->defined()
+          ? expand_kl_grad(*grad_kl_in, reduction, kl_shape, mu.numel(), kl_dtype(mu.scalar_type()))
+          : at::zeros(kl_shape, kl_options);
   at::Tensor grad_mu = at::empty_like(mu), grad_scale = at::empty_like(mu);
   const auto status = cuda::reparameterize_kl_backward(make_args(mu, scale, rng, parameterization, shift, sample),
                                                        grad_z.data_ptr(), grad_kl.data_ptr(), grad_mu.data_ptr(),

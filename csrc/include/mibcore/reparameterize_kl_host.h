@@ -43,4 +43,36 @@ inline void check_reparameterize_kl_args(const at::Tensor& mu, const at::Tensor&
               parameterization);
 }
 
+// KL reductions, as mibcore.ops.reparameterize_kl.REDUCTION_IDS.
+enum Reduction : int64_t { kNone = 0, kSum = 1, kMean = 2, kBatchMean = 3 };
+
+inline void check_reduction(int64_t reduction) {
+  TORCH_CHECK(reduction >= kNone && reduction <= kBatchMean,
+              "reparameterize_kl: reduction must be 0 (none), 1 (sum), 2 (mean) or 3 (batchmean), got ",
+              reduction);
+}
+
+// Reduces the per-row KL sums; `numel` is the number of elements of mu.
+inline at::Tensor reduce_kl_rows(const at::Tensor& kl_rows, int64_t reduction, int64_t numel) {
+  switch (reduction) {
+    case kNone: return kl_rows;
+    case kSum: return kl_rows.sum();
+    case kMean: return kl_rows.sum() / static_cast<double>(numel);  // NaN when empty, like torch.mean
+    default: return kl_rows.sum() / static_cast<double>(kl_rows.numel());
+  }
+}
+
+// The gradient of each row's KL sum given the gradient of the reduced KL.
+inline at::Tensor expand_kl_grad(const at::Tensor& grad_kl, int64_t reduction, at::IntArrayRef kl_shape,
+                                 int64_t numel, at::ScalarType dtype) {
+  at::Tensor g = grad_kl.to(dtype);
+  if (reduction == kMean) g = g / static_cast<double>(numel);
+  if (reduction == kBatchMean) {
+    int64_t rows = 1;
+    for (int64_t s : kl_shape) rows *= s;
+    g = g / static_cast<double>(rows);
+  }
+  return g.expand(kl_shape).contiguous();
+}
+
 }  // namespace mibcore
