@@ -9,10 +9,11 @@ import torch
 
 
 def draw_rng(device, generator=None):
-    """Returns tensor([seed, offset]) (int64, on `device`), both in [0, 2^63)."""
+    """Returns tensor([seed, offset]) (int64, on `device`), both in [0, 2^62)."""
     if generator is not None and torch.device(generator.device).type != torch.device(device).type:
         raise ValueError(
             f"generator is on {generator.device} but the tensors are on {device}; "
             "pass a generator of the tensors' device"
         )
-    return torch.empty(2, dtype=torch.int64, device=device).random_(generator=generator)
+    # randint, not Tensor.random_: dynamo traces the former and graph-breaks on the latter.
+    return torch.randint(0, 2**62, (2,), dtype=torch.int64, device=device, generator=generator)
