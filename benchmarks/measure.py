@@ -63,11 +63,14 @@ def time_modes(fn, tensors, device, repeats):
 
 
 def saved_for_backward_bytes(fn, tensors):
-    """Bytes autograd keeps between forward and backward (plus the outputs)."""
+    """Bytes autograd keeps between forward and backward beyond the inputs, plus the outputs:
+    the memory a forward costs until its backward runs."""
+    inputs = {t.untyped_storage().data_ptr() for t in tensors}
     seen = {}
 
     def pack(t):
-        seen[(t.data_ptr(), t.storage_offset(), tuple(t.shape))] = t.numel() * t.element_size()
+        if t.untyped_storage().data_ptr() not in inputs:
+            seen[(t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))] = t.numel() * t.element_size()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -45,8 +45,8 @@ def to_markdown(rows, machine):
     lines = [
         f"Machine: {machine}. Times are medians in ms; speedups are against the eager `reference` "
         "in the same run; roofline = fraction of the measured copy bandwidth (elementwise ops) or "
-        "fp32 GEMM throughput (fusion GEMMs) reached by forward+backward; saved = bytes autograd "
-        "keeps for backward plus the outputs.",
+        "fp32 GEMM throughput (fusion GEMMs) reached by forward+backward; saved = memory held from "
+        "forward to backward: tensors autograd saves beyond the inputs, plus the outputs.",
         "",
         "| op | shape | provider | fwd ms | bwd ms | fwd+bwd ms | speedup fwd+bwd | speedup fwd | roofline | saved MB |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
