@@ -47,6 +47,13 @@ TORCH_LIBRARY(mibcore, m) {
   m.def(
       "reparameterize_kl_backward(Tensor? grad_z, Tensor? grad_kl, Tensor mu, Tensor scale, "
       "Tensor rng, int parameterization, float shift, bool sample, int reduction) -> (Tensor, Tensor)");
+  // linear(dropout(flatten(outer([1; x_1], [1; x_2], ...))), weight, bias) without ever forming
+  // the outer product; dropout's keep-decisions come from rng (see philox.h).
+  m.def("tensor_fusion(Tensor[] inputs, Tensor weight, Tensor? bias, float dropout, Tensor rng) -> Tensor");
+  // (grad_inputs, grad_weight, grad_bias), regenerating the tiles and the dropout mask.
+  m.def(
+      "tensor_fusion_backward(Tensor grad_y, Tensor[] inputs, Tensor weight, float dropout, Tensor rng) "
+      "-> (Tensor[], Tensor, Tensor)");
 }
 
 }  // namespace mibcore

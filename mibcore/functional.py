@@ -6,6 +6,7 @@ import torch
 
 from mibcore import _checks, backends, reference
 from mibcore.ops import reparameterize_kl as _reparameterize_kl_op
+from mibcore.ops import tensor_fusion as _tensor_fusion_op
 from mibcore.ops.rng import draw_rng
 
 __all__ = ["reparameterize_kl", "tensor_fusion", "low_rank_fusion"]
@@ -127,10 +128,25 @@ def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, gene
             raise ValueError(f"{fn}: `bias` must be [{weight.shape[0]}] (weight's out), got {list(bias.shape)}")
     dropout = _checks.probability(fn, "dropout", dropout)
     _checks.flag(fn, "training", training)
-    _backend_for(fn, inputs[0].device)  # only the reference implements it so far
-    return reference.tensor_fusion(
-        list(inputs), weight, bias, dropout=dropout, training=training, generator=generator
-    )
+    backend = _backend_for(fn, inputs[0].device)
+    if backend == "reference":
+        return reference.tensor_fusion(
+            list(inputs), weight, bias, dropout=dropout, training=training, generator=generator
+        )
+    inputs, weight, bias = _autocast_gemm_operands(inputs[0].device, list(inputs), weight, bias)
+    rng = draw_rng(inputs[0].device, generator)
+    return _tensor_fusion_op.operator(backend)(inputs, weight, bias, dropout if training else 0.0, rng)
+
+
+def _autocast_gemm_operands(device, inputs, weight, bias):
+    """Under autocast, operators with a weight GEMM run in autocast's dtype (as F.linear would);
+    the fused kernels still accumulate in fp32."""
+    device_type = device.type
+    if not torch.is_autocast_enabled(device_type):
+        return inputs, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = [x.to(dtype) for x in inputs]
+    return cast, weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
 def low_rank_fusion(inputs, factors, rank_weights, bias):

@@ -42,11 +42,10 @@ def uniform_from_bits(r):
     return ((r >> 8) + 1).to(torch.float32) * 2.0**-24
 
 
-def normal(n, seed, offset, device="cpu"):
-    """The float32 standard normals of elements 0 .. n-1 for the given (seed, offset)."""
+def _blocks(n, seed, offset, device):
     seed, offset = int(seed) & 0xFFFFFFFFFFFFFFFF, int(offset) & 0xFFFFFFFFFFFFFFFF
     blocks = torch.arange((n + 3) // 4, dtype=torch.int64, device=device)
-    r = philox4x32_10(
+    return philox4x32_10(
         blocks & _MASK32,
         blocks >> 32,
         torch.full_like(blocks, offset & _MASK32),
@@ -54,7 +53,28 @@ def normal(n, seed, offset, device="cpu"):
         seed & _MASK32,
         seed >> 32,
     )
-    out = torch.empty(blocks.numel(), 4, dtype=torch.float32, device=device)
+
+
+def uniform(n, seed, offset, device="cpu"):
+    """The float32 uniforms in (0, 1] of elements 0 .. n-1: element j uses word j % 4 of block j / 4."""
+    r = _blocks(n, seed, offset, device)
+    return torch.stack([uniform_from_bits(w) for w in r], dim=1).reshape(-1)[:n]
+
+
+def dropout_keep_mask(shape, rng, keep_prob):
+    """The tensor_fusion keep-mask of a [B, N] outer product: uniform <= keep_prob (float32 compare)."""
+    seed, offset = (int(v) for v in rng.tolist())
+    n = 1
+    for size in shape:
+        n *= size
+    keep = torch.tensor(keep_prob, dtype=torch.float32)
+    return (uniform(n, seed, offset) <= keep).reshape(shape)
+
+
+def normal(n, seed, offset, device="cpu"):
+    """The float32 standard normals of elements 0 .. n-1 for the given (seed, offset)."""
+    r = _blocks(n, seed, offset, device)
+    out = torch.empty(r[0].numel(), 4, dtype=torch.float32, device=device)
     for k, (ra, rb) in enumerate(((r[0], r[1]), (r[2], r[3]))):
         # Box-Muller in float64, rounded once: the fused kernels agree to fp32 rounding.
         rad = torch.sqrt(-2.0 * torch.log(uniform_from_bits(ra).double()))

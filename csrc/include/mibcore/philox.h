@@ -11,6 +11,8 @@
 //   Box-Muller on (r0, r1) and on (r2, r3), the angle taken in turns:
 //     rad = sqrt(-2 log u_a),  (n_a, n_b) = (rad cos(2 pi u_b), rad sin(2 pi u_b))
 //   element i gets (n0, n1, n2, n3)[i % 4]   (n0, n1 from (r0, r1); n2, n3 from (r2, r3))
+//   dropout (tensor_fusion): element j of the flattened [B, N] outer product is kept iff
+//     uniform(r[j % 4]) of block j / 4 <= keep_prob, and then scaled by 1 / keep_prob
 #pragma once
 
 #include "mibcore/math.h"
@@ -97,6 +99,14 @@ MIB_HD Normal2 box_muller(uint32_t ra, uint32_t rb) {
   float rad = sqrtf(-2.0f * fast_log(uniform_from_bits(ra)));
   SinCos sc = sincos_turns(uniform_from_bits(rb));
   return Normal2{rad * sc.cos, rad * sc.sin};
+}
+
+// The dropout scale of element `index`: 1 / keep_prob if kept, else 0 (see the header comment).
+MIB_HD float dropout_scale_at(uint64_t index, uint64_t seed, uint64_t offset, float keep_prob, float inv_keep) {
+  Philox4 r = philox_block(index >> 2, seed, offset);
+  uint32_t lane = static_cast<uint32_t>(index & 3);
+  uint32_t bits = lane == 0 ? r.r0 : lane == 1 ? r.r1 : lane == 2 ? r.r2 : r.r3;
+  return uniform_from_bits(bits) <= keep_prob ? inv_keep : 0.0f;
 }
 
 // The standard normal of element `index` (one Box-Muller pair of its block; for GPU threads).

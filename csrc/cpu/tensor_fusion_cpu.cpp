@@ -1,0 +1,214 @@
+// CPU kernels of mibcore::tensor_fusion: an implicit GEMM over the outer product.
+//
+// y = W . vec(A (x) V (x) T) with A = [1; x1], V = [1; x2], T = [1; x3] (two inputs: V = [1]).
+// The [B, N] outer product is never materialized: the columns are walked in chunks of whole
+// (i, j) pairs (each K wide); each chunk's tile Z[B, chunk] (with the dropout scale from
+// Philox) is built in cache and fed to a GEMM. The backward regenerates the same tiles:
+// dW[:, chunk] = dY^T Z and dZ = dY W[:, chunk], contracted into dA, dV, dT on the fly.
+// Parallel over chunks (per-thread accumulators); the GEMMs are ATen's (MKL/oneDNN).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "mibcore/philox.h"
+#include "mibcore/tensor_fusion_host.h"
+
+namespace mibcore {
+namespace {
+
+constexpr int64_t kChunkColumns = 2048;  // columns per tile: B x 2048 floats stay in L2
+
+// scale[c] = dropout scale of flat elements first .. first + n - 1 (Philox, see philox.h).
+// `scratch` holds at least n + 8 floats.
+void fill_dropout_scale(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float keep_prob,
+                        float inv_keep, float* scale, float* scratch) {
+  const uint64_t first_block = first >> 2;
+  const int64_t skip = static_cast<int64_t>(first & 3);
+  const int64_t blocks = (skip + n + 3) / 4;
+  float* out = scratch;
+#pragma GCC ivdep
+  for (int64_t b = 0; b < blocks; ++b) {
+    const Philox4 r = philox_block(first_block + static_cast<uint64_t>(b), seed, offset);
+    out[4 * b] = uniform_from_bits(r.r0) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 1] = uniform_from_bits(r.r1) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 2] = uniform_from_bits(r.r2) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 3] = uniform_from_bits(r.r3) <= keep_prob ? inv_keep : 0.0f;
+  }
+  std::copy(out + skip, out + skip + n, scale);
+}
+
+struct Chunk {
+  int64_t first_pair, pairs, column, width;  // pairs [first_pair, first_pair + pairs), columns [column, column + width)
+};
+
+std::vector<Chunk> make_chunks(const FusionShape& s) {
+  const int64_t pairs_per_chunk = std::max<int64_t>(1, kChunkColumns / s.K);
+  std::vector<Chunk> chunks;
+  for (int64_t p = 0; p < s.I * s.J; p += pairs_per_chunk) {
+    const int64_t pairs = std::min(pairs_per_chunk, s.I * s.J - p);
+    chunks.push_back({p, pairs, p * s.K, pairs * s.K});
+  }
+  return chunks;
+}
+
+// Builds the tile Z[b, c] = A[b, i] V[b, j] T[b, k] * dropout_scale for the chunk's columns;
+// `mask` (B x width) receives the dropout scales (left untouched without dropout).
+template <typename acc_t>
+void build_tile(const FusionShape& s, const Chunk& c, const acc_t* A, const acc_t* V, const acc_t* T,
+                const Dropout& d, acc_t* Z, float* mask, float* scratch) {
+  for (int64_t b = 0; b < s.B; ++b) {
+    acc_t* z_row = Z + b * c.width;
+    for (int64_t q = 0; q < c.pairs; ++q) {
+      const int64_t pair = c.first_pair + q;
+      const acc_t coef = A[b * s.I + pair / s.J] * V[b * s.J + pair % s.J];
+      const acc_t* t_row = T + b * s.K;
+      acc_t* z = z_row + q * s.K;
+#pragma GCC ivdep
+      for (int64_t k = 0; k < s.K; ++k) z[k] = coef * t_row[k];
+    }
+    if (d.active) {
+      float* m_row = mask + b * c.width;
+      fill_dropout_scale(static_cast<uint64_t>(b * s.N + c.column), c.width, d.seed, d.offset, d.keep_prob,
+                         d.inv_keep, m_row, scratch);
+#pragma GCC ivdep
+      for (int64_t k = 0; k < c.width; ++k) z_row[k] *= static_cast<acc_t>(m_row[k]);
+    }
+  }
+}
+
+// dA, dV, dT += the contraction of dZ (times the dropout scale) with the other two factors:
+// dT[b, k] += A_i V_j dZ[b, ijk]; s = sum_k dZ[b, ijk] T[b, k]; dA[b, i] += V_j s; dV[b, j] += A_i s.
+template <typename acc_t>
+void contract_tile(const FusionShape& s, const Chunk& c, const acc_t* a, const acc_t* v, const acc_t* t,
+                   const acc_t* dz, const float* mask, acc_t* da, acc_t* dv, acc_t* dt) {
+  for (int64_t b = 0; b < s.B; ++b) {
+    const acc_t* t_row = t + b * s.K;
+    acc_t* dt_row = dt + b * s.K;
+    for (int64_t q = 0; q < c.pairs; ++q) {
+      const int64_t pair = c.first_pair + q, i = pair / s.J, j = pair % s.J;
+      const acc_t ai = a[b * s.I + i], vj = v[b * s.J + j], coef = ai * vj;
+      const acc_t* g = dz + b * c.width + q * s.K;
+      acc_t dot = 0;
+      if (mask != nullptr) {
+        const float* m = mask + b * c.width + q * s.K;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t k = 0; k < s.K; ++k) {
+          const acc_t gm = g[k] * static_cast<acc_t>(m[k]);
+          dot += gm * t_row[k];
+          dt_row[k] += coef * gm;
+        }
+      } else {
+#pragma omp simd reduction(+ : dot)
+        for (int64_t k = 0; k < s.K; ++k) {
+          dot += g[k] * t_row[k];
+          dt_row[k] += coef * g[k];
+        }
+      }
+      da[b * s.I + i] += vj * dot;
+      dv[b * s.J + j] += ai * dot;
+    }
+  }
+}
+
+at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             double dropout, const at::Tensor& rng) {
+  const FusionShape s = check_tensor_fusion_args(inputs, weight, bias, dropout, rng, at::kCPU);
+  const Dropout d = read_dropout(rng, dropout);
+  const auto acc_type = fusion_acc_dtype(weight.scalar_type());
+  const auto [A, V, T] = padded_factors(inputs, acc_type);
+  const at::Tensor W = weight.contiguous();
+  const auto chunks = make_chunks(s);
+  const int threads = at::get_num_threads();
+  std::vector<at::Tensor> partial(threads);
+  for (auto& p : partial) p = at::zeros({s.B, s.out}, weight.options().dtype(acc_type));
+  AT_DISPATCH_FLOATING_TYPES(acc_type, "tensor_fusion_cpu", [&] {
+    using acc_t = scalar_t;
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
+      at::Tensor& Y = partial[at::get_thread_num()];
+      std::vector<acc_t> z_buf(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
+      std::vector<float> mask(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
+      std::vector<float> scratch(static_cast<size_t>(kChunkColumns + s.K + 8));
+      for (int64_t ci = begin; ci < end; ++ci) {
+        const Chunk& c = chunks[ci];
+        build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(),
+                          mask.data(), scratch.data());
+        const at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, A.options());
+        Y.add_(at::mm(Z.to(W.scalar_type()), W.narrow(1, c.column, c.width).t()));
+      }
+    });
+  });
+  at::Tensor y = partial[0];
+  for (int t = 1; t < threads; ++t) y.add_(partial[t]);
+  if (bias.has_value() && bias->defined()) y.add_(*bias);
+  return y.to(weight.scalar_type());
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backward_cpu(
+    const at::Tensor& grad_y, at::TensorList inputs, const at::Tensor& weight, double dropout, const at::Tensor& rng) {
+  const FusionShape s = check_tensor_fusion_args(inputs, weight, std::nullopt, dropout, rng, at::kCPU);
+  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == s.B && grad_y.size(1) == s.out,
+              "tensor_fusion_backward: grad_y must be [", s.B, ", ", s.out, "]");
+  const Dropout d = read_dropout(rng, dropout);
+  const auto acc_type = fusion_acc_dtype(weight.scalar_type());
+  const auto [A, V, T] = padded_factors(inputs, acc_type);
+  const at::Tensor W = weight.contiguous();
+  const at::Tensor dY = grad_y.to(W.scalar_type()).contiguous();
+  const at::Tensor dYt = dY.t().contiguous();
+  at::Tensor grad_weight = at::empty_like(W);
+  const auto chunks = make_chunks(s);
+  const int threads = at::get_num_threads();
+  const auto acc_options = A.options();
+  std::vector<at::Tensor> dA(threads), dV(threads), dT(threads);
+  for (int t = 0; t < threads; ++t) {
+    dA[t] = at::zeros({s.B, s.I}, acc_options);
+    dV[t] = at::zeros({s.B, s.J}, acc_options);
+    dT[t] = at::zeros({s.B, s.K}, acc_options);
+  }
+  AT_DISPATCH_FLOATING_TYPES(acc_type, "tensor_fusion_backward_cpu", [&] {
+    using acc_t = scalar_t;
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
+      const int tid = at::get_thread_num();
+      acc_t* da = dA[tid].data_ptr<acc_t>();
+      acc_t* dv = dV[tid].data_ptr<acc_t>();
+      acc_t* dt = dT[tid].data_ptr<acc_t>();
+      const acc_t* a = A.data_ptr<acc_t>();
+      const acc_t* v = V.data_ptr<acc_t>();
+      const acc_t* t = T.data_ptr<acc_t>();
+      std::vector<acc_t> z_buf(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
+      std::vector<float> mask(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
+      std::vector<float> scratch(static_cast<size_t>(kChunkColumns + s.K + 8));
+      for (int64_t ci = begin; ci < end; ++ci) {
+        const Chunk& c = chunks[ci];
+        at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, acc_options);
+        build_tile<acc_t>(s, c, a, v, t, d, z_buf.data(), mask.data(), scratch.data());
+        // dW[:, chunk] = dY^T Z, written in place (row stride N); each chunk owns its columns.
+        at::Tensor grad_weight_chunk = grad_weight.narrow(1, c.column, c.width);
+        at::mm_out(grad_weight_chunk, dYt, Z.to(W.scalar_type()));
+        // dZ = dY W[:, chunk], times the dropout scale, contracted into dA, dV, dT.
+        at::Tensor dZ = at::mm(dY, W.narrow(1, c.column, c.width)).to(acc_type).contiguous();
+        contract_tile<acc_t>(s, c, a, v, t, dZ.data_ptr<acc_t>(), d.active ? mask.data() : nullptr, da, dv, dt);
+      }
+    });
+  });
+  for (int t = 1; t < threads; ++t) {
+    dA[0].add_(dA[t]);
+    dV[0].add_(dV[t]);
+    dT[0].add_(dT[t]);
+  }
+  std::vector<at::Tensor> grads = unpad_factor_grads(inputs, dA[0], dV[0], dT[0]);
+  return {grads, grad_weight, grad_y.sum(0).to(weight.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
+  m.impl("tensor_fusion", &tensor_fusion_cpu);
+  m.impl("tensor_fusion_backward", &tensor_fusion_backward_cpu);
+}
+
+}  // namespace mibcore

@@ -1,0 +1,87 @@
+// Host-side helpers of mibcore::tensor_fusion shared by the CPU and CUDA implementations:
+// argument checks, the padded factors [1; x], and the dropout parameters.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+namespace mibcore {
+
+// Sizes of the implicit outer product: factors A [B, I], V [B, J], T [B, K] (with the
+// constant 1 at index 0); N = I * J * K columns. Two inputs use V = [1] (J = 1).
+struct FusionShape {
+  int64_t B, I, J, K, N, out;
+};
+
+struct Dropout {
+  bool active;
+  float keep_prob, inv_keep;
+  uint64_t seed, offset;
+};
+
+inline at::ScalarType fusion_acc_dtype(at::ScalarType weight) {
+  return weight == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline FusionShape check_tensor_fusion_args(at::TensorList inputs, const at::Tensor& weight,
+                                            const std::optional<at::Tensor>& bias, double dropout,
+                                            const at::Tensor& rng, at::DeviceType device_type) {
+  TORCH_CHECK(inputs.size() == 2 || inputs.size() == 3, "tensor_fusion: inputs must hold 2 or 3 tensors");
+  const int64_t B = inputs[0].size(0);
+  for (size_t n = 0; n < inputs.size(); ++n) {
+    const at::Tensor& x = inputs[n];
+    TORCH_CHECK(x.dim() == 2 && x.size(0) == B, "tensor_fusion: inputs[", n, "] must be [B, d] with B = ", B);
+    TORCH_CHECK(x.scalar_type() == weight.scalar_type(), "tensor_fusion: inputs[", n, "] must have weight's dtype");
+    TORCH_CHECK(x.device().type() == device_type && x.device() == weight.device(),
+                "tensor_fusion: inputs and weight must be on one ", at::DeviceTypeName(device_type), " device");
+  }
+  TORCH_CHECK(at::isFloatingType(weight.scalar_type()), "tensor_fusion: weight must be floating point");
+  const int64_t I = inputs[0].size(1) + 1;
+  const int64_t J = inputs.size() == 3 ? inputs[1].size(1) + 1 : 1;
+  const int64_t K = inputs.back().size(1) + 1;
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == I * J * K, "tensor_fusion: weight must be [out, ", I * J * K,
+              "], got ", weight.sizes());
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), "tensor_fusion: bias must be [out]");
+  }
+  TORCH_CHECK(dropout >= 0.0 && dropout < 1.0, "tensor_fusion: dropout must be in [0, 1), got ", dropout);
+  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2, "tensor_fusion: rng must be int64 (seed, offset)");
+  return FusionShape{B, I, J, K, I * J * K, weight.size(0)};
+}
+
+// Reads (seed, offset) only when dropout is on (on the host: CPU rng, or a CUDA rng copied back).
+inline Dropout read_dropout(const at::Tensor& rng, double dropout) {
+  if (dropout == 0.0) return Dropout{false, 1.0f, 1.0f, 0, 0};
+  const at::Tensor r = rng.to(at::kCPU).contiguous();
+  const int64_t* p = r.data_ptr<int64_t>();
+  const double keep = 1.0 - dropout;
+  return Dropout{true, static_cast<float>(keep), static_cast<float>(1.0 / keep), static_cast<uint64_t>(p[0]),
+                 static_cast<uint64_t>(p[1])};
+}
+
+// [1; x] for each factor, in the accumulation dtype; two inputs get V = ones [B, 1].
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> padded_factors(at::TensorList inputs, at::ScalarType acc) {
+  auto pad = [&](const at::Tensor& x) {
+    return at::cat({at::ones({x.size(0), 1}, x.options().dtype(acc)), x.to(acc)}, 1).contiguous();
+  };
+  const int64_t B = inputs[0].size(0);
+  at::Tensor A = pad(inputs[0]);
+  at::Tensor V = inputs.size() == 3 ? pad(inputs[1]) : at::ones({B, 1}, inputs[0].options().dtype(acc));
+  at::Tensor T = pad(inputs.back());
+  return {A, V, T};
+}
+
+// Gradients of the inputs from those of the padded factors (dropping the constant's column).
+inline std::vector<at::Tensor> unpad_factor_grads(at::TensorList inputs, const at::Tensor& dA, const at::Tensor& dV,
+                                                  const at::Tensor& dT) {
+  auto unpad = [](const at::Tensor& g, const at::Tensor& x) {
+    return g.narrow(1, 1, x.size(1)).to(x.scalar_type()).clone(at::MemoryFormat::Contiguous);  // fresh storage
+  };
+  if (inputs.size() == 2) return {unpad(dA, inputs[0]), unpad(dT, inputs[1])};
+  return {unpad(dA, inputs[0]), unpad(dV, inputs[1]), unpad(dT, inputs[2])};
+}
+
+}  // namespace mibcore

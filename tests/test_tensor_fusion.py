@@ -1,0 +1,140 @@
+"""Fused tensor_fusion (TFN + Linear) against the float64 reference, with and without dropout."""
+import math
+
+import pytest
+import torch
+
+import mibcore
+from mibcore import functional as MF
+from mibcore.ops.rng import draw_rng
+from mibcore.reference import philox
+
+FUSED = [b for b in ("cpu",) if b in mibcore.backends.available("cpu")]
+pytestmark = pytest.mark.skipif(not FUSED, reason="no fused tensor_fusion backend built")
+
+
+def make(batch, dims, out, dtype=torch.float64, bias=True):
+    inputs = [torch.randn(batch, d, dtype=dtype, requires_grad=True) for d in dims]
+    fused = math.prod(d + 1 for d in dims)
+    weight = (torch.randn(out, fused, dtype=dtype) / fused**0.5).requires_grad_()
+    b = torch.randn(out, dtype=dtype, requires_grad=True) if bias else None
+    return inputs, weight, b
+
+
+def grads(y, tensors, grad_y):
+    wanted = [t for t in tensors if t is not None]
+    return torch.autograd.grad(y, wanted, grad_y)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("dims", [(1, 7), (7, 1, 50), (50, 63), (3, 7, 2), (63, 1, 1)])
+@pytest.mark.parametrize("batch", [1, 2, 33, 257])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_reference_float64(backend, dims, batch, bias):
+    if batch == 257 and math.prod(d + 1 for d in dims) > 4000:
+        pytest.skip("kept small for CI time")
+    inputs, weight, b = make(batch, dims, 5, bias=bias)
+    with mibcore.backends.use(backend):
+        y = MF.tensor_fusion(inputs, weight, b)
+    with mibcore.backends.use("reference"):
+        y_ref = MF.tensor_fusion(inputs, weight, b)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    grad_y = torch.randn_like(y)
+    for g, g_ref in zip(grads(y, [*inputs, weight, b], grad_y), grads(y_ref, [*inputs, weight, b], grad_y)):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-5), (torch.bfloat16, 3e-2)])
+def test_lower_precision(backend, dtype, tol):
+    inputs, weight, b = make(9, (5, 6, 4), 3, dtype=dtype)
+    with mibcore.backends.use(backend):
+        y = MF.tensor_fusion(inputs, weight, b)
+    y64 = mibcore.reference.tensor_fusion([x.double() for x in inputs], weight.double(), b.double())
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.double(), y64, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_dropout_mask_is_the_philox_contract_and_consistent(backend):
+    # forward, weight gradient and input gradients all use the mask predicted by the contract.
+    inputs, weight, b = make(6, (4, 3, 5), 7)
+    p = 0.4
+    with mibcore.backends.use(backend):
+        y = MF.tensor_fusion(inputs, weight, b, dropout=p, generator=torch.Generator().manual_seed(9))
+    rng = draw_rng("cpu", torch.Generator().manual_seed(9))
+    keep = philox.dropout_keep_mask((6, 5 * 4 * 6), rng, 1 - p)
+    y_ref = mibcore.reference.tensor_fusion(inputs, weight, b, dropout=p, keep_mask=keep)
+    torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)  # keep_prob 1-p is rounded to float32
+    grad_y = torch.randn_like(y)
+    for g, g_ref in zip(grads(y, [*inputs, weight, b], grad_y), grads(y_ref, [*inputs, weight, b], grad_y)):
+        torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_dropout_reproducible_unbiased_and_off_in_eval(backend):
+    inputs, weight, b = make(4, (3, 2), 2, bias=False)
+    with mibcore.backends.use(backend):
+        run = lambda seed: MF.tensor_fusion(inputs, weight, dropout=0.5, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
+        mean = torch.stack([run(s) for s in range(3000)]).mean(0)
+        full = MF.tensor_fusion(inputs, weight, dropout=0.5, training=False)
+    torch.testing.assert_close(mean, mibcore.reference.tensor_fusion(inputs, weight), rtol=0.1, atol=0.1)
+    torch.testing.assert_close(full, mibcore.reference.tensor_fusion(inputs, weight))
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_autograd_saves_no_outer_product(backend):
+    batch, dims = 16, (20, 20, 20)
+    inputs, weight, b = make(batch, dims, 4, dtype=torch.float32)
+    saved = []
+    with mibcore.backends.use(backend), torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
+    ):
+        MF.tensor_fusion(inputs, weight, b, dropout=0.5)
+    outer_bytes = batch * 21**3 * 4
+    input_bytes = sum(x.numel() * 4 for x in inputs) + weight.numel() * 4
+    assert sum(saved) <= input_bytes + 64  # the inputs, the weight and the 16-byte rng
+    assert max(saved) < outer_bytes
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_gradcheck_with_dropout(backend):
+    inputs, weight, b = make(3, (2, 3, 2), 2)
+    with mibcore.backends.use(backend):
+        fn = lambda *a: MF.tensor_fusion(list(a[:3]), a[3], a[4], dropout=0.3,
+                                         generator=torch.Generator().manual_seed(5))
+        assert torch.autograd.gradcheck(fn, (*inputs, weight, b))
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_opcheck_and_compile(backend):
+    inputs, weight, b = make(3, (2, 4), 3, dtype=torch.float32)
+    rng = torch.tensor([5, 6])
+    torch.library.opcheck(torch.ops.mibcore.tensor_fusion.default, (inputs, weight, b, 0.25, rng))
+    torch.library.opcheck(torch.ops.mibcore.tensor_fusion.default, (inputs, weight, None, 0.0, rng))
+    torch.library.opcheck(torch.ops.mibcore.tensor_fusion_backward.default,
+                          (torch.randn(3, 3), [x.detach() for x in inputs], weight.detach(), 0.25, rng))
+    with mibcore.backends.use(backend):
+        compiled = torch.compile(lambda xs, w, bb: MF.tensor_fusion(xs, w, bb), fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(inputs, weight, b), MF.tensor_fusion(inputs, weight, b))
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_autocast_runs_the_gemm_in_bf16(backend):
+    inputs, weight, b = make(4, (3, 3), 2, dtype=torch.float32)
+    with mibcore.backends.use(backend), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = MF.tensor_fusion(inputs, weight, b)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert weight.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_empty_batch(backend):
+    inputs, weight, b = make(0, (3, 2), 4)
+    with mibcore.backends.use(backend):
+        y = MF.tensor_fusion(inputs, weight, b)
+        assert y.shape == (0, 4)
+        y.sum().backward()
+    assert torch.equal(weight.grad, torch.zeros_like(weight))
