@@ -54,6 +54,12 @@ TORCH_LIBRARY(mibcore, m) {
   m.def(
       "tensor_fusion_backward(Tensor grad_y, Tensor[] inputs, Tensor weight, float dropout, Tensor rng) "
       "-> (Tensor[], Tensor, Tensor)");
+  // LMF: sum_r w_r prod_m ([1; x_m] @ factors[m][r]) + bias (rank_weights: R values, bias: out values).
+  m.def("low_rank_fusion(Tensor[] inputs, Tensor[] factors, Tensor rank_weights, Tensor bias) -> Tensor");
+  // (grad_inputs, grad_factors, grad_rank_weights [R], grad_bias [out]).
+  m.def(
+      "low_rank_fusion_backward(Tensor grad_y, Tensor[] inputs, Tensor[] factors, Tensor rank_weights) "
+      "-> (Tensor[], Tensor[], Tensor, Tensor)");
 }
 
 }  // namespace mibcore

@@ -5,6 +5,7 @@ The backend is chosen here (mibcore.backends), before autograd records anything.
 import torch
 
 from mibcore import _checks, backends, reference
+from mibcore.ops import low_rank_fusion as _low_rank_fusion_op
 from mibcore.ops import reparameterize_kl as _reparameterize_kl_op
 from mibcore.ops import tensor_fusion as _tensor_fusion_op
 from mibcore.ops.rng import draw_rng
@@ -133,20 +134,18 @@ def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, gene
         return reference.tensor_fusion(
             list(inputs), weight, bias, dropout=dropout, training=training, generator=generator
         )
-    inputs, weight, bias = _autocast_gemm_operands(inputs[0].device, list(inputs), weight, bias)
+    inputs, (weight,), (bias,) = _autocast_operands(inputs[0].device, inputs, [weight], [bias])
     rng = draw_rng(inputs[0].device, generator)
     return _tensor_fusion_op.operator(backend)(inputs, weight, bias, dropout if training else 0.0, rng)
 
 
-def _autocast_gemm_operands(device, inputs, weight, bias):
-    """Under autocast, operators with a weight GEMM run in autocast's dtype (as F.linear would);
-    the fused kernels still accumulate in fp32."""
-    device_type = device.type
-    if not torch.is_autocast_enabled(device_type):
-        return inputs, weight, bias
-    dtype = torch.get_autocast_dtype(device_type)
-    cast = [x.to(dtype) for x in inputs]
-    return cast, weight.to(dtype), None if bias is None else bias.to(dtype)
+def _autocast_operands(device, *groups):
+    """Under autocast, operators with a weight GEMM take autocast's dtype (as F.linear would);
+    the fused kernels still accumulate in fp32. Each group is a list of tensors (or None)."""
+    if not torch.is_autocast_enabled(device.type):
+        return tuple(list(group) for group in groups)
+    dtype = torch.get_autocast_dtype(device.type)
+    return tuple([None if t is None else t.to(dtype) for t in group] for group in groups)
 
 
 def low_rank_fusion(inputs, factors, rank_weights, bias):
@@ -178,5 +177,8 @@ def low_rank_fusion(inputs, factors, rank_weights, bias):
     _checks.like(fn, "bias", bias, "inputs[0]", inputs[0], shape=False)
     if bias.numel() != out or bias.dim() > 2:
         raise ValueError(f"{fn}: `bias` must be [{out}] or [1, {out}], got {list(bias.shape)}")
-    _backend_for(fn, inputs[0].device)
-    return reference.low_rank_fusion(list(inputs), list(factors), rank_weights, bias)
+    backend = _backend_for(fn, inputs[0].device)
+    if backend == "reference":
+        return reference.low_rank_fusion(list(inputs), list(factors), rank_weights, bias)
+    inputs, factors, (rank_weights, bias) = _autocast_operands(inputs[0].device, inputs, factors, [rank_weights, bias])
+    return _low_rank_fusion_op.operator(backend)(inputs, factors, rank_weights, bias)
