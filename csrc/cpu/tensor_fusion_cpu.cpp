@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -118,6 +119,8 @@ void contract_tile(const FusionShape& s, const Chunk& c, const acc_t* a, const a
 at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              double dropout, const at::Tensor& rng) {
   const FusionShape s = check_tensor_fusion_args(inputs, weight, bias, dropout, rng, at::kCPU);
+  // The GEMMs below run in the operands' dtype: autocast already chose it before the operator.
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const Dropout d = read_dropout(rng, dropout);
   const auto acc_type = fusion_acc_dtype(weight.scalar_type());
   const auto [A, V, T] = padded_factors(inputs, acc_type);
@@ -153,6 +156,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
   const FusionShape s = check_tensor_fusion_args(inputs, weight, std::nullopt, dropout, rng, at::kCPU);
   TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == s.B && grad_y.size(1) == s.out,
               "tensor_fusion_backward: grad_y must be [", s.B, ", ", s.out, "]");
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const Dropout d = read_dropout(rng, dropout);
   const auto acc_type = fusion_acc_dtype(weight.scalar_type());
   const auto [A, V, T] = padded_factors(inputs, acc_type);
