@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEPS := $(VENV)/.deps-installed
 INSTALLED := $(VENV)/.mibcore-installed
+BUILT := $(VENV)/.mibcore-built
+SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py
 
 .PHONY: run test build bench cuda-check clean
 
@@ -17,11 +19,14 @@ $(DEPS): requirements-dev.txt
 
 $(INSTALLED): $(DEPS) setup.py pyproject.toml
 	$(BIN)/pip install -q --no-build-isolation -e .
+	touch $@ $(BUILT)
+
+# Rebuild of mibcore._C when csrc changed after the editable install (ninja: only what changed).
+$(BUILT): $(INSTALLED) $(SOURCES)
+	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
-# Incremental rebuild of mibcore._C after the editable install (ninja rebuilds what changed).
-build: $(INSTALLED)
-	$(BIN)/python setup.py -q build_ext --inplace
+build: $(BUILT)
 
 run: build
 	$(BIN)/python -m mibcore info

@@ -113,6 +113,7 @@ def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, gene
         generator: a torch.Generator for the dropout mask.
     """
     fn = "tensor_fusion"
+    inputs, (weight,), (bias,) = _autocast_operands(inputs, [weight], [bias])
     dims = _check_fusion_inputs(fn, inputs)
     fused_dim = 1
     for d in dims:  # (a loop, not a generator expression: dynamo traces loops)
@@ -134,18 +135,20 @@ def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, gene
         return reference.tensor_fusion(
             list(inputs), weight, bias, dropout=dropout, training=training, generator=generator
         )
-    inputs, (weight,), (bias,) = _autocast_operands(inputs[0].device, inputs, [weight], [bias])
     rng = draw_rng(inputs[0].device, generator)
     return _tensor_fusion_op.operator(backend)(inputs, weight, bias, dropout if training else 0.0, rng)
 
 
-def _autocast_operands(device, *groups):
-    """Under autocast, operators with a weight GEMM take autocast's dtype (as F.linear would);
-    the fused kernels still accumulate in fp32. Each group is a list of tensors (or None)."""
-    if not torch.is_autocast_enabled(device.type):
-        return tuple(list(group) for group in groups)
-    dtype = torch.get_autocast_dtype(device.type)
-    return tuple([None if t is None else t.to(dtype) for t in group] for group in groups)
+def _autocast_operands(*groups):
+    """Under autocast, operators with a weight GEMM take autocast's dtype (as F.linear would),
+    on every backend; the fused kernels still accumulate in fp32. Each group is a sequence of
+    tensors (or None); anything else is left for the argument checks to report."""
+    tensors = [t for group in groups if isinstance(group, (list, tuple)) for t in group if isinstance(t, torch.Tensor)]
+    if not tensors or not torch.is_autocast_enabled(tensors[0].device.type):
+        return groups
+    dtype = torch.get_autocast_dtype(tensors[0].device.type)
+    cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+    return tuple([cast(t) for t in group] if isinstance(group, (list, tuple)) else group for group in groups)
 
 
 def low_rank_fusion(inputs, factors, rank_weights, bias):
@@ -160,6 +163,7 @@ def low_rank_fusion(inputs, factors, rank_weights, bias):
         bias: [out] or [1, out] (the LMF code's fusion_bias).
     """
     fn = "low_rank_fusion"
+    inputs, factors, (rank_weights, bias) = _autocast_operands(inputs, factors, [rank_weights, bias])
     dims = _check_fusion_inputs(fn, inputs)
     if not isinstance(factors, (list, tuple)) or len(factors) != len(inputs):
         raise ValueError(f"{fn}: `factors` must hold one tensor per input ({len(inputs)})")
@@ -180,5 +184,4 @@ def low_rank_fusion(inputs, factors, rank_weights, bias):
     backend = _backend_for(fn, inputs[0].device)
     if backend == "reference":
         return reference.low_rank_fusion(list(inputs), list(factors), rank_weights, bias)
-    inputs, factors, (rank_weights, bias) = _autocast_operands(inputs[0].device, inputs, factors, [rank_weights, bias])
     return _low_rank_fusion_op.operator(backend)(inputs, factors, rank_weights, bias)

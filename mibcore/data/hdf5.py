@@ -1,0 +1,43 @@
+"""mibcore's own HDF5 layout: /{train,dev,test}/{text,audio,visual,label,id}, attribute
+`mibcore_format` = 1. Written to a temporary file and renamed, so it is never half-written."""
+import os
+import tempfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+def save(data, path):
+    import h5py
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".h5.tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["mibcore_format"] = FORMAT_VERSION
+            for split, part in data.items():
+                g = f.create_group(split)
+                for key in ("text", "audio", "visual", "label"):
+                    g.create_dataset(key, data=np.asarray(part[key], dtype=np.float32), compression="gzip")
+                g.create_dataset("id", data=np.asarray(part["id"], dtype=object), dtype=h5py.string_dtype())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load(path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        version = f.attrs.get("mibcore_format")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path}: not a mibcore HDF5 file (mibcore_format={version!r}, expected {FORMAT_VERSION})")
+        out = {}
+        for split in f:
+            g = f[split]
+            out[split] = {key: g[key][()] for key in ("text", "audio", "visual", "label")}
+            out[split]["id"] = [s.decode() if isinstance(s, bytes) else str(s) for s in g["id"][()]]
+    return out

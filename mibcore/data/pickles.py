@@ -1,0 +1,125 @@
+"""Loaders of the public pickle formats, through a restricted unpickler.
+
+- MMSA (thuiar/MMSA): {"train"|"valid"|"test": {"text": [N, T, 768] BERT features,
+  "audio": [N, T, Da], "vision": [N, T, Dv], "regression_labels": [N], "id": [...], ...}}.
+- MAG-BERT (the MIB paper's data): {"train"|"dev"|"test": [((words, visual, acoustic), label,
+  segment), ...]} with word-aligned visual [T, Dv] and acoustic [T, Da] arrays. Words need a
+  text embedding: a GloVe-format text file (`glove=`), else a deterministic hashing embedding
+  (offline placeholder; documented as such, never a substitute for real features).
+
+Untrusted pickles can run arbitrary code when unpickled; only plain containers and numpy
+arrays are allowed here, anything else is refused with an error naming the global.
+"""
+import hashlib
+import io
+import pickle
+
+import numpy as np
+
+_ALLOWED = {
+    ("builtins", name) for name in ("list", "dict", "tuple", "set", "frozenset", "str", "bytes", "int",
+                                     "float", "bool", "complex", "slice", "bytearray")
+} | {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict")} | {
+    (module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refused to unpickle global {module}.{name}: only plain containers and numpy arrays are allowed"
+        )
+
+
+def restricted_load(path):
+    with open(path, "rb") as f:
+        return RestrictedUnpickler(io.BufferedReader(f)).load()
+
+
+def load(path, glove=None, text_dim=300):
+    raw = restricted_load(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a dict of splits, got {type(raw).__name__}")
+    if "valid" in raw:
+        return from_mmsa(raw, path)
+    if "dev" in raw:
+        return from_mag_bert(raw, path, glove=glove, text_dim=text_dim)
+    raise ValueError(f"{path}: unknown pickle layout (splits {sorted(raw)}); expected MMSA or MAG-BERT")
+
+
+def from_mmsa(raw, source="MMSA pickle"):
+    out = {}
+    for split, name in (("train", "train"), ("dev", "valid"), ("test", "test")):
+        part = raw[name]
+        text = part.get("text")
+        if text is None or np.asarray(text).ndim != 3:
+            raise ValueError(f"{source}: {name}/text must hold [N, T, D] text features (text_bert ids are not read)")
+        labels = part.get("regression_labels", part.get("labels", {}).get("M") if isinstance(part.get("labels"), dict) else None)
+        if labels is None:
+            raise ValueError(f"{source}: {name} has no regression_labels")
+        n = len(labels)
+        out[split] = {
+            "text": np.asarray(text, dtype=np.float32),
+            "audio": np.nan_to_num(np.asarray(part["audio"], dtype=np.float32)),
+            "visual": np.nan_to_num(np.asarray(part["vision"], dtype=np.float32)),
+            "label": np.asarray(labels, dtype=np.float32).reshape(n),
+            "id": [str(i) for i in part.get("id", range(n))],
+        }
+    return out
+
+
+class HashingEmbedding:
+    """Deterministic pseudo-random word vectors (sha256 of the word): an offline placeholder."""
+
+    def __init__(self, dim):
+        self.dim = dim
+
+    def __call__(self, word):
+        seed = int.from_bytes(hashlib.sha256(word.lower().encode()).digest()[:8], "little")
+        return np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32) / np.sqrt(self.dim)
+
+
+def read_glove(path):
+    table = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip().split(" ")
+            table[parts[0]] = np.asarray(parts[1:], dtype=np.float32)
+    dim = len(next(iter(table.values())))
+    return lambda word: table.get(word, table.get(word.lower(), np.zeros(dim, np.float32))), dim
+
+
+def from_mag_bert(raw, source="MAG-BERT pickle", glove=None, text_dim=300):
+    embed, dim = read_glove(glove) if glove else (HashingEmbedding(text_dim), text_dim)
+    out = {}
+    for split in ("train", "dev", "test"):
+        rows = raw[split]
+        if not rows:
+            raise ValueError(f"{source}: split {split!r} is empty")
+        text, audio, visual, labels, ids = [], [], [], [], []
+        for k, item in enumerate(rows):
+            try:
+                (words, vis, aco), label, segment = item
+            except (TypeError, ValueError):
+                raise ValueError(f"{source}: {split}[{k}] is not ((words, visual, acoustic), label, segment)") from None
+            vis, aco = np.asarray(vis, np.float32), np.asarray(aco, np.float32)
+            if len(words) != vis.shape[0] or len(words) != aco.shape[0]:
+                raise ValueError(f"{source}: {split}[{k}] is not word-aligned ({len(words)} words, "
+                                 f"visual {vis.shape}, acoustic {aco.shape})")
+            text.append(np.stack([embed(w) for w in words]) if len(words) else np.zeros((0, dim), np.float32))
+            audio.append(aco)
+            visual.append(vis)
+            labels.append(float(np.asarray(label).reshape(-1)[0]))
+            ids.append(str(segment))
+        T = max(t.shape[0] for t in text)
+        pad = lambda seqs: np.stack([np.pad(s, ((T - s.shape[0], 0), (0, 0))) for s in seqs])  # noqa: E731
+        # Left padding keeps the last word at the last time step, which the models read out.
+        out[split] = {"text": pad(text), "audio": np.nan_to_num(pad(audio)), "visual": np.nan_to_num(pad(visual)),
+                      "label": np.asarray(labels, np.float32), "id": ids}
+    return out

@@ -1,0 +1,166 @@
+"""The MIB models (Mai, Zeng, Hu 2022): E-MIB, L-MIB, C-MIB, and the model without IB.
+
+Shared encoders (the paper's section 1.1 of reference/mib-paper-and-code.md): each modality
+is projected by Conv1d(k=3, no bias) to d; audio and visual go through MulT encoders; the last
+time step is read out. Text arrives as precomputed token features (e.g. 768-d BERT outputs),
+projected like the paper's BERT branch (no transformer on top).
+
+  plain  x = F(x_l, x_a, x_v)                    -> y = Dec(x)
+  E-MIB  x = F(x_l, x_a, x_v) -> z = IB(x)       -> y = Dec(z)
+  L-MIB  z_m = IB_m(x_m), y_m = Dec_m(z_m); x = F(z_l, z_a, z_v) -> y = Dec(x)
+  C-MIB  z_m = IB_m(x_m), y_m = Dec_m(z_m); x = F(z_l, z_a, z_v) -> z = IB(x) -> y = Dec(z)
+
+Losses: task loss (L1 for regression, BCE-with-logits for multi-label emotion) of each
+prediction + beta * KL of each bottleneck (the paper's mean reduction). Mode "faithful" counts
+the final task loss twice and samples z at evaluation, as the paper's code does; mode "clean"
+counts it once and uses z = mu at evaluation.
+"""
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mibcore.models.encoders import Projection, TransformerEncoder
+from mibcore.nn import PoEFusion, VariationalBottleneck, build_fusion
+
+MODALITIES = ("text", "audio", "visual")
+VARIANTS = ("plain", "emib", "lmib", "cmib")
+
+
+@dataclasses.dataclass
+class MIBConfig:
+    variant: str = "cmib"
+    fusion: str = "concat"
+    text_dim: int = 768
+    audio_dim: int = 74
+    visual_dim: int = 47
+    d: int = 50
+    hidden: int = 1024
+    heads: int = 5
+    layers: int = 3
+    attn_dropout: float = 0.5
+    relu_dropout: float = 0.3
+    res_dropout: float = 0.3
+    embed_dropout: float = 0.2
+    tensor_dropout: float = 0.5
+    lmf_rank: int = 5
+    beta: float = 1e-3               # 0 gives B-MIB
+    output_dim: int = 1              # 1: regression (L1); > 1: multi-label emotion (BCE)
+    mode: str = "faithful"           # or "clean"
+    no_ib: tuple = ()                # modalities without a unimodal bottleneck ("W/O IB on X")
+    shift: float = -5.0
+
+    def validate(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.mode not in ("faithful", "clean"):
+            raise ValueError(f"mode must be 'faithful' or 'clean', got {self.mode!r}")
+        unknown = set(self.no_ib) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"no_ib names unknown modalities {sorted(unknown)}; expected {MODALITIES}")
+        if self.d % self.heads:
+            raise ValueError(f"d ({self.d}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class MIB(nn.Module):
+    def __init__(self, config: MIBConfig):
+        super().__init__()
+        self.config = config.validate()
+        c = config
+        self.proj = nn.ModuleDict({
+            "text": Projection(c.text_dim, c.d),
+            "audio": Projection(c.audio_dim, c.d),
+            "visual": Projection(c.visual_dim, c.d),
+        })
+        encoder = lambda: TransformerEncoder(c.d, c.heads, c.layers, c.attn_dropout, c.relu_dropout,  # noqa: E731
+                                             c.res_dropout, c.embed_dropout)
+        self.encoders = nn.ModuleDict({"audio": encoder(), "visual": encoder()})
+        unimodal = c.variant in ("lmib", "cmib")
+        self.unimodal_ib = nn.ModuleDict({
+            m: self._bottleneck() for m in MODALITIES if unimodal and m not in c.no_ib
+        })
+        self.unimodal_dec = nn.ModuleDict({m: nn.Linear(c.d, c.output_dim) for m in self.unimodal_ib})
+        self.fusion = build_fusion(c.fusion, c.d, tensor_dropout=c.tensor_dropout, rank=c.lmf_rank)
+        self.fused_ib = self._bottleneck() if c.variant in ("emib", "cmib") else None
+        self.decoder = nn.Linear(c.d, c.output_dim)
+
+    def _bottleneck(self):
+        c = self.config
+        return VariationalBottleneck(c.d, c.d, c.hidden, shift=c.shift, kl_reduction="mean",
+                                     sample_in_eval=c.mode == "faithful")
+
+    def encode(self, text, audio, visual):
+        """Last-time-step features [B, d] of each modality."""
+        x = {"text": self.proj["text"](text)[:, -1]}
+        for name, seq in (("audio", audio), ("visual", visual)):
+            h = self.proj[name](seq).transpose(0, 1)  # [T, B, d]
+            x[name] = self.encoders[name](h)[-1]
+        return x
+
+    def forward(self, text, audio, visual):
+        """Returns a dict: pred [B, output_dim], unimodal preds, and the KL terms."""
+        x = self.encode(text, audio, visual)
+        out = {"kl": [], "unimodal_pred": {}}
+        zs, stds = [], []
+        for m in MODALITIES:
+            if m in self.unimodal_ib:
+                b = self.unimodal_ib[m](x[m])
+                out["kl"].append(b.kl)
+                out["unimodal_pred"][m] = self.unimodal_dec[m](b.z)
+                zs.append(b.z)
+                stds.append(b.std)
+            else:
+                zs.append(x[m])
+                stds.append(torch.ones_like(x[m]))
+        fused = self.fusion(zs, stds) if isinstance(self.fusion, PoEFusion) else self.fusion(zs)
+        if self.fused_ib is not None:
+            b = self.fused_ib(fused)
+            out["kl"].append(b.kl)
+            fused = b.z
+        out["pred"] = self.decoder(fused)
+        return out
+
+    def task_loss(self, pred, target):
+        if self.config.output_dim == 1:
+            return F.l1_loss(pred.reshape(-1), target.reshape(-1).to(pred.dtype))
+        return F.binary_cross_entropy_with_logits(pred, target.to(pred.dtype))
+
+    def loss(self, out, target):
+        """The paper's total loss (see the module docstring)."""
+        c = self.config
+        loss = self.task_loss(out["pred"], target)
+        if c.mode == "faithful":
+            loss = loss + self.task_loss(out["pred"], target)  # the paper's duplicated final L1
+        for pred in out["unimodal_pred"].values():
+            loss = loss + self.task_loss(pred, target)
+        for kl in out["kl"]:
+            loss = loss + c.beta * kl.to(loss.dtype)
+        return loss
+
+
+class EMIB(MIB):
+    def __init__(self, **kwargs):
+        super().__init__(MIBConfig(variant="emib", **kwargs))
+
+
+class LMIB(MIB):
+    def __init__(self, **kwargs):
+        super().__init__(MIBConfig(variant="lmib", **kwargs))
+
+
+class CMIB(MIB):
+    def __init__(self, **kwargs):
+        super().__init__(MIBConfig(variant="cmib", **kwargs))
+
+
+def build(variant="cmib", **kwargs):
+    """A MIB model by variant name ('emib', 'lmib', 'cmib', 'plain') and MIBConfig fields."""
+    fields = {f.name for f in dataclasses.fields(MIBConfig)}
+    unknown = set(kwargs) - fields
+    if unknown:
+        raise TypeError(f"build(): unknown options {sorted(unknown)}; expected MIBConfig fields")
+    if "no_ib" in kwargs:
+        kwargs["no_ib"] = tuple(kwargs["no_ib"])
+    return MIB(MIBConfig(variant=variant, **kwargs))

@@ -1,0 +1,189 @@
+"""The fusion methods of the MIB paper, as modules taking a list of [B, d] tensors -> [B, d_out].
+
+Concat, addition and multiplication follow the paper's code; tensor fusion (TFN) and low-rank
+fusion (LMF) call mibcore's fused operators (their parameters load from an nn.Linear over the
+materialized outer product, resp. the LMF code's factors); graph fusion follows ARGF as the MIB
+code implements it; PoE is the product of Gaussian experts of the paper's Eq. 19.
+"""
+import math
+
+import torch
+from torch import nn
+
+from mibcore import functional as MF
+
+
+class ConcatFusion(nn.Module):
+    """cat(inputs) -> Linear -> ReLU (the paper's default)."""
+
+    def __init__(self, in_features, out_features, n_inputs=3):
+        super().__init__()
+        self.linear = nn.Linear(sum(_as_list(in_features, n_inputs)), out_features)
+
+    def forward(self, inputs):
+        return torch.relu(self.linear(torch.cat(list(inputs), dim=-1)))
+
+
+class AdditionFusion(nn.Module):
+    """Sum of the inputs (non-parametric; all inputs share one size)."""
+
+    def forward(self, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out + x
+        return out
+
+
+class MultiplicationFusion(nn.Module):
+    """Elementwise product of the inputs (non-parametric, as the paper's code since 2022-11-01)."""
+
+    def forward(self, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out * x
+        return out
+
+
+class TensorFusion(nn.Module):
+    """TFN: Linear over the flattened outer product of [1; x_i], with dropout on the product.
+
+    `weight`/`bias` have the shapes of nn.Linear(prod(d_i + 1), out_features), in the flatten
+    order of the TFN code of the MIB repo and MMSA, so their post_fusion_layer_1 loads unchanged.
+    The fused backends never materialize the outer product.
+    """
+
+    def __init__(self, in_features, out_features, dropout=0.0, n_inputs=3, bias=True):
+        super().__init__()
+        self.in_features = _as_list(in_features, n_inputs)
+        self.out_features = out_features
+        self.dropout = dropout
+        fused = math.prod(d + 1 for d in self.in_features)
+        self.weight = nn.Parameter(torch.empty(out_features, fused))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # nn.Linear's default initialization, as the reference codes use.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.weight.shape[1])
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, inputs):
+        return MF.tensor_fusion(list(inputs), self.weight, self.bias, dropout=self.dropout, training=self.training)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, dropout={self.dropout}"
+
+
+class LowRankFusion(nn.Module):
+    """LMF with rank-`rank` modality factors [rank, d_i + 1, out] (Xavier-normal, as the LMF code),
+    fusion_weights [1, rank] and fusion_bias [1, out] (zero)."""
+
+    def __init__(self, in_features, out_features, rank=5, n_inputs=3):
+        super().__init__()
+        self.in_features = _as_list(in_features, n_inputs)
+        self.factors = nn.ParameterList(
+            [nn.Parameter(torch.empty(rank, d + 1, out_features)) for d in self.in_features]
+        )
+        self.fusion_weights = nn.Parameter(torch.empty(1, rank))
+        self.fusion_bias = nn.Parameter(torch.zeros(1, out_features))
+        for factor in self.factors:
+            nn.init.xavier_normal_(factor)
+        nn.init.xavier_normal_(self.fusion_weights)
+
+    def forward(self, inputs):
+        return MF.low_rank_fusion(list(inputs), list(self.factors), self.fusion_weights, self.fusion_bias)
+
+
+class GraphFusion(nn.Module):
+    """Graph fusion (ARGF) as in the MIB code: unimodal, bimodal and trimodal nodes weighted by
+    learned scores and similarities, read out by three tanh layers."""
+
+    def __init__(self, in_features, out_features, hidden=64):
+        super().__init__()
+        d = in_features
+        self.score = nn.Linear(d, 1)
+        self.bimodal = nn.Sequential(nn.Linear(2 * d, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, d), nn.Tanh())
+        self.trimodal = nn.Sequential(nn.Linear(2 * d, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, d), nn.Tanh())
+        self.readout = nn.Sequential(
+            nn.Linear(3 * d, out_features), nn.Tanh(), nn.Linear(out_features, out_features), nn.Tanh(),
+            nn.Linear(out_features, out_features), nn.Tanh(),
+        )
+
+    def forward(self, inputs):
+        xs = list(inputs)
+        scores = [torch.tanh(self.score(x)) for x in xs]  # [B, 1] each
+        unimodal = sum(s * x for s, x in zip(scores, xs)) / len(xs)
+        pairs = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs))]
+        soft = [torch.softmax(x, dim=-1) for x in xs]
+        pair_logits = torch.cat(
+            [(scores[i] + scores[j]) / ((soft[i] * soft[j]).sum(-1, keepdim=True) + 0.5) for i, j in pairs], dim=-1
+        )
+        pair_weights = torch.softmax(pair_logits, dim=-1)
+        bi_nodes = [torch.tanh(pair_weights[:, k : k + 1] * self.bimodal(torch.cat([xs[i], xs[j]], -1)))
+                    for k, (i, j) in enumerate(pairs)]
+        bimodal = sum(bi_nodes)
+        # Trimodal nodes: each bimodal node combined with the modality it lacks.
+        tri_nodes = []
+        for k, (i, j) in enumerate(pairs):
+            for m in range(len(xs)):
+                if m not in (i, j):
+                    w = torch.sigmoid(scores[m] + pair_logits[:, k : k + 1])
+                    tri_nodes.append(torch.tanh(w * self.trimodal(torch.cat([bi_nodes[k], xs[m]], -1))))
+        trimodal = sum(tri_nodes) if tri_nodes else torch.zeros_like(unimodal)
+        return self.readout(torch.cat([unimodal, bimodal, trimodal], dim=-1))
+
+
+class PoEFusion(nn.Module):
+    """Product of Gaussian experts (the paper's Eq. 19) with a N(0, I) prior expert:
+    precision-weighted mean of the experts' means. Takes (mu, std) pairs; inputs without a
+    distribution (plain tensors) count as unit-variance experts."""
+
+    def __init__(self, eps=1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, inputs, stds=None):
+        mus = list(inputs)
+        stds = list(stds) if stds is not None else [torch.ones_like(m) for m in mus]
+        precision = torch.ones_like(mus[0])  # the prior expert N(0, 1)
+        weighted = torch.zeros_like(mus[0])
+        for mu, std in zip(mus, stds):
+            p = 1.0 / (std * std + self.eps)
+            precision = precision + p
+            weighted = weighted + mu * p
+        return weighted / precision
+
+
+def _as_list(in_features, n):
+    return list(in_features) if isinstance(in_features, (list, tuple)) else [in_features] * n
+
+
+FUSIONS = {
+    "concat": ConcatFusion,
+    "addition": AdditionFusion,
+    "multiplication": MultiplicationFusion,
+    "tensor": TensorFusion,
+    "low-rank": LowRankFusion,
+    "graph": GraphFusion,
+    "poe": PoEFusion,
+}
+
+
+def build_fusion(name, d, out=None, *, tensor_dropout=0.5, rank=5):
+    """A fusion module by name for three d-dimensional inputs, producing `out` (default d) features."""
+    out = d if out is None else out
+    if name == "concat":
+        return ConcatFusion(d, out)
+    if name == "tensor":
+        return TensorFusion(d, out, dropout=tensor_dropout)
+    if name == "low-rank":
+        return LowRankFusion(d, out, rank=rank)
+    if name == "graph":
+        return GraphFusion(d, out)
+    if name in ("addition", "multiplication", "poe"):
+        if out != d:
+            raise ValueError(f"fusion {name!r} is non-parametric: its output size is d = {d}")
+        return FUSIONS[name]()
+    raise ValueError(f"unknown fusion {name!r}; expected one of {', '.join(FUSIONS)}")

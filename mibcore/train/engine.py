@@ -1,0 +1,305 @@
+"""The training engine: seeds, Adam, best-dev selection, early stopping, atomic checkpoints with
+exact resume, AMP, DDP through torchrun (gloo on CPU), and results over seeds.
+
+Exact resume: the checkpoint written after each epoch holds the model, the optimizer, the
+early-stopping state and the torch RNG state; each epoch's shuffling comes from a generator
+seeded by (seed, epoch). An interrupted run resumed from its checkpoint therefore ends with the
+same weights as an uninterrupted one.
+"""
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mibcore import models
+from mibcore.data import MultimodalDataset, load_dataset
+from mibcore.train.metrics import emotion_metrics, regression_metrics
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "cmib"             # emib | lmib | cmib | plain
+    fusion: str = "concat"          # concat | addition | multiplication | tensor | low-rank | graph | poe
+    mode: str = "faithful"          # faithful | clean (see mibcore.models.mib)
+    beta: float = 1e-3              # 0: B-MIB
+    no_ib: tuple = ()               # modalities without a unimodal bottleneck
+    d: int = 50
+    hidden: int = 1024
+    dropouts: bool = True           # False turns every dropout off (for exactness checks)
+    data: str = "synthetic"         # synthetic | synthetic-emotion | path (.h5, MMSA or MAG-BERT .pkl)
+    synthetic_samples: int = 512    # training samples of the synthetic data (dev/test: a quarter)
+    seq_len: int = 20               # synthetic sequence length
+    epochs: int = 10
+    batch_size: int = 32            # the global batch (split across DDP processes)
+    lr: float = 1e-3                # the paper uses 2e-5 for the non-BERT parameters with BERT inputs
+    weight_decay: float = 0.0
+    patience: int = 5               # early stopping on the dev metric
+    seed: int = 0
+    amp: str = "none"               # none | bf16 | fp16 (fp16 on GPUs)
+    device: str = "auto"
+    out: str = "runs/mib"
+    resume: bool = True
+    progress: bool = True
+
+    def validate(self):
+        if self.model not in models.VARIANTS:
+            raise ValueError(f"model must be one of {models.VARIANTS}, got {self.model!r}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+        for name in ("epochs", "batch_size", "patience", "synthetic_samples", "seq_len"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        return self
+
+
+def load_config(path, overrides=None):
+    """A TrainConfig from a JSON file: flat TrainConfig fields, or MMSA-style
+    {model: {"commonParams": {...}, "datasetParams": {data: {...}}}} sections."""
+    with open(path) as f:
+        raw = json.load(f)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    stray = set(raw) - fields - set(models.VARIANTS)
+    if stray:
+        raise ValueError(f"{path}: unknown config keys {sorted(stray)}")
+    values = {k: v for k, v in raw.items() if k in fields}
+    model = (overrides or {}).get("model", values.get("model", TrainConfig.model))
+    section = raw.get(model, {})
+    values.update(section.get("commonParams", {}))
+    data = (overrides or {}).get("data", values.get("data", TrainConfig.data))
+    values.update(section.get("datasetParams", {}).get(data, {}))
+    unknown = set(values) - fields
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+    values.update(overrides or {})
+    if "no_ib" in values:
+        values["no_ib"] = tuple(values["no_ib"])
+    return TrainConfig(**values).validate()
+
+
+def _atomic_save(obj, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _atomic_json(obj, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _distributed():
+    """(rank, world_size), initializing the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _device(config):
+    if config.device != "auto":
+        return torch.device(config.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(config, device):
+    if config.amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ValueError("amp='fp16' needs a GPU; use amp='bf16' on CPU")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def build_model(config, data):
+    label = data["train"]["label"]
+    off = {} if config.dropouts else {"attn_dropout": 0.0, "relu_dropout": 0.0, "res_dropout": 0.0,
+                                       "embed_dropout": 0.0, "tensor_dropout": 0.0}
+    return models.build(
+        config.model, fusion=config.fusion, mode=config.mode, beta=config.beta, no_ib=config.no_ib, d=config.d, **off,
+        hidden=config.hidden, text_dim=data["train"]["text"].shape[2], audio_dim=data["train"]["audio"].shape[2],
+        visual_dim=data["train"]["visual"].shape[2], output_dim=1 if label.ndim == 1 else label.shape[1],
+    )
+
+
+@torch.no_grad()
+def predict(model, split, device, config, batch_size=256):
+    model.eval()
+    ds = MultimodalDataset(split)
+    preds = []
+    for start in range(0, len(ds), batch_size):
+        text, audio, visual, _ = (t.to(device) for t in ds[start : start + batch_size])
+        with _autocast(config, device):
+            preds.append(model(text, audio, visual)["pred"].float().cpu())
+    return torch.cat(preds).numpy() if preds else np.zeros((0, 1), np.float32)
+
+
+def evaluate(model, split, device, config, train_label_mean):
+    pred = predict(model, split, device, config)
+    if split["label"].ndim == 1:
+        return regression_metrics(pred[:, 0], split["label"], train_label_mean)
+    return emotion_metrics(pred, split["label"])
+
+
+def _dev_score(metrics):
+    """Lower is better: MAE for regression, 1 - mean F1 for emotion."""
+    return metrics["mae"] if "mae" in metrics else 1.0 - metrics["mean_f1"]
+
+
+def train(config: TrainConfig, data=None):
+    """Trains one seed; writes checkpoint.pt, best.pt, history.json and metrics.json to config.out."""
+    config.validate()
+    rank, world = _distributed()
+    device = _device(config)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    _seed_everything(config.seed)
+    if data is None:
+        n = config.synthetic_samples
+        data = load_dataset(config.data, n_train=n, n_dev=max(n // 4, 1), n_test=max(n // 4, 1),
+                            seq_len=config.seq_len, seed=config.seed) if config.data.startswith("synthetic") \
+            else load_dataset(config.data)
+    model = build_model(config, data).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    train_mean = float(np.mean(data["train"]["label"])) if data["train"]["label"].ndim == 1 else None
+    state = {"epoch": 0, "best_score": math.inf, "bad_epochs": 0, "history": []}
+    best_state = None
+    os.makedirs(config.out, exist_ok=True)
+    checkpoint_path = os.path.join(config.out, CHECKPOINT)
+    if config.resume and os.path.exists(checkpoint_path):
+        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        torch.set_rng_state(ckpt["rng"])
+        best_state = torch.load(os.path.join(config.out, BEST), map_location="cpu", weights_only=True)["model"]
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+    train_ds = MultimodalDataset(data["train"])
+    per_rank = max(config.batch_size // world, 1)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    progress = None
+    if config.progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        progress = tqdm
+    while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
+        epoch = state["epoch"]
+        model.train()
+        order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
+        batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        iterator = progress(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                            disable=not sys.stderr.isatty()) if progress else batches
+        total, count = 0.0, 0
+        for batch in iterator:
+            mine = batch[rank * per_rank : (rank + 1) * per_rank] if world > 1 else batch
+            text, audio, visual, label = (t.to(device) for t in train_ds[mine])
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(config, device):
+                out = ddp_model(text, audio, visual)
+                loss = model.loss(out, label)
+            scaler.scale(loss.float()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * len(mine)
+            count += len(mine)
+        dev = evaluate(model, data["dev"], device, config, train_mean)
+        score = _dev_score(dev)
+        improved = score < state["best_score"]
+        if improved:
+            state["best_score"], state["bad_epochs"] = score, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append({"epoch": epoch + 1, "train_loss": total / max(count, 1), "dev": dev})
+        state["epoch"] = epoch + 1
+        if rank == 0:
+            if improved:
+                _atomic_save({"model": best_state, "config": dataclasses.asdict(config)}, os.path.join(config.out, BEST))
+            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                          "rng": torch.get_rng_state()}, checkpoint_path)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = evaluate(model, data["test"], device, config, train_mean)
+    result = {"test": test, "dev_best": state["history"][-1]["dev"] if state["history"] else {},
+              "epochs_run": state["epoch"], "config": dataclasses.asdict(config)}
+    if rank == 0:
+        _atomic_json(test, os.path.join(config.out, "metrics.json"))
+        _atomic_json(state["history"], os.path.join(config.out, "history.json"))
+    return result, model
+
+
+def train_seeds(config: TrainConfig, seeds):
+    """Trains one run per seed (config.out/seed-S) and writes results.md / results.csv with
+    mean +- std of the test metrics over seeds."""
+    runs = []
+    for seed in seeds:
+        cfg = dataclasses.replace(config, seed=seed, out=os.path.join(config.out, f"seed-{seed}"))
+        runs.append(train(cfg)[0]["test"])
+    keys = sorted(runs[0])
+    rows = []
+    for k in keys:
+        values = np.array([r[k] for r in runs], dtype=np.float64)
+        rows.append((k, float(np.mean(values)), float(np.std(values))))
+    md = ["| metric | mean | std | n |", "| --- | ---: | ---: | ---: |"]
+    md += [f"| {k} | {m:.4f} | {s:.4f} | {len(runs)} |" for k, m, s in rows]
+    csv = ["metric,mean,std,n"] + [f"{k},{m},{s},{len(runs)}" for k, m, s in rows]
+    os.makedirs(config.out, exist_ok=True)
+    for name, text in (("results.md", "\n".join(md) + "\n"), ("results.csv", "\n".join(csv) + "\n")):
+        fd, tmp = tempfile.mkstemp(dir=config.out, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(config.out, name))
+    return {k: (m, s) for k, m, s in rows}
+
+
+def evaluate_checkpoint(path, data_spec=None, split="test"):
+    """Evaluates best.pt (or a run folder) on a split; returns the metrics."""
+    if os.path.isdir(path):
+        path = os.path.join(path, BEST)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    config = TrainConfig(**{**ckpt["config"], "no_ib": tuple(ckpt["config"]["no_ib"])})
+    if data_spec:
+        config = dataclasses.replace(config, data=data_spec)
+    n = config.synthetic_samples
+    data = load_dataset(config.data, n_train=n, n_dev=max(n // 4, 1), n_test=max(n // 4, 1),
+                        seq_len=config.seq_len, seed=config.seed) if config.data.startswith("synthetic") \
+        else load_dataset(config.data)
+    model = build_model(config, data)
+    model.load_state_dict(ckpt["model"])
+    device = _device(config)
+    train_mean = float(np.mean(data["train"]["label"])) if data["train"]["label"].ndim == 1 else None
+    torch.manual_seed(config.seed)  # faithful mode samples z at evaluation: make it repeatable
+    return evaluate(model.to(device), data[split], device, config, train_mean)

@@ -1,0 +1,107 @@
+"""Data: the synthetic generator, the restricted unpickler, and format round trips."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from mibcore.data import check_dataset, hdf5, load_dataset, make_synthetic, pickles
+from mibcore.__main__ import main as cli
+
+
+def test_synthetic_is_deterministic_and_well_formed():
+    a = make_synthetic(n_train=20, n_dev=5, n_test=5, seq_len=4, seed=3)
+    b = make_synthetic(n_train=20, n_dev=5, n_test=5, seq_len=4, seed=3)
+    check_dataset(a)
+    assert np.array_equal(a["train"]["text"], b["train"]["text"])
+    assert a["train"]["text"].shape == (20, 4, 768) and a["train"]["label"].shape == (20,)
+    assert np.abs(a["train"]["label"]).max() <= 3
+    emotion = make_synthetic(n_train=8, n_dev=2, n_test=2, seq_len=3, task="emotion")
+    assert emotion["train"]["label"].shape == (8, 6)
+    with pytest.raises(ValueError, match="n_train must be a positive int"):
+        make_synthetic(n_train=0)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/mibcore-pwned",))
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"train": [Evil()], "dev": [], "test": []}, f)
+    with pytest.raises(pickle.UnpicklingError, match="refused to unpickle global posix.system|refused to unpickle global os.system"):
+        pickles.load(str(path))
+    assert not os.path.exists("/tmp/mibcore-pwned")
+
+
+def write_mmsa(path, n=6, t=5):
+    rng = np.random.default_rng(0)
+    raw = {}
+    for split in ("train", "valid", "test"):
+        raw[split] = {
+            "text": rng.standard_normal((n, t, 768)).astype(np.float32),
+            "audio": rng.standard_normal((n, t, 5)).astype(np.float32),
+            "vision": rng.standard_normal((n, t, 20)).astype(np.float32),
+            "regression_labels": rng.uniform(-3, 3, n).astype(np.float32),
+            "id": [f"{split}_{i}" for i in range(n)],
+        }
+    with open(path, "wb") as f:
+        pickle.dump(raw, f)
+    return raw
+
+
+def test_mmsa_pickle_to_hdf5_round_trip(tmp_path):
+    raw = write_mmsa(tmp_path / "mosi.pkl")
+    out = tmp_path / "mosi.h5"
+    assert cli(["convert", str(tmp_path / "mosi.pkl"), str(out)]) == 0
+    data = load_dataset(str(out))
+    assert np.array_equal(data["dev"]["visual"], raw["valid"]["vision"])
+    assert np.array_equal(data["test"]["label"], raw["test"]["regression_labels"])
+    assert data["train"]["id"] == raw["train"]["id"]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_mag_bert_pickle_is_word_aligned_and_left_padded(tmp_path):
+    rng = np.random.default_rng(1)
+    raw = {}
+    for split in ("train", "dev", "test"):
+        rows = []
+        for k, words in enumerate((["a", "good", "movie"], ["bad"])):
+            n = len(words)
+            rows.append(((words, rng.standard_normal((n, 47)), rng.standard_normal((n, 74))), np.array([[k - 0.5]]),
+                         f"{split}[{k}]"))
+        raw[split] = rows
+    path = tmp_path / "mosi_magbert.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(raw, f)
+    data = check_dataset(pickles.load(str(path), text_dim=8))
+    assert data["train"]["text"].shape == (2, 3, 8)
+    assert data["train"]["audio"].shape == (2, 3, 74)
+    # The one-word sample is left-padded: its word sits at the last step, zeros before it.
+    assert np.all(data["train"]["audio"][1, :2] == 0) and np.any(data["train"]["audio"][1, 2] != 0)
+    np.testing.assert_array_equal(data["train"]["text"][1, 2], pickles.HashingEmbedding(8)("bad"))
+    assert data["dev"]["label"].tolist() == [-0.5, 0.5]
+
+
+def test_bad_layouts_are_clear_errors(tmp_path):
+    path = tmp_path / "odd.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"foo": 1}, f)
+    with pytest.raises(ValueError, match="unknown pickle layout"):
+        pickles.load(str(path))
+    with pytest.raises(FileNotFoundError, match="neither 'synthetic' nor an existing file"):
+        load_dataset("nope.h5")
+    data = make_synthetic(n_train=4, n_dev=2, n_test=2, seq_len=3)
+    data["dev"]["label"][0] = np.nan
+    with pytest.raises(ValueError, match="dev/label holds NaN"):
+        check_dataset(data)
+    h5 = tmp_path / "x.h5"
+    hdf5.save(make_synthetic(n_train=4, n_dev=2, n_test=2, seq_len=3), str(h5))
+    import h5py
+
+    with h5py.File(h5, "a") as f:
+        f.attrs["mibcore_format"] = 99
+    with pytest.raises(ValueError, match="not a mibcore HDF5 file"):
+        hdf5.load(str(h5))
