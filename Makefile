@@ -1,4 +1,4 @@
-# Quick start:  make run   (benchmark table; later also a short training run)
+# Quick start:  make run   (benchmark table, then a short C-MIB training on the synthetic data)
 #               make test  (the whole test suite; what CI runs)
 # Both create .venv and build the extension when needed.
 PYTHON ?= python3
@@ -31,6 +31,8 @@ build: $(BUILT)
 run: build
 	$(BIN)/python -m mibcore info
 	$(BIN)/python -m benchmarks --quick --out bench-results
+	$(BIN)/python -m mibcore train --model cmib --fusion tensor --data synthetic --epochs 8 --lr 0.001 \
+		--out runs/quickstart --no-resume
 
 bench: build
 	$(BIN)/python -m benchmarks --out bench-results

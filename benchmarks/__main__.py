@@ -31,13 +31,14 @@ def run(args):
         if args.op and case.op not in args.op:
             continue
         baseline = None
-        for provider in bench_cases.providers(case.op, device):
+        for provider in bench_cases.providers(case, device):
             torch.manual_seed(0)
             fn, tensors = case.make(device, provider)
             times = measure.time_modes(fn, tensors, device, repeats)
             if provider == "reference":
                 baseline = times
             floor = case.bytes_moved / bandwidth if case.bytes_moved else case.flops / gemm
+            roofline = floor / times["full"] if floor else None
             peak = measure.peak_memory_bytes(fn, tensors, device)
             row = {
                 "op": case.op, "shape": case.shape, "kind": case.kind, "provider": provider, "device": device,
@@ -45,14 +46,15 @@ def run(args):
                 "full_ms": 1e3 * times["full"],
                 "speedup_full": baseline["full"] / times["full"],
                 "speedup_forward": baseline["forward"] / times["forward"],
-                "roofline_full": floor / times["full"],
+                "roofline_full": roofline,
                 "saved_MB": measure.saved_for_backward_bytes(fn, tensors) / 2**20,
                 "peak_MB": None if peak is None else peak / 2**20,
             }
             rows.append(row)
             print(
                 f"{case.op:18s} {case.shape:26s} {provider:10s} fwd {row['forward_ms']:9.3f} ms  "
-                f"fwd+bwd {row['full_ms']:9.3f} ms  x{row['speedup_full']:.2f}  roofline {100 * row['roofline_full']:.0f}%",
+                f"fwd+bwd {row['full_ms']:9.3f} ms  x{row['speedup_full']:.2f}"
+                + (f"  roofline {100 * roofline:.0f}%" if roofline is not None else ""),
                 flush=True,
             )
     os.makedirs(args.out, exist_ok=True)

@@ -23,6 +23,7 @@ class Case:
     make: Callable       # device -> (fn(*tensors) -> tensor outputs, tensors requiring grad)
     bytes_moved: int     # forward + backward bytes at the memory floor (elementwise ops)
     flops: int           # forward + backward flops (GEMM ops); 0 for elementwise
+    compile: bool = True  # also time torch.compile of the reference
 
 
 def _reparameterize_kl_case(rows, cols, kind):
@@ -108,6 +109,28 @@ def _reference_low_rank_fusion(xs, fs, w, b):
 _compiled_reference_low_rank_fusion = torch.compile(_reference_low_rank_fusion, dynamic=False)
 
 
+def _train_step_case(fusion, batch=32, seq_len=50):
+    """Forward + backward of a C-MIB training step at the paper's shapes (768-d text features,
+    74-d audio, 47-d visual, T = 50, d = 50, hidden 1024), without a text backbone."""
+    from mibcore import models
+
+    def make(device, provider):
+        torch.manual_seed(0)
+        model = models.build("cmib", fusion=fusion).to(device)
+        text = torch.randn(batch, seq_len, 768, device=device)
+        audio = torch.randn(batch, seq_len, 74, device=device)
+        visual = torch.randn(batch, seq_len, 47, device=device)
+        label = torch.randn(batch, device=device)
+
+        def fn(t, a, v):
+            with mibcore.backends.use(provider):
+                return model.loss(model(t, a, v), label)
+
+        return fn, (text, audio, visual)
+
+    return Case("train_step", f"cmib {fusion} B{batch} T{seq_len}", "paper", make, 0, 0, compile=False)
+
+
 def all_cases(quick=False):
     cases = [
         _reparameterize_kl_case(32, 50, "paper"),
@@ -115,6 +138,8 @@ def all_cases(quick=False):
         _tensor_fusion_case(32, (50, 50, 50), 50, 0.5, "paper"),
         _tensor_fusion_case(64, (64, 64, 64), 128, 0.0, "scale"),
         _low_rank_fusion_case(32, (50, 50, 50), 50, 5, "paper"),
+        _train_step_case("concat"),
+        _train_step_case("tensor"),
     ]
     if not quick:
         cases += [
@@ -125,15 +150,17 @@ def all_cases(quick=False):
     return cases
 
 
-def providers(op, device):
-    """Providers to time for `op` on `device`: the eager reference first, then the fused
-    backends that implement `op` there (the Triton interpreter is excluded: it is a
-    correctness tool, hundreds of times slower), then torch.compile of the reference."""
+def providers(case, device):
+    """Providers to time for a case on `device`: the eager reference first, then the fused
+    backends that implement its operator there (a training step: that serve the device; the
+    Triton interpreter is excluded: it is a correctness tool, hundreds of times slower), then
+    torch.compile of the reference."""
     names = ["reference"]
     for name in mibcore.backends.available(device):
         backend = mibcore.backends.BACKENDS[name]
         interpreted = name == "triton" and torch.device(device).type == "cpu"
-        if name != "reference" and op in backend.ops and not interpreted:
+        if name != "reference" and (case.op == "train_step" or case.op in backend.ops) and not interpreted:
             names.append(name)
-    names.append("compile")
+    if case.compile:
+        names.append("compile")
     return names
