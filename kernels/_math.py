@@ -135,17 +135,31 @@ def sincos_turns(t):
 
 
 @triton.jit
-def normal_at(index, seed, offset):
-    """The float32 standard normal of flat element `index` (int64); see philox.h."""
+def _philox_words(index, seed, offset):
     block = index >> 2
-    lane = index & 3
-    r0, r1, r2, r3 = tl.philox(
+    return tl.philox(
         seed,
         (block & 0xFFFFFFFF).to(tl.uint32),
         (block >> 32).to(tl.uint32),
         (offset & 0xFFFFFFFF).to(tl.uint32),
         (offset >> 32).to(tl.uint32),
     )
+
+
+@triton.jit
+def dropout_scale_at(index, seed, offset, keep_prob, inv_keep):
+    """1 / keep_prob where flat element `index` is kept, else 0; see philox.h dropout_scale_at."""
+    r0, r1, r2, r3 = _philox_words(index, seed, offset)
+    lane = index & 3
+    bits = tl.where(lane == 0, r0, tl.where(lane == 1, r1, tl.where(lane == 2, r2, r3)))
+    return tl.where(uniform_from_bits(bits) <= keep_prob, inv_keep, 0.0)
+
+
+@triton.jit
+def normal_at(index, seed, offset):
+    """The float32 standard normal of flat element `index` (int64); see philox.h."""
+    lane = index & 3
+    r0, r1, r2, r3 = _philox_words(index, seed, offset)
     first_pair = lane < 2
     ra = tl.where(first_pair, r0, r2)
     rb = tl.where(first_pair, r1, r3)

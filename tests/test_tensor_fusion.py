@@ -138,3 +138,45 @@ def test_empty_batch(backend):
         assert y.shape == (0, 4)
         y.sum().backward()
     assert torch.equal(weight.grad, torch.zeros_like(weight))
+
+
+# ---------------------------------------------------------------- Triton (interpreter on CPU)
+TRITON = "triton" in mibcore.backends.available("cpu")
+
+
+@pytest.mark.skipif(not TRITON, reason="triton not available")
+@pytest.mark.parametrize("dims, batch", [((1, 7), 1), ((3, 7, 2), 33), ((7, 1, 5), 17), ((12, 6), 5)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_triton_matches_reference(dims, batch, bias):
+    inputs, weight, b = make(batch, dims, 19, dtype=torch.float32, bias=bias)
+    with mibcore.backends.use("triton"):
+        y = MF.tensor_fusion(inputs, weight, b)
+    y_ref = mibcore.reference.tensor_fusion([x.double() for x in inputs], weight.double(),
+                                            None if b is None else b.double())
+    # tl.dot may use TF32 on GPUs; the interpreter computes in fp32.
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-4)
+    grad_y = torch.randn_like(y)
+    ref_tensors = [t.detach().double().requires_grad_() if t is not None else None for t in [*inputs, weight, b]]
+    y64 = mibcore.reference.tensor_fusion(ref_tensors[: len(dims)], ref_tensors[len(dims)], ref_tensors[-1])
+    for g, g_ref in zip(grads(y, [*inputs, weight, b], grad_y), grads(y64, ref_tensors, grad_y.double())):
+        torch.testing.assert_close(g.double(), g_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not TRITON or not FUSED, reason="needs the cpu and triton backends")
+def test_triton_and_cpu_drop_the_same_elements():
+    inputs, weight, b = make(5, (3, 2, 4), 6, dtype=torch.float32)
+    outs = []
+    for backend in ("cpu", "triton"):
+        with mibcore.backends.use(backend):
+            y = MF.tensor_fusion(inputs, weight, b, dropout=0.5, generator=torch.Generator().manual_seed(4))
+            outs.append((y, grads(y, [*inputs, weight], torch.ones_like(y))))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
+    for g_cpu, g_triton in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(g_cpu, g_triton, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not TRITON, reason="triton not available")
+def test_triton_opcheck():
+    inputs, weight, b = make(3, (2, 4), 3, dtype=torch.float32)
+    rng = torch.tensor([5, 6])
+    torch.library.opcheck(torch.ops.mibcore.tensor_fusion_triton.default, (inputs, weight, b, 0.25, rng))
