@@ -12,6 +12,7 @@ import sys
 
 
 DTYPES = ("fp32", "fp16", "bf16", "fp64")
+FUSION_DTYPES = ("fp32", "bf16")
 
 
 def specializations(dtypes=DTYPES, parameterizations=(0, 1, 2)):
@@ -32,6 +33,30 @@ def specializations(dtypes=DTYPES, parameterizations=(0, 1, 2)):
         }, common
 
 
+def fusion_specializations(dtypes=FUSION_DTYPES):
+    """The tensor_fusion kernels: (kernel, signature, constexprs), with and without dropout."""
+    from mibcore.kernels import tensor_fusion as tf
+
+    for dtype, dropout in itertools.product(dtypes, (True, False)):
+        blocks = {"BLOCK_B": 16, "BLOCK_K": 64, "BLOCK_O": 64}
+        shapes = {"B": "i64", "I": "i64", "J": "i64", "K": "i64", "N": "i64", "OUT": "i64",
+                  "keep_prob": "fp32", "inv_keep": "fp32"}
+        factors = {"a_ptr": "*fp32", "v_ptr": "*fp32", "t_ptr": "*fp32"}
+        const = {"DROPOUT": dropout, **blocks}
+        yield tf._forward_kernel, {
+            **factors, "w_ptr": f"*{dtype}", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "rng_ptr": "*i64",
+            **shapes, "HAS_BIAS": "constexpr", **{k: "constexpr" for k in const},
+        }, {"HAS_BIAS": True, **const}
+        yield tf._grad_weight_kernel, {
+            **factors, "dy_ptr": f"*{dtype}", "dw_ptr": f"*{dtype}", "rng_ptr": "*i64", **shapes,
+            **{k: "constexpr" for k in const},
+        }, const
+        yield tf._grad_input_kernel, {
+            **factors, "w_ptr": f"*{dtype}", "dy_ptr": f"*{dtype}", "da_ptr": "*fp32", "dv_ptr": "*fp32",
+            "dt_ptr": "*fp32", "rng_ptr": "*i64", **shapes, **{k: "constexpr" for k in const},
+        }, const
+
+
 def compile_all(arch=90, dtypes=DTYPES, parameterizations=(0, 1, 2)):
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("unset TRITON_INTERPRET: interpreted kernels cannot be compiled ahead of time")
@@ -41,7 +66,9 @@ def compile_all(arch=90, dtypes=DTYPES, parameterizations=(0, 1, 2)):
 
     target = GPUTarget("cuda", arch, 32)
     results = []
-    for kernel, signature, constexprs in specializations(dtypes, parameterizations):
+    kernels = itertools.chain(specializations(dtypes, parameterizations),
+                              fusion_specializations(tuple(d for d in dtypes if d in FUSION_DTYPES)))
+    for kernel, signature, constexprs in kernels:
         compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=target)
         results.append((kernel.__name__, constexprs, len(compiled.asm["ptx"]), len(compiled.asm["cubin"])))
     return results
