@@ -57,6 +57,23 @@ def fusion_specializations(dtypes=FUSION_DTYPES):
         }, const
 
 
+def lmf_specializations(dtypes=FUSION_DTYPES):
+    """The low_rank_fusion kernels (three modalities), forward and backward."""
+    from mibcore.kernels import low_rank_fusion as lmf
+
+    for dtype in dtypes:
+        const = {"M": 3, "BLOCK_B": 16, "BLOCK_D": 32, "BLOCK_O": 64}
+        dims = {"D0": "i64", "D1": "i64", "D2": "i64"}
+        xs = {f"x{m}": "*fp32" for m in range(3)}
+        fs = {f"f{m}": f"*{dtype}" for m in range(3)}
+        tail = {"B": "i64", "R": "i64", "OUT": "i64", **{k: "constexpr" for k in const}}
+        yield lmf._forward_kernel, {**xs, **fs, **dims, "w_ptr": f"*{dtype}", "bias_ptr": f"*{dtype}",
+                                    "y_ptr": f"*{dtype}", **tail}, const
+        yield lmf._backward_kernel, {**xs, **fs, **dims, **{f"dx{m}": "*fp32" for m in range(3)},
+                                     **{f"df{m}": "*fp32" for m in range(3)}, "w_ptr": f"*{dtype}",
+                                     "dw_ptr": "*fp32", "dy_ptr": f"*{dtype}", **tail}, const
+
+
 def compile_all(arch=90, dtypes=DTYPES, parameterizations=(0, 1, 2)):
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("unset TRITON_INTERPRET: interpreted kernels cannot be compiled ahead of time")
@@ -66,8 +83,9 @@ def compile_all(arch=90, dtypes=DTYPES, parameterizations=(0, 1, 2)):
 
     target = GPUTarget("cuda", arch, 32)
     results = []
-    kernels = itertools.chain(specializations(dtypes, parameterizations),
-                              fusion_specializations(tuple(d for d in dtypes if d in FUSION_DTYPES)))
+    fusion_dtypes = tuple(d for d in dtypes if d in FUSION_DTYPES)
+    kernels = itertools.chain(specializations(dtypes, parameterizations), fusion_specializations(fusion_dtypes),
+                              lmf_specializations(fusion_dtypes))
     for kernel, signature, constexprs in kernels:
         compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=target)
         results.append((kernel.__name__, constexprs, len(compiled.asm["ptx"]), len(compiled.asm["cubin"])))

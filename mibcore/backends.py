@@ -62,8 +62,8 @@ _ALL = _FUSED | {"tensor_fusion", "low_rank_fusion"}
 BACKENDS = {
     "reference": Backend("reference", _ALL, "pure PyTorch, the paper's formulas; the test oracle"),
     "cpu": Backend("cpu", _ALL, "C++ extension mibcore._C (OpenMP + SIMD)"),
-    "triton": Backend("triton", _FUSED | {"tensor_fusion"}, "Triton kernels (GPU; CPU through TRITON_INTERPRET=1)"),
-    "cuda": Backend("cuda", _FUSED, "CUDA C++ extension mibcore._C"),
+    "triton": Backend("triton", _ALL, "Triton kernels (GPU; CPU through TRITON_INTERPRET=1)"),
+    "cuda": Backend("cuda", _FUSED | {"tensor_fusion"}, "CUDA C++ extension mibcore._C"),
 }
 
 _state = threading.local()

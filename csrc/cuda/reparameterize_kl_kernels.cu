@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "elem.cuh"
 #include "mibcore/philox.h"
 #include "reparameterize_kl_kernels.h"
 
@@ -12,28 +13,6 @@ namespace cuda {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-
-template <typename T> struct Elem;  // storage <-> compute conversions
-template <> struct Elem<float> {
-  using acc = float;
-  __device__ static float load(float v) { return v; }
-  __device__ static float store(float v) { return v; }
-};
-template <> struct Elem<double> {
-  using acc = double;
-  __device__ static double load(double v) { return v; }
-  __device__ static double store(double v) { return v; }
-};
-template <> struct Elem<__half> {
-  using acc = float;
-  __device__ static float load(__half v) { return __half2float(v); }
-  __device__ static __half store(float v) { return __float2half_rn(v); }
-};
-template <> struct Elem<__nv_bfloat16> {
-  using acc = float;
-  __device__ static float load(__nv_bfloat16 v) { return __bfloat162float(v); }
-  __device__ static __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
-};
 
 template <typename T>
 __device__ T warp_sum(T v) {
@@ -89,16 +68,6 @@ __global__ void backward_kernel(const scalar_t* __restrict__ grad_z, const typen
 }
 
 template <typename Fn>
-cudaError_t with_types(const ReparamArgs& a, Fn&& fn) {
-  switch (a.dtype) {
-    case DType::kFloat32: return fn(float{});
-    case DType::kFloat64: return fn(double{});
-    case DType::kFloat16: return fn(__half{});
-    default: return fn(__nv_bfloat16{});
-  }
-}
-
-template <typename Fn>
 void with_parameterization(int64_t p, Fn&& fn) {
   if (p == kSoftplus) fn(std::integral_constant<int64_t, kSoftplus>{});
   else if (p == kLogVar) fn(std::integral_constant<int64_t, kLogVar>{});
@@ -111,7 +80,7 @@ dim3 grid_for(int64_t rows) { return dim3(static_cast<unsigned>((rows + kWarpsPe
 
 cudaError_t reparameterize_kl_forward(const ReparamArgs& a, void* z, void* kl_rows, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;
-  return with_types(a, [&](auto tag) {
+  return with_types(a.dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = typename Elem<scalar_t>::acc;
     with_parameterization(a.parameterization, [&](auto p) {
@@ -127,7 +96,7 @@ cudaError_t reparameterize_kl_forward(const ReparamArgs& a, void* z, void* kl_ro
 cudaError_t reparameterize_kl_backward(const ReparamArgs& a, const void* grad_z, const void* grad_kl_rows,
                                        void* grad_mu, void* grad_scale, cudaStream_t stream) {
   if (a.rows == 0 || a.cols == 0) return cudaSuccess;
-  return with_types(a, [&](auto tag) {
+  return with_types(a.dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = typename Elem<scalar_t>::acc;
     with_parameterization(a.parameterization, [&](auto p) {

@@ -6,11 +6,10 @@
 
 #include <cstdint>
 
+#include "dtype.h"
+
 namespace mibcore {
 namespace cuda {
-
-// Element storage types the kernels are instantiated for.
-enum class DType { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
 struct ReparamArgs {
   const void* mu;

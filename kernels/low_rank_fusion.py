@@ -1,0 +1,122 @@
+"""Triton kernels of the fused low-rank fusion (LMF) and their host wrappers.
+
+With X_m = [1; x_m] (host-padded, fp32) and factors F_m [R, D_m + 1, out]:
+  forward   grid (B/BLOCK_B, out/BLOCK_O): y = bias + sum_r w_r prod_m (X_m @ F_m[r])
+  backward  same grid: recompute P_m = X_m @ F_m[r], G_m = dy w_r prod_{m' != m} P_m', then
+            atomically add dX_m += G_m F_m[r]^T, dF_m[r] += X_m^T G_m and dw[r] += sum dy prod_m P_m
+            (distinct addresses within a program; programs meet only through the atomics).
+Up to three modalities; unused pointer arguments are never read (M is a compile-time constant).
+"""
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _project(x_ptr, f_ptr, D, r, b, o, b_ok, o_ok, OUT, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+             BLOCK_O: tl.constexpr):
+    """P[b, o] = sum_i X[b, i] F[r, i, o] for the program's [BLOCK_B, BLOCK_O] tile (fp32)."""
+    acc = tl.zeros([BLOCK_B, BLOCK_O], dtype=tl.float32)
+    for i0 in range(0, D, BLOCK_D):
+        i = i0 + tl.arange(0, BLOCK_D)
+        i_ok = i < D
+        x = tl.load(x_ptr + b[:, None] * D + i[None, :], mask=b_ok[:, None] & i_ok[None, :], other=0.0)
+        f = tl.load(f_ptr + (r * D + i[:, None]) * OUT + o[None, :], mask=i_ok[:, None] & o_ok[None, :], other=0.0)
+        acc += tl.dot(x, f.to(tl.float32), out_dtype=tl.float32)
+    return acc
+
+
+@triton.jit
+def _scatter_grads(x_ptr, f_ptr, dx_ptr, df_ptr, g, D, r, b, o, b_ok, o_ok, OUT, BLOCK_D: tl.constexpr):
+    """dX[b, i] += sum_o G[b, o] F[r, i, o];  dF[r, i, o] += sum_b X[b, i] G[b, o]."""
+    for i0 in range(0, D, BLOCK_D):
+        i = i0 + tl.arange(0, BLOCK_D)
+        i_ok = i < D
+        x = tl.load(x_ptr + b[:, None] * D + i[None, :], mask=b_ok[:, None] & i_ok[None, :], other=0.0)
+        f = tl.load(f_ptr + (r * D + i[:, None]) * OUT + o[None, :], mask=i_ok[:, None] & o_ok[None, :], other=0.0)
+        dx = tl.dot(g, tl.trans(f.to(tl.float32)), out_dtype=tl.float32)
+        tl.atomic_add(dx_ptr + b[:, None] * D + i[None, :], dx, mask=b_ok[:, None] & i_ok[None, :])
+        df = tl.dot(tl.trans(x), g, out_dtype=tl.float32)
+        tl.atomic_add(df_ptr + (r * D + i[:, None]) * OUT + o[None, :], df, mask=i_ok[:, None] & o_ok[None, :])
+
+
+@triton.jit
+def _forward_kernel(x0, x1, x2, f0, f1, f2, D0, D1, D2, w_ptr, bias_ptr, y_ptr, B, R, OUT, M: tl.constexpr,
+                    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_O: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o = tl.program_id(1).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
+    b_ok, o_ok = b < B, o < OUT
+    acc = tl.zeros([BLOCK_B, BLOCK_O], dtype=tl.float32)
+    for r in range(0, R):
+        prod = _project(x0, f0, D0, r, b, o, b_ok, o_ok, OUT, BLOCK_B, BLOCK_D, BLOCK_O)
+        prod *= _project(x1, f1, D1, r, b, o, b_ok, o_ok, OUT, BLOCK_B, BLOCK_D, BLOCK_O)
+        if M == 3:
+            prod *= _project(x2, f2, D2, r, b, o, b_ok, o_ok, OUT, BLOCK_B, BLOCK_D, BLOCK_O)
+        acc += tl.load(w_ptr + r).to(tl.float32) * prod
+    acc += tl.load(bias_ptr + o, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + b[:, None] * OUT + o[None, :], acc.to(y_ptr.dtype.element_ty), mask=b_ok[:, None] & o_ok[None, :])
+
+
+@triton.jit
+def _backward_kernel(x0, x1, x2, f0, f1, f2, D0, D1, D2, dx0, dx1, dx2, df0, df1, df2, w_ptr, dw_ptr, dy_ptr,
+                     B, R, OUT, M: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+                     BLOCK_O: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    o = tl.program_id(1).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
+    b_ok, o_ok = b < B, o < OUT
+    dy = tl.load(dy_ptr + b[:, None] * OUT + o[None, :], mask=b_ok[:, None] & o_ok[None, :], other=0.0).to(tl.float32)
+    for r in range(0, R):
+        p0 = _project(x0, f0, D0, r, b, o, b_ok, o_ok, OUT, BLOCK_B, BLOCK_D, BLOCK_O)
+        p1 = _project(x1, f1, D1, r, b, o, b_ok, o_ok, OUT, BLOCK_B, BLOCK_D, BLOCK_O)
+        if M == 3:
+            p2 = _project(x2, f2, D2, r, b, o, b_ok, o_ok, OUT, BLOCK_B, BLOCK_D, BLOCK_O)
+        else:
+            p2 = tl.full([BLOCK_B, BLOCK_O], 1.0, tl.float32)
+        tl.atomic_add(dw_ptr + r, tl.sum(tl.sum(dy * p0 * p1 * p2, axis=1), axis=0))
+        g = dy * tl.load(w_ptr + r).to(tl.float32)
+        _scatter_grads(x0, f0, dx0, df0, g * p1 * p2, D0, r, b, o, b_ok, o_ok, OUT, BLOCK_D)
+        _scatter_grads(x1, f1, dx1, df1, g * p0 * p2, D1, r, b, o, b_ok, o_ok, OUT, BLOCK_D)
+        if M == 3:
+            _scatter_grads(x2, f2, dx2, df2, g * p0 * p1, D2, r, b, o, b_ok, o_ok, OUT, BLOCK_D)
+
+
+def _prepare(inputs, factors):
+    xs = [torch.cat([torch.ones_like(x[:, :1]), x], 1).float().contiguous() for x in inputs]
+    fs = [f.contiguous() for f in factors]
+    while len(xs) < 3:  # unused slots (M is a compile-time constant): any valid pointer
+        xs.append(xs[0])
+        fs.append(fs[0])
+    return xs, fs
+
+
+def _launch(B, OUT):
+    BLOCK_B, BLOCK_D, BLOCK_O = 16, 32, max(16, min(64, triton.next_power_of_2(OUT)))
+    return (triton.cdiv(B, BLOCK_B), triton.cdiv(OUT, BLOCK_O)), dict(BLOCK_B=BLOCK_B, BLOCK_D=BLOCK_D, BLOCK_O=BLOCK_O)
+
+
+def forward(inputs, factors, rank_weights, bias):
+    xs, fs = _prepare(inputs, factors)
+    B, R, OUT = inputs[0].shape[0], factors[0].shape[0], factors[0].shape[2]
+    y = torch.empty(B, OUT, dtype=factors[0].dtype, device=factors[0].device)
+    if B == 0:
+        return y
+    grid, blocks = _launch(B, OUT)
+    _forward_kernel[grid](*xs, *fs, *(x.shape[1] for x in xs), rank_weights.reshape(-1).contiguous(),
+                          bias.reshape(-1).contiguous(), y, B, R, OUT, M=len(inputs), **blocks)
+    return y
+
+
+def backward(grad_y, inputs, factors, rank_weights):
+    xs, fs = _prepare(inputs, factors)
+    B, R, OUT = inputs[0].shape[0], factors[0].shape[0], factors[0].shape[2]
+    dxs = [torch.zeros_like(x) for x in xs]
+    dfs = [torch.zeros(f.shape, dtype=torch.float32, device=f.device) for f in fs]
+    dw = torch.zeros(R, dtype=torch.float32, device=grad_y.device)
+    if B > 0:
+        grid, blocks = _launch(B, OUT)
+        _backward_kernel[grid](*xs, *fs, *(x.shape[1] for x in xs), *dxs, *dfs, rank_weights.reshape(-1).contiguous(),
+                               dw, grad_y.contiguous(), B, R, OUT, M=len(inputs), **blocks)
+    n = len(inputs)
+    grad_inputs = [dx[:, 1:].to(x.dtype).contiguous() for dx, x in zip(dxs[:n], inputs)]
+    grad_factors = [df.to(f.dtype) for df, f in zip(dfs[:n], factors)]
+    return grad_inputs, grad_factors, dw.to(rank_weights.dtype), grad_y.sum(0).to(rank_weights.dtype)
