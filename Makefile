@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.mibcore-installed
 BUILT := $(VENV)/.mibcore-built
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py
 
-.PHONY: run test build bench cuda-check clean
+.PHONY: run test build bench cuda-check cuda-torch-check clean
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,8 +45,12 @@ cuda-check:
 		echo "nvcc compile check of csrc/cuda: OK"; \
 	else echo "nvcc not found: CUDA compile check skipped"; fi
 
-test: build cuda-check
+# The extension with its CUDA sources, built against a CUDA build of torch (no GPU needed).
+cuda-torch-check:
+	bash .ci/cuda_torch_check.sh
+
+test: build cuda-check cuda-torch-check
 	$(BIN)/pytest -q tests
 
 clean:
-	rm -rf build build-cmake bench-results mibcore/*.so
+	rm -rf build build-cmake build-cuda bench-results mibcore/*.so
