@@ -61,9 +61,8 @@ def test_backend_without_the_operator_is_an_error_not_a_fallback(monkeypatch):
         MF.tensor_fusion([torch.zeros(2, 3), torch.zeros(2, 3)], torch.zeros(1, 16))
 
 
+@pytest.mark.gpu
 def test_generator_on_the_wrong_device_is_an_error():
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA generator")
     with backends.use("cpu"), pytest.raises(ValueError, match="generator is on cuda"):
         MF.reparameterize_kl(torch.zeros(2, 3), torch.zeros(2, 3), generator=torch.Generator("cuda"))
 

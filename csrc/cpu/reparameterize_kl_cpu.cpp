@@ -214,16 +214,7 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
   const auto [seed, offset] = read_rng(rng);
   const at::Tensor mu = mu_in.contiguous();
   const at::Tensor scale = scale_in.contiguous();
-  const auto kl_shape = mu.sizes().slice(0, mu.dim() - 1);
-  const auto kl_options = mu.options().dtype(kl_dtype(mu.scalar_type()));
-  // A missing gradient (z or kl unused) is zero.
-  const at::Tensor grad_z = grad_z_in.has_value() && grad_z_in->defined()
-                                ? grad_z_in->to(mu.scalar_type()).expand(mu.sizes()).contiguous()
-                                : at::zeros_like(mu);
-  const at::Tensor grad_kl =
-      grad_kl_in.has_value() && grad_kl_in->defined()
-          ? expand_kl_grad(*grad_kl_in, reduction, kl_shape, mu.numel(), kl_dtype(mu.scalar_type()))
-          : at::zeros(kl_shape, kl_options);
+  const auto [grad_z, grad_kl] = dense_backward_grads(grad_z_in, grad_kl_in, mu, reduction);
   const int64_t cols = mu.size(-1);
   const int64_t rows = leading_numel(mu);
   at::Tensor grad_mu = at::empty_like(mu);

@@ -4,7 +4,9 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <tuple>
+#include <utility>
 
 #include "mibcore/math.h"
 
@@ -73,6 +75,22 @@ inline at::Tensor expand_kl_grad(const at::Tensor& grad_kl, int64_t reduction, a
     g = g / static_cast<double>(rows);
   }
   return g.expand(kl_shape).contiguous();
+}
+
+// The backward's incoming gradients as dense tensors: grad_z like mu, and the gradient of each
+// row's KL sum (float32/float64). A missing gradient (z or kl unused) is zero.
+inline std::pair<at::Tensor, at::Tensor> dense_backward_grads(const std::optional<at::Tensor>& grad_z,
+                                                              const std::optional<at::Tensor>& grad_kl,
+                                                              const at::Tensor& mu, int64_t reduction) {
+  const auto kl_shape = mu.sizes().slice(0, mu.dim() - 1);
+  const auto acc = kl_dtype(mu.scalar_type());
+  at::Tensor gz = grad_z.has_value() && grad_z->defined()
+                      ? grad_z->to(mu.scalar_type()).expand(mu.sizes()).contiguous()
+                      : at::zeros_like(mu);
+  at::Tensor gk = grad_kl.has_value() && grad_kl->defined()
+                      ? expand_kl_grad(*grad_kl, reduction, kl_shape, mu.numel(), acc)
+                      : at::zeros(kl_shape, mu.options().dtype(acc));
+  return {gz, gk};
 }
 
 }  // namespace mibcore
