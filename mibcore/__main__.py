@@ -43,6 +43,7 @@ def main(argv=None):
     cv.add_argument("input")
     cv.add_argument("output")
     cv.add_argument("--glove", default=None, help="GloVe text file to embed MAG-BERT words")
+    cv.add_argument("--text-backbone", default=None, help="local Hugging Face model dir: also store token ids")
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -71,7 +72,7 @@ def main(argv=None):
     elif args.command == "convert":
         from mibcore.data import check_dataset, hdf5, pickles
 
-        data = check_dataset(pickles.load(args.input, glove=args.glove), args.input)
+        data = check_dataset(pickles.load(args.input, glove=args.glove, text_backbone=args.text_backbone), args.input)
         hdf5.save(data, args.output)
         print(f"wrote {args.output}: " + ", ".join(f"{s} {len(p['label'])}" for s, p in data.items()))
     return 0

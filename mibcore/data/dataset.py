@@ -29,9 +29,9 @@ def check_dataset(data, source="dataset"):
     return data
 
 
-def load_dataset(spec, **synthetic_options):
+def load_dataset(spec, text_backbone=None, max_text_length=50, **synthetic_options):
     """`spec`: 'synthetic' (optionally 'synthetic-emotion'), or a path to a .h5, an MMSA pickle
-    or a MAG-BERT pickle (detected by content)."""
+    or a MAG-BERT pickle (detected by content). `text_backbone` (pickles): also tokenize text."""
     from mibcore.data import hdf5, pickles, synthetic
 
     if spec in ("synthetic", "synthetic-regression"):
@@ -42,14 +42,20 @@ def load_dataset(spec, **synthetic_options):
         raise FileNotFoundError(f"data: {spec!r} is neither 'synthetic' nor an existing file")
     if spec.endswith((".h5", ".hdf5")):
         return check_dataset(hdf5.load(spec), spec)
-    return check_dataset(pickles.load(spec), spec)
+    return check_dataset(pickles.load(spec, text_backbone=text_backbone, max_length=max_text_length), spec)
 
 
 class MultimodalDataset(torch.utils.data.Dataset):
-    """One split as tensors: item i -> (text, audio, visual, label)."""
+    """One split as tensors: item i -> (text, audio, visual, label); text is the token ids
+    ("text_ids", int64) when `token_ids` is set, else the text features."""
 
-    def __init__(self, split):
-        self.text = torch.from_numpy(np.ascontiguousarray(split["text"], dtype=np.float32))
+    def __init__(self, split, token_ids=False):
+        if token_ids:
+            if "text_ids" not in split:
+                raise ValueError("a text backbone needs token ids: load the data with text_backbone=PATH")
+            self.text = torch.from_numpy(np.ascontiguousarray(split["text_ids"], dtype=np.int64))
+        else:
+            self.text = torch.from_numpy(np.ascontiguousarray(split["text"], dtype=np.float32))
         self.audio = torch.from_numpy(np.ascontiguousarray(split["audio"], dtype=np.float32))
         self.visual = torch.from_numpy(np.ascontiguousarray(split["visual"], dtype=np.float32))
         self.label = torch.from_numpy(np.ascontiguousarray(split["label"], dtype=np.float32))

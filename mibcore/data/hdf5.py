@@ -22,6 +22,8 @@ def save(data, path):
                 for key in ("text", "audio", "visual", "label"):
                     g.create_dataset(key, data=np.asarray(part[key], dtype=np.float32), compression="gzip")
                 g.create_dataset("id", data=np.asarray(part["id"], dtype=object), dtype=h5py.string_dtype())
+                if "text_ids" in part:
+                    g.create_dataset("text_ids", data=np.asarray(part["text_ids"], dtype=np.int64), compression="gzip")
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -40,4 +42,6 @@ def load(path):
             g = f[split]
             out[split] = {key: g[key][()] for key in ("text", "audio", "visual", "label")}
             out[split]["id"] = [s.decode() if isinstance(s, bytes) else str(s) for s in g["id"][()]]
+            if "text_ids" in g:
+                out[split]["text_ids"] = g["text_ids"][()]
     return out

@@ -42,18 +42,21 @@ def restricted_load(path):
         return RestrictedUnpickler(io.BufferedReader(f)).load()
 
 
-def load(path, glove=None, text_dim=300):
+def load(path, glove=None, text_dim=300, text_backbone=None, max_length=50):
+    """`text_backbone` (a local Hugging Face model dir) adds "text_ids" token ids to each split:
+    MAG-BERT words are tokenized like the paper's pipeline; MMSA's text_bert ids are used."""
     raw = restricted_load(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a dict of splits, got {type(raw).__name__}")
     if "valid" in raw:
-        return from_mmsa(raw, path)
+        return from_mmsa(raw, path, with_ids=bool(text_backbone))
     if "dev" in raw:
-        return from_mag_bert(raw, path, glove=glove, text_dim=text_dim)
+        return from_mag_bert(raw, path, glove=glove, text_dim=text_dim, text_backbone=text_backbone,
+                             max_length=max_length)
     raise ValueError(f"{path}: unknown pickle layout (splits {sorted(raw)}); expected MMSA or MAG-BERT")
 
 
-def from_mmsa(raw, source="MMSA pickle"):
+def from_mmsa(raw, source="MMSA pickle", with_ids=False):
     out = {}
     for split, name in (("train", "train"), ("dev", "valid"), ("test", "test")):
         part = raw[name]
@@ -71,6 +74,10 @@ def from_mmsa(raw, source="MMSA pickle"):
             "label": np.asarray(labels, dtype=np.float32).reshape(n),
             "id": [str(i) for i in part.get("id", range(n))],
         }
+        if with_ids:
+            if "text_bert" not in part:
+                raise ValueError(f"{source}: {name} has no text_bert token ids for the text backbone")
+            out[split]["text_ids"] = np.asarray(part["text_bert"])[:, 0, :].astype(np.int64)
     return out
 
 
@@ -95,7 +102,7 @@ def read_glove(path):
     return lambda word: table.get(word, table.get(word.lower(), np.zeros(dim, np.float32))), dim
 
 
-def from_mag_bert(raw, source="MAG-BERT pickle", glove=None, text_dim=300):
+def from_mag_bert(raw, source="MAG-BERT pickle", glove=None, text_dim=300, text_backbone=None, max_length=50):
     embed, dim = read_glove(glove) if glove else (HashingEmbedding(text_dim), text_dim)
     out = {}
     for split in ("train", "dev", "test"):
@@ -122,4 +129,8 @@ def from_mag_bert(raw, source="MAG-BERT pickle", glove=None, text_dim=300):
         # Left padding keeps the last word at the last time step, which the models read out.
         out[split] = {"text": pad(text), "audio": np.nan_to_num(pad(audio)), "visual": np.nan_to_num(pad(visual)),
                       "label": np.asarray(labels, np.float32), "id": ids}
+        if text_backbone:
+            from mibcore.models.text_backbone import tokenize
+
+            out[split]["text_ids"] = tokenize(text_backbone, [item[0][0] for item in rows], max_length)
     return out

@@ -10,6 +10,9 @@ projected like the paper's BERT branch (no transformer on top).
   L-MIB  z_m = IB_m(x_m), y_m = Dec_m(z_m); x = F(z_l, z_a, z_v) -> y = Dec(x)
   C-MIB  z_m = IB_m(x_m), y_m = Dec_m(z_m); x = F(z_l, z_a, z_v) -> z = IB(x) -> y = Dec(z)
 
+Text can also go through a local Hugging Face backbone (`text_backbone=PATH`, never downloaded):
+token ids -> backbone -> the same Conv1d projection -> last step, as the paper's BERT branch.
+
 Losses: task loss (L1 for regression, BCE-with-logits for multi-label emotion) of each
 prediction + beta * KL of each bottleneck (the paper's mean reduction). Mode "faithful" counts
 the final task loss twice and samples z at evaluation, as the paper's code does; mode "clean"
@@ -50,6 +53,7 @@ class MIBConfig:
     mode: str = "faithful"           # or "clean"
     no_ib: tuple = ()                # modalities without a unimodal bottleneck ("W/O IB on X")
     shift: float = -5.0
+    text_backbone: str = None        # local Hugging Face model dir: text arrives as token ids
 
     def validate(self):
         if self.variant not in VARIANTS:
@@ -69,8 +73,15 @@ class MIB(nn.Module):
         super().__init__()
         self.config = config.validate()
         c = config
+        self.text_backbone = None
+        text_dim = c.text_dim
+        if c.text_backbone:
+            from mibcore.models.text_backbone import TextBackbone
+
+            self.text_backbone = TextBackbone(c.text_backbone)
+            text_dim = self.text_backbone.hidden_size
         self.proj = nn.ModuleDict({
-            "text": Projection(c.text_dim, c.d),
+            "text": Projection(text_dim, c.d),
             "audio": Projection(c.audio_dim, c.d),
             "visual": Projection(c.visual_dim, c.d),
         })
@@ -92,7 +103,12 @@ class MIB(nn.Module):
                                      sample_in_eval=c.mode == "faithful")
 
     def encode(self, text, audio, visual):
-        """Last-time-step features [B, d] of each modality."""
+        """Last-time-step features [B, d] of each modality. `text`: features [B, T, text_dim], or
+        token ids [B, T] with a text backbone."""
+        if self.text_backbone is not None:
+            if text.dtype != torch.int64 or text.dim() != 2:
+                raise ValueError("with a text backbone, `text` must be int64 token ids [B, T]")
+            text = self.text_backbone(text)
         x = {"text": self.proj["text"](text)[:, -1]}
         for name, seq in (("audio", audio), ("visual", visual)):
             h = self.proj[name](seq).transpose(0, 1)  # [T, B, d]

@@ -38,6 +38,9 @@ class TrainConfig:
     d: int = 50
     hidden: int = 1024
     dropouts: bool = True           # False turns every dropout off (for exactness checks)
+    text_backbone: str = ""         # local Hugging Face model dir (text as token ids; never downloaded)
+    backbone_lr: float = 1e-5       # the paper's learning rate for BERT
+    max_text_length: int = 50       # token ids per sample with a text backbone (the paper: 50)
     data: str = "synthetic"         # synthetic | synthetic-emotion | path (.h5, MMSA or MAG-BERT .pkl)
     synthetic_samples: int = 512    # training samples of the synthetic data (dev/test: a quarter)
     seq_len: int = 20               # synthetic sequence length
@@ -150,13 +153,14 @@ def build_model(config, data):
         config.model, fusion=config.fusion, mode=config.mode, beta=config.beta, no_ib=config.no_ib, d=config.d, **off,
         hidden=config.hidden, text_dim=data["train"]["text"].shape[2], audio_dim=data["train"]["audio"].shape[2],
         visual_dim=data["train"]["visual"].shape[2], output_dim=1 if label.ndim == 1 else label.shape[1],
+        text_backbone=config.text_backbone or None,
     )
 
 
 @torch.no_grad()
 def predict(model, split, device, config, batch_size=256):
     model.eval()
-    ds = MultimodalDataset(split)
+    ds = MultimodalDataset(split, token_ids=bool(config.text_backbone))
     preds = []
     for start in range(0, len(ds), batch_size):
         text, audio, visual, _ = (t.to(device) for t in ds[start : start + batch_size])
@@ -189,9 +193,13 @@ def train(config: TrainConfig, data=None):
         n = config.synthetic_samples
         data = load_dataset(config.data, n_train=n, n_dev=max(n // 4, 1), n_test=max(n // 4, 1),
                             seq_len=config.seq_len, seed=config.seed) if config.data.startswith("synthetic") \
-            else load_dataset(config.data)
+            else load_dataset(config.data, text_backbone=config.text_backbone or None,
+                                 max_text_length=config.max_text_length)
     model = build_model(config, data).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    backbone = [p for n, p in model.named_parameters() if n.startswith("text_backbone.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("text_backbone.")]
+    groups = [{"params": rest}] + ([{"params": backbone, "lr": config.backbone_lr}] if backbone else [])
+    optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     train_mean = float(np.mean(data["train"]["label"])) if data["train"]["label"].ndim == 1 else None
     state = {"epoch": 0, "best_score": math.inf, "bad_epochs": 0, "history": []}
     best_state = None
@@ -207,7 +215,7 @@ def train(config: TrainConfig, data=None):
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model)
-    train_ds = MultimodalDataset(data["train"])
+    train_ds = MultimodalDataset(data["train"], token_ids=bool(config.text_backbone))
     per_rank = max(config.batch_size // world, 1)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     progress = None
@@ -296,7 +304,8 @@ def evaluate_checkpoint(path, data_spec=None, split="test"):
     n = config.synthetic_samples
     data = load_dataset(config.data, n_train=n, n_dev=max(n // 4, 1), n_test=max(n // 4, 1),
                         seq_len=config.seq_len, seed=config.seed) if config.data.startswith("synthetic") \
-        else load_dataset(config.data)
+        else load_dataset(config.data, text_backbone=config.text_backbone or None,
+                                 max_text_length=config.max_text_length)
     model = build_model(config, data)
     model.load_state_dict(ckpt["model"])
     device = _device(config)
