@@ -30,7 +30,7 @@ build: $(BUILT)
 
 run: build
 	$(BIN)/python -m mibcore info
-	$(BIN)/python -m benchmarks --quick --out bench-results
+	$(BIN)/python -m benchmarks --quick --out bench-results/quick
 	$(BIN)/python -m mibcore train --model cmib --fusion tensor --data synthetic --epochs 8 --lr 0.001 \
 		--out runs/quickstart --no-resume
 

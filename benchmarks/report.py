@@ -18,6 +18,7 @@ def atomic_write(path, data, mode="w"):
     try:
         with os.fdopen(fd, mode) as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -24,6 +24,7 @@ def save(data, path):
                 g.create_dataset("id", data=np.asarray(part["id"], dtype=object), dtype=h5py.string_dtype())
                 if "text_ids" in part:
                     g.create_dataset("text_ids", data=np.asarray(part["text_ids"], dtype=np.int64), compression="gzip")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -100,6 +100,7 @@ def _atomic_save(obj, path):
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -111,6 +112,7 @@ def _atomic_json(obj, path):
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -289,6 +291,7 @@ def train_seeds(config: TrainConfig, seeds):
         fd, tmp = tempfile.mkstemp(dir=config.out, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, os.path.join(config.out, name))
     return {k: (m, s) for k, m, s in rows}
 
