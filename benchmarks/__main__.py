@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import cases as bench_cases
 from benchmarks import measure, report
+from mibcore._io import atomic_write_text
 
 
 def run(args):
@@ -58,9 +59,9 @@ def run(args):
                 flush=True,
             )
     os.makedirs(args.out, exist_ok=True)
-    report.atomic_write(os.path.join(args.out, "results.csv"), report.to_csv(rows))
+    atomic_write_text(os.path.join(args.out, "results.csv"), report.to_csv(rows))
     markdown = report.to_markdown(rows, machine)
-    report.atomic_write(os.path.join(args.out, "results.md"), markdown)
+    atomic_write_text(os.path.join(args.out, "results.md"), markdown)
     report.to_png(rows, os.path.join(args.out, "results.png"))
     print()
     print(markdown)

@@ -1,28 +1,13 @@
 """Writes benchmark results as CSV, a Markdown table and a PNG plot (atomically)."""
 import csv
 import io
-import os
-import tempfile
+
+from mibcore._io import atomic_write_bytes
 
 COLUMNS = [
     "op", "shape", "kind", "provider", "device", "forward_ms", "backward_ms", "full_ms",
     "speedup_full", "speedup_forward", "roofline_full", "saved_MB", "peak_MB",
 ]
-
-
-def atomic_write(path, data, mode="w"):
-    """Write to a temporary file beside `path`, then rename: never a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def to_csv(rows):
@@ -89,4 +74,4 @@ def to_png(rows, path):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    atomic_write(path, buffer.getvalue(), mode="wb")
+    atomic_write_bytes(path, buffer.getvalue())

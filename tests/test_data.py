@@ -60,7 +60,7 @@ def test_mmsa_pickle_to_hdf5_round_trip(tmp_path):
     assert np.array_equal(data["dev"]["visual"], raw["valid"]["vision"])
     assert np.array_equal(data["test"]["label"], raw["test"]["regression_labels"])
     assert data["train"]["id"] == raw["train"]["id"]
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
 
 
 def test_mag_bert_pickle_is_word_aligned_and_left_padded(tmp_path):

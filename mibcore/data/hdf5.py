@@ -1,9 +1,8 @@
 """mibcore's own HDF5 layout: /{train,dev,test}/{text,audio,visual,label,id}, attribute
 `mibcore_format` = 1. Written to a temporary file and renamed, so it is never half-written."""
-import os
-import tempfile
-
 import numpy as np
+
+from mibcore._io import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -11,10 +10,7 @@ FORMAT_VERSION = 1
 def save(data, path):
     import h5py
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".h5.tmp")
-    os.close(fd)
-    try:
+    def write(tmp):
         with h5py.File(tmp, "w") as f:
             f.attrs["mibcore_format"] = FORMAT_VERSION
             for split, part in data.items():
@@ -24,11 +20,8 @@ def save(data, path):
                 g.create_dataset("id", data=np.asarray(part["id"], dtype=object), dtype=h5py.string_dtype())
                 if "text_ids" in part:
                     g.create_dataset("text_ids", data=np.asarray(part["text_ids"], dtype=np.int64), compression="gzip")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def load(path):

@@ -14,13 +14,13 @@ import math
 import os
 import random
 import sys
-import tempfile
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from mibcore import models
+from mibcore._io import atomic_write, atomic_write_text
 from mibcore.data import MultimodalDataset, load_dataset
 from mibcore.train.metrics import emotion_metrics, regression_metrics
 
@@ -94,26 +94,11 @@ def load_config(path, overrides=None):
 
 
 def _atomic_save(obj, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _atomic_json(obj, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def _seed_everything(seed):
@@ -286,13 +271,8 @@ def train_seeds(config: TrainConfig, seeds):
     md = ["| metric | mean | std | n |", "| --- | ---: | ---: | ---: |"]
     md += [f"| {k} | {m:.4f} | {s:.4f} | {len(runs)} |" for k, m, s in rows]
     csv = ["metric,mean,std,n"] + [f"{k},{m},{s},{len(runs)}" for k, m, s in rows]
-    os.makedirs(config.out, exist_ok=True)
     for name, text in (("results.md", "\n".join(md) + "\n"), ("results.csv", "\n".join(csv) + "\n")):
-        fd, tmp = tempfile.mkstemp(dir=config.out, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(config.out, name))
+        atomic_write_text(os.path.join(config.out, name), text)
     return {k: (m, s) for k, m, s in rows}
 
 
