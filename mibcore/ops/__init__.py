@@ -1,0 +1,1 @@
+"""Operator registrations: fake tensors, autograd and the per-backend operator of each fused op."""
