@@ -11,6 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
+from mibcore.kernels._launch import device_context
+from mibcore.reference import with_ones
+
 
 @triton.jit
 def _project(x_ptr, f_ptr, D, r, b, o, b_ok, o_ok, OUT, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -81,7 +84,7 @@ def _backward_kernel(x0, x1, x2, f0, f1, f2, D0, D1, D2, dx0, dx1, dx2, df0, df1
 
 
 def _prepare(inputs, factors):
-    xs = [torch.cat([torch.ones_like(x[:, :1]), x], 1).float().contiguous() for x in inputs]
+    xs = [with_ones(x).float().contiguous() for x in inputs]
     fs = [f.contiguous() for f in factors]
     while len(xs) < 3:  # unused slots (M is a compile-time constant): any valid pointer
         xs.append(xs[0])
@@ -101,8 +104,9 @@ def forward(inputs, factors, rank_weights, bias):
     if B == 0:
         return y
     grid, blocks = _launch(B, OUT)
-    _forward_kernel[grid](*xs, *fs, *(x.shape[1] for x in xs), rank_weights.reshape(-1).contiguous(),
-                          bias.reshape(-1).contiguous(), y, B, R, OUT, M=len(inputs), **blocks)
+    with device_context(y):
+        _forward_kernel[grid](*xs, *fs, *(x.shape[1] for x in xs), rank_weights.reshape(-1).contiguous(),
+                              bias.reshape(-1).contiguous(), y, B, R, OUT, M=len(inputs), **blocks)
     return y
 
 
@@ -114,8 +118,10 @@ def backward(grad_y, inputs, factors, rank_weights):
     dw = torch.zeros(R, dtype=torch.float32, device=grad_y.device)
     if B > 0:
         grid, blocks = _launch(B, OUT)
-        _backward_kernel[grid](*xs, *fs, *(x.shape[1] for x in xs), *dxs, *dfs, rank_weights.reshape(-1).contiguous(),
-                               dw, grad_y.contiguous(), B, R, OUT, M=len(inputs), **blocks)
+        with device_context(dw):
+            _backward_kernel[grid](*xs, *fs, *(x.shape[1] for x in xs), *dxs, *dfs,
+                                   rank_weights.reshape(-1).contiguous(), dw, grad_y.contiguous(), B, R, OUT,
+                                   M=len(inputs), **blocks)
     n = len(inputs)
     grad_inputs = [dx[:, 1:].to(x.dtype).contiguous() for dx, x in zip(dxs[:n], inputs)]
     grad_factors = [df.to(f.dtype) for df, f in zip(dfs[:n], factors)]

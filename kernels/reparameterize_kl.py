@@ -4,11 +4,15 @@ One program handles BLOCK_R rows and walks their columns in BLOCK_C chunks, so t
 per-row KL sum stays in registers. eps is regenerated from (seed, offset) by the
 backward; it is never stored. The math is kernels/_math.py (mirror of csrc/include).
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
 
+from mibcore.kernels._launch import device_context
 from mibcore.kernels._math import normal_at, std_terms
+from mibcore.reference.reparameterize_kl import compute_dtype as _kl_dtype
 
 _MAX_BLOCK_C = 2048
 _BLOCK_ELEMENTS = 4096
@@ -68,10 +72,6 @@ def _backward_kernel(grad_z_ptr, grad_kl_ptr, mu_ptr, scale_ptr, grad_mu_ptr, gr
         tl.store(grad_scale_ptr + index, grad_scale.to(grad_scale_ptr.dtype.element_ty), mask=mask)
 
 
-def _kl_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _launch_shape(rows, cols):
     block_c = min(triton.next_power_of_2(max(cols, 1)), _MAX_BLOCK_C)
     block_r = max(1, _BLOCK_ELEMENTS // block_c)
@@ -79,24 +79,17 @@ def _launch_shape(rows, cols):
     return (triton.cdiv(rows, block_r),), block_r, block_c
 
 
-def _rows(t):
-    rows = 1
-    for size in t.shape[:-1]:
-        rows *= size
-    return rows
-
-
 def forward(mu, scale, rng, parameterization, shift, sample):
     mu, scale = mu.contiguous(), scale.contiguous()
     z = torch.empty_like(mu)
     kl = torch.empty(mu.shape[:-1], dtype=_kl_dtype(mu.dtype), device=mu.device)
-    rows, cols = _rows(mu), mu.shape[-1]
+    rows, cols = math.prod(mu.shape[:-1]), mu.shape[-1]
     if rows == 0:
         return z, kl
     if cols == 0:
         return z, kl.zero_()
     grid, block_r, block_c = _launch_shape(rows, cols)
-    with torch.device(mu.device) if mu.is_cuda else _nullcontext():
+    with device_context(mu):
         _forward_kernel[grid](
             mu, scale, z, kl, rng, rows, cols, float(shift),
             P=int(parameterization), SAMPLE=bool(sample), F64=mu.dtype == torch.float64,
@@ -114,22 +107,14 @@ def backward(grad_z, grad_kl, mu, scale, rng, parameterization, shift, sample):
     else:
         grad_kl = grad_kl.to(kl_dtype).expand(mu.shape[:-1]).contiguous()
     grad_mu, grad_scale = torch.empty_like(mu), torch.empty_like(mu)
-    rows, cols = _rows(mu), mu.shape[-1]
+    rows, cols = math.prod(mu.shape[:-1]), mu.shape[-1]
     if rows == 0 or cols == 0:
         return grad_mu, grad_scale
     grid, block_r, block_c = _launch_shape(rows, cols)
-    with torch.device(mu.device) if mu.is_cuda else _nullcontext():
+    with device_context(mu):
         _backward_kernel[grid](
             grad_z, grad_kl, mu, scale, grad_mu, grad_scale, rng, rows, cols, float(shift),
             P=int(parameterization), SAMPLE=bool(sample), F64=mu.dtype == torch.float64,
             BLOCK_R=block_r, BLOCK_C=block_c,
         )
     return grad_mu, grad_scale
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

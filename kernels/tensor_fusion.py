@@ -13,7 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
+from mibcore.kernels._launch import device_context
 from mibcore.kernels._math import dropout_scale_at
+from mibcore.reference import with_ones
 
 
 @triton.jit
@@ -106,7 +108,7 @@ def _grad_input_kernel(a_ptr, v_ptr, t_ptr, w_ptr, dy_ptr, da_ptr, dv_ptr, dt_pt
 
 def _padded(inputs):
     """A, V, T = [1; x] factors (fp32, contiguous); two inputs get V = ones [B, 1]."""
-    pad = lambda x: torch.cat([torch.ones_like(x[:, :1]), x], 1).float().contiguous()  # noqa: E731
+    pad = lambda x: with_ones(x).float().contiguous()  # noqa: E731
     A = pad(inputs[0])
     V = pad(inputs[1]) if len(inputs) == 3 else torch.ones(A.shape[0], 1, device=A.device)
     return A, V, pad(inputs[-1])
@@ -132,9 +134,10 @@ def forward(inputs, weight, bias, dropout, rng):
     BLOCK_B, BLOCK_K, BLOCK_O = _blocks(K, OUT)
     active, keep, inv = _dropout_args(dropout)
     grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(OUT, BLOCK_O))
-    _forward_kernel[grid](A, V, T, weight, bias if bias is not None else weight, y, rng, B, I, J, K, N, OUT, keep,
-                          inv, HAS_BIAS=bias is not None, DROPOUT=active, BLOCK_B=BLOCK_B, BLOCK_K=BLOCK_K,
-                          BLOCK_O=BLOCK_O)
+    with device_context(weight):
+        _forward_kernel[grid](A, V, T, weight, bias if bias is not None else weight, y, rng, B, I, J, K, N, OUT,
+                              keep, inv, HAS_BIAS=bias is not None, DROPOUT=active, BLOCK_B=BLOCK_B,
+                              BLOCK_K=BLOCK_K, BLOCK_O=BLOCK_O)
     return y
 
 
@@ -149,12 +152,13 @@ def backward(grad_y, inputs, weight, dropout, rng):
     BLOCK_B, BLOCK_K, BLOCK_O = _blocks(K, OUT)
     active, keep, inv = _dropout_args(dropout)
     if B > 0 and OUT > 0:
-        _grad_weight_kernel[(triton.cdiv(OUT, BLOCK_O), I * J)](
-            A, V, T, dy, grad_weight, rng, B, I, J, K, N, OUT, keep, inv, DROPOUT=active,
-            BLOCK_B=BLOCK_B, BLOCK_K=BLOCK_K, BLOCK_O=BLOCK_O)
-        _grad_input_kernel[(triton.cdiv(B, BLOCK_B), I * J)](
-            A, V, T, weight, dy, dA, dV, dT, rng, B, I, J, K, N, OUT, keep, inv, DROPOUT=active,
-            BLOCK_B=BLOCK_B, BLOCK_K=BLOCK_K, BLOCK_O=BLOCK_O)
+        with device_context(weight):
+            _grad_weight_kernel[(triton.cdiv(OUT, BLOCK_O), I * J)](
+                A, V, T, dy, grad_weight, rng, B, I, J, K, N, OUT, keep, inv, DROPOUT=active,
+                BLOCK_B=BLOCK_B, BLOCK_K=BLOCK_K, BLOCK_O=BLOCK_O)
+            _grad_input_kernel[(triton.cdiv(B, BLOCK_B), I * J)](
+                A, V, T, weight, dy, dA, dV, dT, rng, B, I, J, K, N, OUT, keep, inv, DROPOUT=active,
+                BLOCK_B=BLOCK_B, BLOCK_K=BLOCK_K, BLOCK_O=BLOCK_O)
     unpad = lambda g, x: g[:, 1:].to(x.dtype).contiguous()  # noqa: E731
     grads = [unpad(dA, inputs[0]), unpad(dT, inputs[-1])] if len(inputs) == 2 else [
         unpad(dA, inputs[0]), unpad(dV, inputs[1]), unpad(dT, inputs[2])]

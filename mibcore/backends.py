@@ -14,6 +14,7 @@ cannot serve the tensors is a BackendError, never a silent fallback.
 """
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import os
 import threading
@@ -26,6 +27,12 @@ NAMES = ("reference", "cpu", "triton", "cuda", "auto")
 
 # Preference order of `auto`, fastest first, per device type.
 _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_installed():
+    # Cached: resolve() runs on every functional call and find_spec walks sys.path.
+    return importlib.util.find_spec("triton") is not None
 
 
 class BackendError(ValueError):
@@ -48,7 +55,7 @@ class Backend:
             ok = _extension.has_cuda_kernels() and torch.cuda.is_available()
             return ("cuda",) if ok else ()
         if self.name == "triton":
-            if importlib.util.find_spec("triton") is None:
+            if not _triton_installed():
                 return ()
             if os.environ.get("TRITON_INTERPRET") == "1":
                 return ("cpu",)

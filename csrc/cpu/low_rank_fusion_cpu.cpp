@@ -239,7 +239,7 @@ std::vector<at::Tensor> as_contiguous(at::TensorList list, at::ScalarType dtype)
 }
 
 // Factors [R, d + 1, out] -> [R, d + 1, op] with zero padding columns.
-std::vector<at::Tensor> padded_factors(at::TensorList factors, at::ScalarType dtype, int64_t op) {
+std::vector<at::Tensor> zero_padded_columns(at::TensorList factors, at::ScalarType dtype, int64_t op) {
   std::vector<at::Tensor> out;
   for (const auto& f : factors) {
     at::Tensor p = at::zeros({f.size(0), f.size(1), op}, f.options().dtype(dtype));
@@ -262,7 +262,7 @@ at::Tensor low_rank_fusion_cpu(at::TensorList inputs, at::TensorList factors, co
   TORCH_CHECK(bias.numel() == s.out, "low_rank_fusion: bias must hold out values");
   const auto acc = lmf_acc(factors[0].scalar_type());
   const int64_t op = padded(s.out);
-  const auto x = as_contiguous(inputs, acc), F = padded_factors(factors, acc, op);
+  const auto x = as_contiguous(inputs, acc), F = zero_padded_columns(factors, acc, op);
   const at::Tensor w = rank_weights.reshape({-1}).to(acc).contiguous();
   const at::Tensor b = bias.reshape({-1}).to(acc).contiguous();
   at::Tensor y = at::empty({s.B, s.out}, F[0].options());
@@ -278,7 +278,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
   const auto acc = lmf_acc(factors[0].scalar_type());
   const int64_t op = padded(s.out);
-  const auto x = as_contiguous(inputs, acc), F = padded_factors(factors, acc, op);
+  const auto x = as_contiguous(inputs, acc), F = zero_padded_columns(factors, acc, op);
   const at::Tensor w = rank_weights.reshape({-1}).to(acc).contiguous();
   const at::Tensor dy = grad_y.to(acc).contiguous();
   std::vector<at::Tensor> dx;

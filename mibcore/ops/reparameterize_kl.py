@@ -15,14 +15,11 @@ from typing import Optional
 import torch
 
 from mibcore import _extension
+from mibcore.reference.reparameterize_kl import compute_dtype as kl_dtype  # the KL's dtype
 
 PARAMETERIZATION_IDS = {"softplus": 0, "logvar": 1, "std": 2}
 REDUCTION_IDS = {"none": 0, "sum": 1, "mean": 2, "batchmean": 3}
 _REDUCTION_NAMES = {v: k for k, v in REDUCTION_IDS.items()}
-
-
-def kl_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _fake_forward(mu, scale, rng, parameterization, shift, sample, reduction):

@@ -132,6 +132,22 @@ def _autocast(config, device):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def _load_data(config):
+    """The dataset a config names: synthetic (sized by the config, seeded by its seed) or a file."""
+    if config.data.startswith("synthetic"):
+        n = config.synthetic_samples
+        return load_dataset(config.data, n_train=n, n_dev=max(n // 4, 1), n_test=max(n // 4, 1),
+                            seq_len=config.seq_len, seed=config.seed)
+    return load_dataset(config.data, text_backbone=config.text_backbone or None,
+                        max_text_length=config.max_text_length)
+
+
+def _train_label_mean(data):
+    """The predict-the-mean baseline of regression metrics (None for emotion labels)."""
+    label = data["train"]["label"]
+    return float(np.mean(label)) if label.ndim == 1 else None
+
+
 def build_model(config, data):
     label = data["train"]["label"]
     off = {} if config.dropouts else {"attn_dropout": 0.0, "relu_dropout": 0.0, "res_dropout": 0.0,
@@ -177,17 +193,13 @@ def train(config: TrainConfig, data=None):
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     _seed_everything(config.seed)
     if data is None:
-        n = config.synthetic_samples
-        data = load_dataset(config.data, n_train=n, n_dev=max(n // 4, 1), n_test=max(n // 4, 1),
-                            seq_len=config.seq_len, seed=config.seed) if config.data.startswith("synthetic") \
-            else load_dataset(config.data, text_backbone=config.text_backbone or None,
-                                 max_text_length=config.max_text_length)
+        data = _load_data(config)
     model = build_model(config, data).to(device)
     backbone = [p for n, p in model.named_parameters() if n.startswith("text_backbone.")]
     rest = [p for n, p in model.named_parameters() if not n.startswith("text_backbone.")]
     groups = [{"params": rest}] + ([{"params": backbone, "lr": config.backbone_lr}] if backbone else [])
     optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-    train_mean = float(np.mean(data["train"]["label"])) if data["train"]["label"].ndim == 1 else None
+    train_mean = _train_label_mean(data)
     state = {"epoch": 0, "best_score": math.inf, "bad_epochs": 0, "history": []}
     best_state = None
     os.makedirs(config.out, exist_ok=True)
@@ -284,14 +296,10 @@ def evaluate_checkpoint(path, data_spec=None, split="test"):
     config = TrainConfig(**{**ckpt["config"], "no_ib": tuple(ckpt["config"]["no_ib"])})
     if data_spec:
         config = dataclasses.replace(config, data=data_spec)
-    n = config.synthetic_samples
-    data = load_dataset(config.data, n_train=n, n_dev=max(n // 4, 1), n_test=max(n // 4, 1),
-                        seq_len=config.seq_len, seed=config.seed) if config.data.startswith("synthetic") \
-        else load_dataset(config.data, text_backbone=config.text_backbone or None,
-                                 max_text_length=config.max_text_length)
+    data = _load_data(config)
     model = build_model(config, data)
     model.load_state_dict(ckpt["model"])
     device = _device(config)
-    train_mean = float(np.mean(data["train"]["label"])) if data["train"]["label"].ndim == 1 else None
+    train_mean = _train_label_mean(data)
     torch.manual_seed(config.seed)  # faithful mode samples z at evaluation: make it repeatable
     return evaluate(model.to(device), data[split], device, config, train_mean)
