@@ -83,26 +83,35 @@ def fast_log(x, F64: tl.constexpr):
 
 
 @triton.jit
-def sigmoid(x, F64: tl.constexpr):
-    return 1.0 / (1.0 + fast_exp(-x, F64))
+def log1p_unit(t, F64: tl.constexpr):
+    """log(1 + t) for t in [0, 1]; see math.h log1p_unit."""
+    if F64:
+        u = 1.0 + t
+        d = u - 1.0
+        return tl.where(d == 0.0, t, tl.log(u) * (t / tl.where(d == 0.0, 1.0, d)))
+    else:
+        s = t / (2.0 + t)
+        s2 = s * s
+        p = 1.0 / 15.0
+        p = p * s2 + 1.0 / 13.0
+        p = p * s2 + 1.0 / 11.0
+        p = p * s2 + 1.0 / 9.0
+        p = p * s2 + 1.0 / 7.0
+        p = p * s2 + 1.0 / 5.0
+        p = p * s2 + 1.0 / 3.0
+        return 2.0 * s + 2.0 * s * s2 * p
 
 
 @triton.jit
 def std_terms(scale, shift, P: tl.constexpr, F64: tl.constexpr):
     """(std, log std, d std / d scale, d log std / d scale); see math.h std_terms."""
     if P == SOFTPLUS:
-        # As math.h: one exp serves softplus and sigmoid (e = exp(min(x, 20)), sigmoid = e / (1 + e)).
+        # As math.h: softplus = max(x, 0) + log1p(e), sigmoid = (x > 0 ? 1 : e) / (1 + e), e = exp(-|x|).
         x = scale + shift
-        above = x > SOFTPLUS_THRESHOLD
-        e = fast_exp(tl.where(above, SOFTPLUS_THRESHOLD, x), F64)
-        u = 1.0 + e
-        d = u - 1.0
-        safe_d = tl.where(d == 0.0, 1.0, d)
-        sp = tl.where(d == 0.0, e, fast_log(u, F64) * (e / safe_d))
-        sp = tl.where(above | (x != x), x, sp)
-        sig = e / u
-        if F64:
-            sig = tl.where(above, sigmoid(x, F64), sig)
+        e = fast_exp(tl.where(x > 0.0, -x, x), F64)
+        sp = tl.where(x > 0.0, x, 0.0) + log1p_unit(e, F64)
+        sp = tl.where((x > SOFTPLUS_THRESHOLD) | (x != x), x, sp)
+        sig = tl.where(x > 0.0, 1.0, e) / (1.0 + e)
         deep = x < -SOFTPLUS_THRESHOLD
         safe_sp = tl.where(deep, 1.0, sp)
         log_std = tl.where(deep, x, fast_log(safe_sp, F64))

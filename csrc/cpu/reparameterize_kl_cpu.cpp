@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "mibcore/philox.h"
+#include "philox_cpu.h"
 #include "mibcore/reparameterize_kl_host.h"
 
 namespace mibcore {
@@ -24,17 +25,19 @@ constexpr int64_t kParallelGrain = 16384;      // elements per parallel task, at
 
 // eps[k] = the standard normal of flat element first + k, for k < n <= kTile.
 void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float* eps) {
-  alignas(64) float n0[kTile / 4 + 2], n1[kTile / 4 + 2], n2[kTile / 4 + 2], n3[kTile / 4 + 2];
-  alignas(64) float all[kTile + 8];
+  constexpr int64_t kBlocks = cpu::philox_buffer_size(kTile / 4 + 1);
+  alignas(64) uint32_t r0[kBlocks], r1[kBlocks], r2[kBlocks], r3[kBlocks];
+  alignas(64) float n0[kBlocks], n1[kBlocks], n2[kBlocks], n3[kBlocks];
+  alignas(64) float all[4 * kBlocks];
   const uint64_t first_block = first >> 2;
   const int64_t skip = static_cast<int64_t>(first & 3);
   const int64_t blocks = (skip + n + 3) / 4;
-#pragma omp simd
+  cpu::philox_blocks(first_block, blocks, seed, offset, r0, r1, r2, r3);
+#pragma GCC ivdep
   for (int64_t b = 0; b < blocks; ++b) {
     // (Writing each output directly; returning a 4-float struct here stops g++ vectorizing.)
-    const Philox4 r = philox_block(first_block + static_cast<uint64_t>(b), seed, offset);
-    const Normal2 p = box_muller(r.r0, r.r1);
-    const Normal2 q = box_muller(r.r2, r.r3);
+    const Normal2 p = box_muller(r0[b], r1[b]);
+    const Normal2 q = box_muller(r2[b], r3[b]);
     n0[b] = p.a;
     n1[b] = p.b;
     n2[b] = q.a;

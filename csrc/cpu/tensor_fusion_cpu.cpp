@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "mibcore/philox.h"
+#include "philox_cpu.h"
 #include "mibcore/tensor_fusion_host.h"
 
 namespace mibcore {
@@ -25,20 +26,24 @@ namespace {
 constexpr int64_t kChunkColumns = 2048;  // columns per tile: B x 2048 floats stay in L2
 
 // scale[c] = dropout scale of flat elements first .. first + n - 1 (Philox, see philox.h).
-// `scratch` holds at least n + 8 floats.
+// `scratch` holds at least dropout_scratch_size(n) words.
+constexpr int64_t dropout_scratch_size(int64_t n) { return 8 * cpu::philox_buffer_size(n / 4 + 2); }
+
 void fill_dropout_scale(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float keep_prob,
-                        float inv_keep, float* scale, float* scratch) {
+                        float inv_keep, float* scale, uint32_t* scratch) {
   const uint64_t first_block = first >> 2;
   const int64_t skip = static_cast<int64_t>(first & 3);
   const int64_t blocks = (skip + n + 3) / 4;
-  float* out = scratch;
+  const int64_t stride = cpu::philox_buffer_size(blocks);
+  uint32_t *r0 = scratch, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
+  float* out = reinterpret_cast<float*>(r3 + stride);
+  cpu::philox_blocks(first_block, blocks, seed, offset, r0, r1, r2, r3);
 #pragma GCC ivdep
   for (int64_t b = 0; b < blocks; ++b) {
-    const Philox4 r = philox_block(first_block + static_cast<uint64_t>(b), seed, offset);
-    out[4 * b] = uniform_from_bits(r.r0) <= keep_prob ? inv_keep : 0.0f;
-    out[4 * b + 1] = uniform_from_bits(r.r1) <= keep_prob ? inv_keep : 0.0f;
-    out[4 * b + 2] = uniform_from_bits(r.r2) <= keep_prob ? inv_keep : 0.0f;
-    out[4 * b + 3] = uniform_from_bits(r.r3) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b] = uniform_from_bits(r0[b]) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 1] = uniform_from_bits(r1[b]) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 2] = uniform_from_bits(r2[b]) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 3] = uniform_from_bits(r3[b]) <= keep_prob ? inv_keep : 0.0f;
   }
   std::copy(out + skip, out + skip + n, scale);
 }
@@ -61,7 +66,7 @@ std::vector<Chunk> make_chunks(const FusionShape& s) {
 // `mask` (B x width) receives the dropout scales (left untouched without dropout).
 template <typename acc_t>
 void build_tile(const FusionShape& s, const Chunk& c, const acc_t* A, const acc_t* V, const acc_t* T,
-                const Dropout& d, acc_t* Z, float* mask, float* scratch) {
+                const Dropout& d, acc_t* Z, float* mask, uint32_t* scratch) {
   for (int64_t b = 0; b < s.B; ++b) {
     acc_t* z_row = Z + b * c.width;
     for (int64_t q = 0; q < c.pairs; ++q) {
@@ -135,7 +140,7 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
       at::Tensor& Y = partial[at::get_thread_num()];
       std::vector<acc_t> z_buf(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
       std::vector<float> mask(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
-      std::vector<float> scratch(static_cast<size_t>(kChunkColumns + s.K + 8));
+      std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(kChunkColumns + s.K)));
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(),
@@ -185,7 +190,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
       const acc_t* t = T.data_ptr<acc_t>();
       std::vector<acc_t> z_buf(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
       std::vector<float> mask(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
-      std::vector<float> scratch(static_cast<size_t>(kChunkColumns + s.K + 8));
+      std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(kChunkColumns + s.K)));
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, acc_options);

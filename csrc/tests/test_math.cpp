@@ -1,11 +1,13 @@
 // C++ unit tests of csrc/include: the float exp/log polynomials against the C library,
-// special values, the softplus-family terms, and Philox4x32-10 known-answer vectors.
+// special values, the softplus-family terms, Philox4x32-10 known-answer vectors, and the CPU
+// kernels' vectorized Philox (csrc/cpu/philox_cpu.h) against the scalar one.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
 
 #include "mibcore/philox.h"
+#include "philox_cpu.h"  // csrc/cpu
 
 static int failures = 0;
 #define CHECK(cond, ...)                                          \
@@ -105,10 +107,27 @@ static void test_philox() {
   CHECK(std::fabs(sum2 / n - 1) < 5 * std::sqrt(2.0 / n), "variance %g", sum2 / n);
 }
 
+// The CPU kernels' vectorized Philox equals the scalar one, also where the 64-bit block
+// index carries into its high word and for counts that are not whole vector groups.
+static void test_philox_blocks() {
+  constexpr int64_t kMax = cpu::philox_buffer_size(77);
+  uint32_t r0[kMax], r1[kMax], r2[kMax], r3[kMax];
+  const uint64_t firsts[] = {0, 5, 0xffffffffull - 20, 0x123456789abcdefull};
+  for (uint64_t first : firsts) {
+    cpu::philox_blocks(first, 77, 0x0123456789abcdefull, 0xfedcba9876543210ull, r0, r1, r2, r3);
+    for (int64_t b = 0; b < 77; ++b) {
+      const Philox4 want = philox_block(first + b, 0x0123456789abcdefull, 0xfedcba9876543210ull);
+      CHECK(r0[b] == want.r0 && r1[b] == want.r1 && r2[b] == want.r2 && r3[b] == want.r3,
+            "philox_blocks(first=%llu) block %lld", static_cast<unsigned long long>(first), static_cast<long long>(b));
+    }
+  }
+}
+
 int main() {
   test_exp_log();
   test_std_terms();
   test_philox();
+  test_philox_blocks();
   if (failures) {
     std::printf("%d failure(s)\n", failures);
     return 1;
