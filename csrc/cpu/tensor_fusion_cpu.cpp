@@ -146,7 +146,7 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
         build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(),
                           mask.data(), scratch.data());
         const at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, A.options());
-        Y.add_(at::mm(Z.to(W.scalar_type()), W.narrow(1, c.column, c.width).t()));
+        Y.addmm_(Z.to(W.scalar_type()), W.narrow(1, c.column, c.width).t());
       }
     });
   });
