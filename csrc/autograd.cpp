@@ -1,14 +1,18 @@
-// Autograd of mibcore::reparameterize_kl for the C++ backends (cpu, cuda), registered at the
-// Autograd dispatch key: the backward calls mibcore::reparameterize_kl_backward, which
-// regenerates eps from the saved rng tensor. (In C++ rather than torch.library's Python
-// autograd because the Python path costs tens of microseconds per call at the paper's tiny
-// shapes.) The Triton operators register the same formula from Python.
+// Autograd of the C++ operators whose calls are cheap enough for Python autograd to matter,
+// registered at the Autograd dispatch key (torch.library's Python autograd costs tens to
+// hundreds of microseconds per call at the paper's tiny shapes, more than these kernels):
+//   mibcore::reparameterize_kl: the backward calls reparameterize_kl_backward, which
+//     regenerates eps from the saved rng tensor;
+//   mibcore::low_rank_fusion: saves the inputs, factors and rank weights; the backward calls
+//     low_rank_fusion_backward.
+// The Triton operators register the same formulas from Python (mibcore/ops/).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <tuple>
+#include <vector>
 
 namespace mibcore {
 namespace {
@@ -71,8 +75,56 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_autograd(const at::Tensor& 
   return {out[0], out[1]};
 }
 
+using LowRankFusionBackward = std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Tensor>;
+
+class LowRankFusion : public torch::autograd::Function<LowRankFusion> {
+ public:
+  static variable_list forward(AutogradContext* ctx, at::TensorList inputs, at::TensorList factors,
+                               const at::Tensor& rank_weights, const at::Tensor& bias) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mibcore::low_rank_fusion", "")
+                         .typed<at::Tensor(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor y = op.call(inputs, factors, rank_weights, bias);
+    variable_list saved(inputs.begin(), inputs.end());
+    saved.insert(saved.end(), factors.begin(), factors.end());
+    saved.push_back(rank_weights);
+    ctx->save_for_backward(saved);
+    ctx->saved_data["modalities"] = static_cast<int64_t>(inputs.size());
+    ctx->saved_data["rank_weights_shape"] = rank_weights.sizes().vec();
+    ctx->saved_data["bias_shape"] = bias.sizes().vec();
+    return {y};
+  }
+
+  // Gradients in the order autograd flattened the arguments: inputs..., factors..., rank_weights, bias.
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mibcore::low_rank_fusion_backward", "")
+                         .typed<LowRankFusionBackward(const at::Tensor&, at::TensorList, at::TensorList,
+                                                      const at::Tensor&)>();
+    const auto saved = ctx->get_saved_variables();
+    const int64_t m = ctx->saved_data["modalities"].toInt();
+    const std::vector<at::Tensor> inputs(saved.begin(), saved.begin() + m);
+    const std::vector<at::Tensor> factors(saved.begin() + m, saved.begin() + 2 * m);
+    auto [grad_inputs, grad_factors, grad_w, grad_b] = op.call(grads[0], inputs, factors, saved[2 * m]);
+    variable_list out(grad_inputs.begin(), grad_inputs.end());
+    out.insert(out.end(), grad_factors.begin(), grad_factors.end());
+    out.push_back(grad_w.reshape(ctx->saved_data["rank_weights_shape"].toIntVector()));
+    out.push_back(grad_b.reshape(ctx->saved_data["bias_shape"].toIntVector()));
+    return out;
+  }
+};
+
+at::Tensor low_rank_fusion_autograd(at::TensorList inputs, at::TensorList factors, const at::Tensor& rank_weights,
+                                    const at::Tensor& bias) {
+  return LowRankFusion::apply(inputs, factors, rank_weights, bias)[0];
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(mibcore, Autograd, m) { m.impl("reparameterize_kl", &reparameterize_kl_autograd); }
+TORCH_LIBRARY_IMPL(mibcore, Autograd, m) {
+  m.impl("reparameterize_kl", &reparameterize_kl_autograd);
+  m.impl("low_rank_fusion", &low_rank_fusion_autograd);
+}
 
 }  // namespace mibcore

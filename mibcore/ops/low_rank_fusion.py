@@ -1,6 +1,7 @@
 """The fused low-rank fusion (LMF) operator: fake tensors, autograd, backend entry.
 
-  mibcore::low_rank_fusion[_backward]          C++ (csrc/ops.cpp schemas; CPU kernel csrc/cpu/low_rank_fusion_cpu.cpp)
+  mibcore::low_rank_fusion[_backward]          C++ (csrc/ops.cpp schemas; CPU kernel csrc/cpu/low_rank_fusion_cpu.cpp;
+                                               autograd csrc/autograd.cpp)
   mibcore::low_rank_fusion_triton[_backward]   Triton (kernels/low_rank_fusion.py)
 
 Autograd saves the inputs, factors and rank weights; the backward recomputes the per-modality
@@ -67,11 +68,7 @@ low_rank_fusion_triton.register_autograd(_make_backward(low_rank_fusion_triton_b
 if _extension.available():
     torch.library.register_fake("mibcore::low_rank_fusion")(_fake_forward)
     torch.library.register_fake("mibcore::low_rank_fusion_backward")(_fake_backward)
-    torch.library.register_autograd(
-        "mibcore::low_rank_fusion",
-        _make_backward(torch.ops.mibcore.low_rank_fusion_backward.default),
-        setup_context=_setup_context,
-    )
+    # Autograd of the C++ operator: csrc/autograd.cpp (C++: cheap at the paper's tiny shapes).
 
 
 def operator(backend):
