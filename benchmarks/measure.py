@@ -1,4 +1,5 @@
 """Timing, memory and roofline measurements (medians of repeated runs)."""
+import gc
 import statistics
 import time
 
@@ -10,19 +11,29 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def median_time(fn, device, repeats, warmup=3, setup=None):
-    """Median seconds of fn() over `repeats` runs; setup() (untimed) runs before each."""
+def median_time(fn, device, repeats, warmup=3, setup=None, min_seconds=0.2, max_repeats=2000):
+    """Median seconds of fn() over at least `repeats` runs, more for fast functions (until the
+    timed runs add up to `min_seconds`, at most `max_repeats`): sub-millisecond medians need
+    hundreds of samples on a noisy machine. setup() (untimed) runs before each. The garbage
+    collector is off while timing, as in timeit: a collection inside one run is noise."""
     for _ in range(warmup):
         state = setup() if setup else None
         fn(state)
-    times = []
-    for _ in range(repeats):
-        state = setup() if setup else None
-        _sync(device)
-        start = time.perf_counter()
-        fn(state)
-        _sync(device)
-        times.append(time.perf_counter() - start)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        times = []
+        while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_repeats):
+            state = setup() if setup else None
+            _sync(device)
+            start = time.perf_counter()
+            fn(state)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+            del state
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return statistics.median(times)
 
 

@@ -49,6 +49,26 @@ def test_matches_reference_float64(backend, dims, batch, rank, out, flat):
         torch.testing.assert_close(g, g_ref, rtol=tol, atol=tol)
 
 
+@pytest.mark.skipif("cpu" not in FUSED, reason="cpu backend not built")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpu_backward_split_over_threads(threads):
+    # Large enough that the CPU backward splits the batch into one task per thread, each with
+    # its own partial factor gradients; the sums must not depend on the split.
+    inputs, factors, w, b = make(1203, (50, 63, 9), 50, 5)
+    tensors = [*inputs, *factors, w, b]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with mibcore.backends.use("cpu"):
+            y = MF.low_rank_fusion(inputs, factors, w, b)
+            grads = torch.autograd.grad(y, tensors, torch.ones_like(y))
+    finally:
+        torch.set_num_threads(previous)
+    y_ref = mibcore.reference.low_rank_fusion(inputs, factors, w, b)
+    for g, g_ref in zip(grads, torch.autograd.grad(y_ref, tensors, torch.ones_like(y_ref))):
+        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9 * max(1.0, g_ref.abs().max().item()))
+
+
 # cpu only: the Triton kernels compute in fp32, so gradcheck (float64) does not apply to them.
 @pytest.mark.parametrize("backend", [b for b in FUSED if b == "cpu"])
 def test_float32_bf16_gradcheck_opcheck_compile(backend):

@@ -16,7 +16,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace mibcore {
@@ -69,6 +71,28 @@ template <typename T> struct Vec64;
 template <> struct Vec64<float> { using type = VecF; };
 template <> struct Vec64<double> { using type = VecD; };
 
+template <typename Vec, typename T>
+inline Vec load_vec(const T* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(Vec));
+  return v;
+}
+
+template <typename Vec, typename T>
+inline void store_vec(T* p, const Vec& v) {
+  std::memcpy(p, &v, sizeof(Vec));
+}
+
+// Scratch whose every element the kernels write before reading: std::vector would zero it
+// first, which at the paper's sizes costs as much as the arithmetic.
+template <typename T>
+using Buffer = std::unique_ptr<T[]>;
+
+template <typename T>
+Buffer<T> uninitialized(int64_t n) {
+  return Buffer<T>(new T[static_cast<size_t>(n)]);
+}
+
 template <typename acc_t>
 void project_block(const LmfShape& s, int64_t rows, int64_t op, const acc_t* x, int64_t b0, int64_t nb,
                    const acc_t* F, acc_t* P) {
@@ -80,75 +104,111 @@ void project_block(const LmfShape& s, int64_t rows, int64_t op, const acc_t* x, 
   const acc_t* x1 = x + (b0 + (nb > 1 ? 1 : 0)) * (rows - 1);
   const acc_t* x2 = x + (b0 + (nb > 2 ? 2 : 0)) * (rows - 1);
   const acc_t* x3 = x + (b0 + (nb > 3 ? 3 : 0)) * (rows - 1);
-  auto load = [](const acc_t* p) {
-    Vec v;
-    std::memcpy(&v, p, sizeof(Vec));
-    return v;
-  };
   for (int64_t r = 0; r < s.R; ++r) {
     for (int64_t o0 = 0; o0 < op; o0 += kV) {
       const acc_t* f = F + r * rows * op + o0;
-      Vec a0 = load(f), a1 = a0, a2 = a0, a3 = a0;
+      Vec a0 = load_vec<Vec>(f), a1 = a0, a2 = a0, a3 = a0;
       for (int64_t i = 1; i < rows; ++i) {
-        const Vec fi = load(f + i * op);
+        const Vec fi = load_vec<Vec>(f + i * op);
         a0 += x0[i - 1] * fi;
         a1 += x1[i - 1] * fi;
         a2 += x2[i - 1] * fi;
         a3 += x3[i - 1] * fi;
       }
       const Vec acc[kRowBlock] = {a0, a1, a2, a3};
-      for (int64_t bb = 0; bb < nb; ++bb) std::memcpy(P + bb * s.R * op + r * op + o0, &acc[bb], sizeof(Vec));
+      for (int64_t bb = 0; bb < nb; ++bb) store_vec(P + bb * s.R * op + r * op + o0, acc[bb]);
     }
   }
 }
 
-// For one block of rows and one modality, given G[bb][r * op + o] (zero in padding columns):
-// dF[r, i, :] += sum_bb [1; x][bb, i] G[bb][r, :] and dx[bb, i - 1] += sum_{r, o} G[bb][r, o] F[r, i, o],
-// with the dx partial sums kept as vectors (dx_vec) and reduced across lanes once at the end.
+// dF[r, i, :] = sum_b xrow[b, i] G[b][r, :] over the n rows of a task (xrow = [1; x] per row,
+// zero-padded to xs columns, a multiple of kFactorRows): kFactorRows factor rows share each
+// load of G, and their accumulators stay in registers for the whole batch.
+constexpr int64_t kFactorRows = 8;
+
 template <typename acc_t>
-void accumulate_block_grads(const LmfShape& s, int64_t rows, int64_t op, const acc_t* x, int64_t b0, int64_t nb,
-                            const acc_t* F, const acc_t* G, acc_t* dF, acc_t* dx,
-                            std::vector<typename Vec64<acc_t>::type>& dx_vec) {
+void accumulate_factor_grad(const LmfShape& s, int64_t rows, int64_t op, int64_t n, const acc_t* xrow, int64_t xs,
+                            const acc_t* G, acc_t* dF) {
   using Vec = typename Vec64<acc_t>::type;
   constexpr int64_t kV = 64 / sizeof(acc_t);
-  auto load = [](const acc_t* p) {
-    Vec v;
-    std::memcpy(&v, p, sizeof(Vec));
-    return v;
-  };
-  auto store = [](acc_t* p, const Vec& v) { std::memcpy(p, &v, sizeof(Vec)); };
+  static_assert(kFactorRows == 8, "the accumulators below are written out for 8 factor rows");
   const int64_t RO = s.R * op;
-  // xt[i][bb]: x of the block's rows, 1 for the constant row i = 0, 0 for rows past the batch.
-  std::vector<acc_t> xt(static_cast<size_t>(rows * kRowBlock));
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t bb = 0; bb < kRowBlock; ++bb)
-      xt[i * kRowBlock + bb] = bb >= nb ? acc_t(0) : i == 0 ? acc_t(1) : x[(b0 + bb) * (rows - 1) + i - 1];
-  dx_vec.assign(static_cast<size_t>(rows * kRowBlock), Vec{});
   for (int64_t r = 0; r < s.R; ++r) {
     for (int64_t o0 = 0; o0 < op; o0 += kV) {
-      const Vec g0 = load(G + 0 * RO + r * op + o0), g1 = load(G + 1 * RO + r * op + o0);
-      const Vec g2 = load(G + 2 * RO + r * op + o0), g3 = load(G + 3 * RO + r * op + o0);
-      const acc_t* f = F + r * rows * op + o0;
-      acc_t* df = dF + r * rows * op + o0;
-      for (int64_t i = 0; i < rows; ++i) {
-        const Vec fi = load(f + i * op);
-        const acc_t* xi = xt.data() + i * kRowBlock;
-        store(df + i * op, load(df + i * op) + xi[0] * g0 + xi[1] * g1 + xi[2] * g2 + xi[3] * g3);
-        Vec* d = dx_vec.data() + i * kRowBlock;
-        d[0] += g0 * fi;
-        d[1] += g1 * fi;
-        d[2] += g2 * fi;
-        d[3] += g3 * fi;
+      for (int64_t i0 = 0; i0 < rows; i0 += kFactorRows) {
+        Vec a0{}, a1{}, a2{}, a3{}, a4{}, a5{}, a6{}, a7{};
+        for (int64_t b = 0; b < n; ++b) {
+          const Vec g = load_vec<Vec>(G + b * RO + r * op + o0);
+          const acc_t* x = xrow + b * xs + i0;
+          a0 += x[0] * g;
+          a1 += x[1] * g;
+          a2 += x[2] * g;
+          a3 += x[3] * g;
+          a4 += x[4] * g;
+          a5 += x[5] * g;
+          a6 += x[6] * g;
+          a7 += x[7] * g;
+        }
+        const Vec acc[kFactorRows] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        for (int64_t k = 0; k < std::min(kFactorRows, rows - i0); ++k) store_vec(dF + (r * rows + i0 + k) * op + o0, acc[k]);
       }
     }
   }
-  for (int64_t i = 1; i < rows; ++i)
-    for (int64_t bb = 0; bb < nb; ++bb) {
-      const Vec v = dx_vec[i * kRowBlock + bb];
-      acc_t sum = 0;
-      for (int64_t l = 0; l < kV; ++l) sum += v[l];
-      dx[(b0 + bb) * (rows - 1) + i - 1] += sum;
+}
+
+// FT[r, o, i] = F[r, i + 1, o] for the d = rows - 1 input rows, zero-padded to dp columns (a
+// multiple of the vector width): input_grad then needs no horizontal sums and skips the
+// padding columns of out.
+template <typename acc_t>
+Buffer<acc_t> transposed_input_rows(const LmfShape& s, int64_t rows, int64_t op, int64_t dp, const acc_t* F) {
+  Buffer<acc_t> FT = uninitialized<acc_t>(s.R * s.out * dp);
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t o = 0; o < s.out; ++o) {
+      acc_t* ft = FT.get() + (r * s.out + o) * dp;
+      const acc_t* f = F + (r * rows + 1) * op + o;
+      for (int64_t i = 0; i < rows - 1; ++i) ft[i] = f[i * op];
+      std::fill(ft + rows - 1, ft + dp, acc_t(0));
     }
+  return FT;
+}
+
+// dx[b, i] = sum_{r, o} G[b][r, o] FT[r, o, i] for the n rows of a task, 4 batch rows of
+// accumulators per vector of input columns.
+template <typename acc_t>
+void input_grad(const LmfShape& s, int64_t d, int64_t op, int64_t dp, int64_t n, const acc_t* FT, const acc_t* G,
+                acc_t* dx) {
+  using Vec = typename Vec64<acc_t>::type;
+  constexpr int64_t kV = 64 / sizeof(acc_t);
+  const int64_t RO = s.R * op;
+  for (int64_t b0 = 0; b0 < n; b0 += kRowBlock) {
+    const int64_t nb = std::min(kRowBlock, n - b0);
+    // Rows past the task read row b0 (their results are never stored).
+    const acc_t* g0 = G + b0 * RO;
+    const acc_t* g1 = G + (b0 + (nb > 1 ? 1 : 0)) * RO;
+    const acc_t* g2 = G + (b0 + (nb > 2 ? 2 : 0)) * RO;
+    const acc_t* g3 = G + (b0 + (nb > 3 ? 3 : 0)) * RO;
+    for (int64_t i0 = 0; i0 < d; i0 += kV) {
+      Vec a0{}, a1{}, a2{}, a3{};
+      for (int64_t r = 0; r < s.R; ++r) {
+        const acc_t* ft = FT + r * s.out * dp + i0;
+        const int64_t at = r * op;
+        for (int64_t o = 0; o < s.out; ++o) {
+          const Vec f = load_vec<Vec>(ft + o * dp);
+          a0 += g0[at + o] * f;
+          a1 += g1[at + o] * f;
+          a2 += g2[at + o] * f;
+          a3 += g3[at + o] * f;
+        }
+      }
+      const Vec acc[kRowBlock] = {a0, a1, a2, a3};
+      const int64_t width = std::min(kV, d - i0);
+      for (int64_t bb = 0; bb < nb; ++bb) {
+        acc_t lanes[kV];
+        std::memcpy(lanes, &acc[bb], sizeof(Vec));
+        std::copy(lanes, lanes + width, dx + (b0 + bb) * d + i0);
+      }
+    }
+  }
 }
 
 template <typename acc_t>
@@ -181,52 +241,79 @@ void forward_rows(const LmfShape& s, int64_t op, const std::vector<const acc_t*>
   });
 }
 
-template <typename acc_t>
-void backward_rows(const LmfShape& s, int64_t op, const std::vector<const acc_t*>& x,
-                   const std::vector<const acc_t*>& F, const acc_t* w, const acc_t* dy,
-                   const std::vector<acc_t*>& dx, std::vector<std::vector<acc_t>>& dF_partial, acc_t* dw_partial) {
-  const int64_t RO = s.R * op;
+// Rows per task of the backward: whole blocks of kRowBlock, at least the parallel grain,
+// at most one task per thread (each task owns one partial sum of the factor gradients).
+int64_t backward_task_rows(const LmfShape& s) {
   const int64_t blocks = (s.B + kRowBlock - 1) / kRowBlock;
-  at::parallel_for(0, blocks, std::max<int64_t>(1, rows_per_task(s) / kRowBlock), [&](int64_t k0, int64_t k1) {
-    const int tid = at::get_thread_num();
-    std::vector<acc_t> P(static_cast<size_t>(s.M * kRowBlock * RO)), G(static_cast<size_t>(kRowBlock * RO));
-    std::vector<typename Vec64<acc_t>::type> dx_vec;
-    acc_t* dw = dw_partial + tid * s.R;
-    for (int64_t k = k0; k < k1; ++k) {
-      const int64_t b0 = k * kRowBlock, nb = std::min(kRowBlock, s.B - b0);
-      for (int64_t m = 0; m < s.M; ++m) project_block(s, s.dims[m], op, x[m], b0, nb, F[m], P.data() + m * kRowBlock * RO);
-      auto proj = [&](int64_t m, int64_t bb, int64_t r) { return P.data() + (m * kRowBlock + bb) * RO + r * op; };
-      for (int64_t bb = 0; bb < nb; ++bb) {
-        const acc_t* dyb = dy + (b0 + bb) * s.out;
-        for (int64_t r = 0; r < s.R; ++r) {
-          const acc_t *p0 = proj(0, bb, r), *p1 = proj(1, bb, r), *p2 = s.M == 3 ? proj(2, bb, r) : nullptr;
-          acc_t sum = 0;
+  const int64_t grain = std::max<int64_t>(1, rows_per_task(s) / kRowBlock);
+  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks / grain));
+  return (blocks + tasks - 1) / tasks * kRowBlock;
+}
+
+// Task t takes rows [t * task_rows, ...): P_m for each of its rows, then per modality
+// G_m = dy w_r prod_{m' != m} P_m' (zero in the padding columns), from which its dw and dF_m
+// partial sums (dw_partial[t], dF_partial[t]) and dx_m of its rows.
+template <typename acc_t>
+void backward_rows(const LmfShape& s, int64_t op, int64_t task_rows, const std::vector<const acc_t*>& x,
+                   const std::vector<const acc_t*>& F, const acc_t* w, const acc_t* dy,
+                   const std::vector<acc_t*>& dx, acc_t* dF_partial, int64_t factor_elems, acc_t* dw_partial) {
+  constexpr int64_t kV = 64 / sizeof(acc_t);
+  const int64_t RO = s.R * op;
+  const int64_t tasks = (s.B + task_rows - 1) / task_rows;
+  std::vector<int64_t> dp(s.M);
+  std::vector<Buffer<acc_t>> FT(s.M);
+  for (int64_t m = 0; m < s.M; ++m) {
+    dp[m] = (s.dims[m] - 1 + kV - 1) / kV * kV;
+    FT[m] = transposed_input_rows(s, s.dims[m], op, dp[m], F[m]);
+  }
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t b_begin = task * task_rows, n = std::min(s.B, b_begin + task_rows) - b_begin;
+      Buffer<acc_t> P = uninitialized<acc_t>(s.M * n * RO), G = uninitialized<acc_t>(n * RO);
+      auto proj = [&](int64_t m, int64_t b, int64_t r) { return P.get() + (m * n + b) * RO + r * op; };
+      for (int64_t m = 0; m < s.M; ++m)
+        for (int64_t b0 = 0; b0 < n; b0 += kRowBlock)
+          project_block(s, s.dims[m], op, x[m], b_begin + b0, std::min(kRowBlock, n - b0), F[m], proj(m, b0, 0));
+      acc_t* dw = dw_partial + task * s.R;
+      for (int64_t r = 0; r < s.R; ++r) {
+        acc_t sum = 0;
+        for (int64_t b = 0; b < n; ++b) {
+          const acc_t* dyb = dy + (b_begin + b) * s.out;
+          const acc_t *p0 = proj(0, b, r), *p1 = proj(1, b, r), *p2 = s.M == 3 ? proj(2, b, r) : nullptr;
 #pragma omp simd reduction(+ : sum)
           for (int64_t o = 0; o < s.out; ++o) sum += dyb[o] * p0[o] * p1[o] * (p2 != nullptr ? p2[o] : acc_t(1));
-          dw[r] += sum;
         }
+        dw[r] = sum;
       }
-      int64_t dF_offset = 0;
+      Buffer<acc_t> xrow;
+      acc_t* dF = dF_partial + task * factor_elems;
       for (int64_t m = 0; m < s.M; ++m) {
-        // G[bb][r, o] = dy[o] w_r prod_{m' != m} P_m'[r, o]; zero in the padding columns.
-        std::fill(G.begin(), G.end(), acc_t(0));
-        for (int64_t bb = 0; bb < nb; ++bb) {
-          const acc_t* dyb = dy + (b0 + bb) * s.out;
+        for (int64_t b = 0; b < n; ++b) {
+          const acc_t* dyb = dy + (b_begin + b) * s.out;
           for (int64_t r = 0; r < s.R; ++r) {
-            acc_t* g = G.data() + bb * RO + r * op;
+            acc_t* g = G.get() + b * RO + r * op;
+            std::fill(g + s.out, g + op, acc_t(0));
             for (int64_t o = 0; o < s.out; ++o) g[o] = dyb[o] * w[r];
             for (int64_t other = 0; other < s.M; ++other) {
               if (other == m) continue;
-              const acc_t* po = proj(other, bb, r);
+              const acc_t* po = proj(other, b, r);
 #pragma omp simd
               for (int64_t o = 0; o < s.out; ++o) g[o] *= po[o];
             }
           }
         }
         const int64_t rows = s.dims[m];
-        acc_t* dF = dF_partial[tid].data() + dF_offset;
-        dF_offset += s.R * rows * op;
-        accumulate_block_grads(s, rows, op, x[m], b0, nb, F[m], G.data(), dF, dx[m], dx_vec);
+        const int64_t xs = (rows + kFactorRows - 1) / kFactorRows * kFactorRows;
+        xrow = uninitialized<acc_t>(n * xs);
+        for (int64_t b = 0; b < n; ++b) {
+          acc_t* xr = xrow.get() + b * xs;
+          xr[0] = acc_t(1);
+          std::copy(x[m] + (b_begin + b) * (rows - 1), x[m] + (b_begin + b + 1) * (rows - 1), xr + 1);
+          std::fill(xr + rows, xr + xs, acc_t(0));
+        }
+        accumulate_factor_grad(s, rows, op, n, xrow.get(), xs, G.get(), dF);
+        dF += s.R * rows * op;
+        input_grad(s, rows - 1, op, dp[m], n, FT[m].get(), G.get(), dx[m] + b_begin * (rows - 1));
       }
     }
   });
@@ -238,21 +325,35 @@ std::vector<at::Tensor> as_contiguous(at::TensorList list, at::ScalarType dtype)
   return out;
 }
 
-// Factors [R, d + 1, out] -> [R, d + 1, op] with zero padding columns.
-std::vector<at::Tensor> zero_padded_columns(at::TensorList factors, at::ScalarType dtype, int64_t op) {
-  std::vector<at::Tensor> out;
+// Factors [R, d + 1, out] -> [R, d + 1, op] with zero padding columns (plain buffers: at the
+// paper's sizes, each ATen call costs about as much as the copy).
+template <typename acc_t>
+std::vector<Buffer<acc_t>> zero_padded_columns(at::TensorList factors, int64_t op) {
+  std::vector<Buffer<acc_t>> out;
   for (const auto& f : factors) {
-    at::Tensor p = at::zeros({f.size(0), f.size(1), op}, f.options().dtype(dtype));
-    p.narrow(2, 0, f.size(2)).copy_(f);
-    out.push_back(p);
+    const at::Tensor c = f.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+    const acc_t* src = c.data_ptr<acc_t>();
+    const int64_t lines = c.size(0) * c.size(1), cols = c.size(2);
+    Buffer<acc_t> padded = uninitialized<acc_t>(lines * op);
+    for (int64_t l = 0; l < lines; ++l) {
+      std::copy(src + l * cols, src + (l + 1) * cols, padded.get() + l * op);
+      std::fill(padded.get() + l * op + cols, padded.get() + (l + 1) * op, acc_t(0));
+    }
+    out.push_back(std::move(padded));
   }
   return out;
 }
 
-template <typename acc_t>
-std::vector<const acc_t*> pointers(const std::vector<at::Tensor>& list) {
-  std::vector<const acc_t*> out;
-  for (const auto& t : list) out.push_back(t.data_ptr<acc_t>());
+template <typename T, typename Container>
+std::vector<T*> pointers(Container& list) {
+  std::vector<T*> out;
+  for (auto& t : list) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(t)>, at::Tensor>) {
+      out.push_back(t.template data_ptr<std::remove_const_t<T>>());
+    } else {
+      out.push_back(t.get());
+    }
+  }
   return out;
 }
 
@@ -262,12 +363,13 @@ at::Tensor low_rank_fusion_cpu(at::TensorList inputs, at::TensorList factors, co
   TORCH_CHECK(bias.numel() == s.out, "low_rank_fusion: bias must hold out values");
   const auto acc = lmf_acc(factors[0].scalar_type());
   const int64_t op = padded(s.out);
-  const auto x = as_contiguous(inputs, acc), F = zero_padded_columns(factors, acc, op);
+  const auto x = as_contiguous(inputs, acc);
   const at::Tensor w = rank_weights.reshape({-1}).to(acc).contiguous();
   const at::Tensor b = bias.reshape({-1}).to(acc).contiguous();
-  at::Tensor y = at::empty({s.B, s.out}, F[0].options());
+  at::Tensor y = at::empty({s.B, s.out}, x[0].options());
   AT_DISPATCH_FLOATING_TYPES(acc, "low_rank_fusion_cpu", [&] {
-    forward_rows<scalar_t>(s, op, pointers<scalar_t>(x), pointers<scalar_t>(F), w.data_ptr<scalar_t>(),
+    auto F = zero_padded_columns<scalar_t>(factors, op);
+    forward_rows<scalar_t>(s, op, pointers<const scalar_t>(x), pointers<const scalar_t>(F), w.data_ptr<scalar_t>(),
                            b.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
   });
   return y.to(factors[0].scalar_type());
@@ -278,42 +380,49 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
   const auto acc = lmf_acc(factors[0].scalar_type());
   const int64_t op = padded(s.out);
-  const auto x = as_contiguous(inputs, acc), F = zero_padded_columns(factors, acc, op);
+  const auto x = as_contiguous(inputs, acc);
   const at::Tensor w = rank_weights.reshape({-1}).to(acc).contiguous();
   const at::Tensor dy = grad_y.to(acc).contiguous();
   std::vector<at::Tensor> dx;
-  for (const auto& xm : x) dx.push_back(at::zeros_like(xm));
-  // One partial-sum buffer per thread that can get work (just one at the paper's sizes).
-  const int64_t blocks = (s.B + kRowBlock - 1) / kRowBlock;
-  const int64_t grain = std::max<int64_t>(1, rows_per_task(s) / kRowBlock);
-  const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), std::max<int64_t>(1, (blocks + grain - 1) / grain)));
+  for (const auto& xm : x) dx.push_back(at::empty_like(xm));  // every element is written once
+  const int64_t task_rows = backward_task_rows(s);
+  const int64_t tasks = (s.B + task_rows - 1) / task_rows;
   int64_t factor_elems = 0;
   for (int64_t m = 0; m < s.M; ++m) factor_elems += s.R * s.dims[m] * op;
-  at::Tensor dw_partial = at::zeros({threads, s.R}, F[0].options());
+  at::Tensor dw = at::empty({s.R}, x[0].options());
   std::vector<at::Tensor> grad_factors;
   AT_DISPATCH_FLOATING_TYPES(acc, "low_rank_fusion_backward_cpu", [&] {
-    std::vector<std::vector<scalar_t>> dF(threads, std::vector<scalar_t>(static_cast<size_t>(factor_elems)));
-    std::vector<scalar_t*> dx_ptr;
-    for (auto& t : dx) dx_ptr.push_back(t.data_ptr<scalar_t>());
-    backward_rows<scalar_t>(s, op, pointers<scalar_t>(x), pointers<scalar_t>(F), w.data_ptr<scalar_t>(),
-                            dy.data_ptr<scalar_t>(), dx_ptr, dF, dw_partial.data_ptr<scalar_t>());
+    auto F = zero_padded_columns<scalar_t>(factors, op);
+    Buffer<scalar_t> dF = uninitialized<scalar_t>(tasks * factor_elems), dw_partial = uninitialized<scalar_t>(tasks * s.R);
+    backward_rows<scalar_t>(s, op, task_rows, pointers<const scalar_t>(x), pointers<const scalar_t>(F),
+                            w.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(), pointers<scalar_t>(dx), dF.get(),
+                            factor_elems, dw_partial.get());
+    // Sum the tasks' partials, dropping the padding columns.
     int64_t off = 0;
     for (int64_t m = 0; m < s.M; ++m) {
-      const int64_t n = s.R * s.dims[m] * op;
-      at::Tensor total = at::zeros({s.R, s.dims[m], op}, F[0].options());
+      const int64_t lines = s.R * s.dims[m];
+      at::Tensor total = at::empty({s.R, s.dims[m], s.out}, x[0].options());
       scalar_t* t = total.data_ptr<scalar_t>();
-      for (int k = 0; k < threads; ++k) {
-        const scalar_t* part = dF[k].data() + off;
-        for (int64_t e = 0; e < n; ++e) t[e] += part[e];
+      for (int64_t l = 0; l < lines; ++l) {
+        const scalar_t* first = dF.get() + off + l * op;
+        std::copy(first, first + s.out, t + l * s.out);
+        for (int64_t k = 1; k < tasks; ++k) {
+          const scalar_t* part = first + k * factor_elems;
+          for (int64_t o = 0; o < s.out; ++o) t[l * s.out + o] += part[o];
+        }
       }
-      grad_factors.push_back(total.narrow(2, 0, s.out).to(factors[m].scalar_type()).contiguous());
-      off += n;
+      grad_factors.push_back(total.to(factors[m].scalar_type()));
+      off += lines * op;
+    }
+    scalar_t* dwp = dw.data_ptr<scalar_t>();
+    for (int64_t r = 0; r < s.R; ++r) {
+      dwp[r] = 0;
+      for (int64_t k = 0; k < tasks; ++k) dwp[r] += dw_partial[k * s.R + r];
     }
   });
   std::vector<at::Tensor> grad_inputs;
   for (int64_t m = 0; m < s.M; ++m) grad_inputs.push_back(dx[m].to(inputs[m].scalar_type()));
-  return {grad_inputs, grad_factors, dw_partial.sum(0).to(rank_weights.scalar_type()),
-          grad_y.sum(0).to(rank_weights.scalar_type())};
+  return {grad_inputs, grad_factors, dw.to(rank_weights.scalar_type()), grad_y.sum(0).to(rank_weights.scalar_type())};
 }
 
 }  // namespace
