@@ -21,6 +21,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "vec_cpu.h"
+
 namespace mibcore {
 namespace {
 
@@ -64,34 +66,11 @@ int64_t padded(int64_t out) { return (out + kLanes - 1) / kLanes * kLanes; }
 // P[bb][r * op + o] = F[r, 0, o] + sum_i x[b0 + bb, i] F[r, i + 1, o] for bb < kRowBlock, with
 // factors padded to op columns (zeros). GNU vector types keep the kRowBlock accumulators in
 // registers (g++ spills plain arrays here, and the stores dominate).
-// 64-byte GNU vectors (declared per type: the attribute is ignored on a dependent type).
-typedef float VecF __attribute__((vector_size(64)));
-typedef double VecD __attribute__((vector_size(64)));
-template <typename T> struct Vec64;
-template <> struct Vec64<float> { using type = VecF; };
-template <> struct Vec64<double> { using type = VecD; };
-
-template <typename Vec, typename T>
-inline Vec load_vec(const T* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof(Vec));
-  return v;
-}
-
-template <typename Vec, typename T>
-inline void store_vec(T* p, const Vec& v) {
-  std::memcpy(p, &v, sizeof(Vec));
-}
-
-// Scratch whose every element the kernels write before reading: std::vector would zero it
-// first, which at the paper's sizes costs as much as the arithmetic.
-template <typename T>
-using Buffer = std::unique_ptr<T[]>;
-
-template <typename T>
-Buffer<T> uninitialized(int64_t n) {
-  return Buffer<T>(new T[static_cast<size_t>(n)]);
-}
+using cpu::Buffer;
+using cpu::load_vec;
+using cpu::store_vec;
+using cpu::uninitialized;
+using cpu::Vec64;
 
 template <typename acc_t>
 void project_block(const LmfShape& s, int64_t rows, int64_t op, const acc_t* x, int64_t b0, int64_t nb,

@@ -1,0 +1,45 @@
+// 64-byte GNU vector types and helpers for the CPU kernels' register-blocked loops.
+//
+// g++ keeps a handful of these vectors in registers where it would spill plain arrays of
+// accumulators, and lowers them to AVX-512 (or pairs of AVX2 registers, or scalars) for
+// whatever -march the extension is built for.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+namespace mibcore {
+namespace cpu {
+
+// Declared per type: the vector_size attribute is ignored on a dependent type.
+typedef float VecF __attribute__((vector_size(64)));
+typedef double VecD __attribute__((vector_size(64)));
+template <typename T> struct Vec64;
+template <> struct Vec64<float> { using type = VecF; };
+template <> struct Vec64<double> { using type = VecD; };
+
+template <typename Vec, typename T>
+inline Vec load_vec(const T* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(Vec));
+  return v;
+}
+
+template <typename Vec, typename T>
+inline void store_vec(T* p, const Vec& v) {
+  std::memcpy(p, &v, sizeof(Vec));
+}
+
+// Scratch whose every element the kernels write before reading: std::vector would zero it
+// first, which at the paper's sizes costs as much as the arithmetic.
+template <typename T>
+using Buffer = std::unique_ptr<T[]>;
+
+template <typename T>
+Buffer<T> uninitialized(int64_t n) {
+  return Buffer<T>(new T[static_cast<size_t>(n)]);
+}
+
+}  // namespace cpu
+}  // namespace mibcore
