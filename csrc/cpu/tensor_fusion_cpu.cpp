@@ -191,6 +191,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
       std::vector<acc_t> z_buf(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
       std::vector<float> mask(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
       std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(kChunkColumns + s.K)));
+      const at::Tensor dz_buf = at::empty({s.B * (kChunkColumns + s.K)}, W.options());
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, acc_options);
@@ -198,8 +199,11 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
         // dW[:, chunk] = dY^T Z, written in place (row stride N); each chunk owns its columns.
         at::Tensor grad_weight_chunk = grad_weight.narrow(1, c.column, c.width);
         at::mm_out(grad_weight_chunk, dYt, Z.to(W.scalar_type()));
-        // dZ = dY W[:, chunk], times the dropout scale, contracted into dA, dV, dT.
-        at::Tensor dZ = at::mm(dY, W.narrow(1, c.column, c.width)).to(acc_type).contiguous();
+        // dZ = dY W[:, chunk], times the dropout scale, contracted into dA, dV, dT. (Into a
+        // buffer reused across chunks: a fresh B x chunk tensor per chunk page-faults.)
+        at::Tensor dZ_tile = at::from_blob(dz_buf.data_ptr(), {s.B, c.width}, W.options());
+        at::mm_out(dZ_tile, dY, W.narrow(1, c.column, c.width));
+        const at::Tensor dZ = dZ_tile.to(acc_type);
         contract_tile<acc_t>(s, c, a, v, t, dZ.data_ptr<acc_t>(), d.active ? mask.data() : nullptr, da, dv, dt);
       }
     });
