@@ -129,7 +129,9 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
   const Dropout d = read_dropout(rng, dropout);
   const auto acc_type = fusion_acc_dtype(weight.scalar_type());
   const auto [A, V, T] = padded_factors(inputs, acc_type);
-  const at::Tensor W = weight.contiguous();
+  // Detached: the ATen calls below are arithmetic, not part of a graph; in the worker threads
+  // grad mode is on, and out= GEMMs refuse inputs that require grad.
+  const at::Tensor W = weight.detach().contiguous();
   const auto chunks = make_chunks(s);
   const int threads = at::get_num_threads();
   std::vector<at::Tensor> partial(threads);
@@ -146,7 +148,12 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
         build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(),
                           mask.data(), scratch.data());
         const at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, A.options());
-        Y.addmm_(Z.to(W.scalar_type()), W.narrow(1, c.column, c.width).t());
+        const at::Tensor W_chunk_t = W.narrow(1, c.column, c.width).t();
+        if (W.scalar_type() == acc_type) {
+          Y.addmm_(Z, W_chunk_t);
+        } else {  // half/bfloat16: the GEMM in that dtype (autocast's choice), summed over tiles in fp32
+          Y.add_(at::mm(Z.to(W.scalar_type()), W_chunk_t));
+        }
       }
     });
   });
@@ -165,8 +172,10 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
   const Dropout d = read_dropout(rng, dropout);
   const auto acc_type = fusion_acc_dtype(weight.scalar_type());
   const auto [A, V, T] = padded_factors(inputs, acc_type);
-  const at::Tensor W = weight.contiguous();
-  const at::Tensor dY = grad_y.to(W.scalar_type()).contiguous();
+  // Detached: the ATen calls below are arithmetic, not part of a graph; in the worker threads
+  // grad mode is on, and out= GEMMs refuse inputs that require grad.
+  const at::Tensor W = weight.detach().contiguous();
+  const at::Tensor dY = grad_y.detach().to(W.scalar_type()).contiguous();
   const at::Tensor dYt = dY.t().contiguous();
   at::Tensor grad_weight = at::empty_like(W);
   const auto chunks = make_chunks(s);
