@@ -69,6 +69,17 @@ def test_cpu_backward_split_over_threads(threads):
         torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9 * max(1.0, g_ref.abs().max().item()))
 
 
+@pytest.mark.skipif("cpu" not in FUSED, reason="cpu backend not built")
+def test_cpu_empty_batch():
+    inputs, factors, w, b = make(0, (3, 4), 5, 2)
+    with mibcore.backends.use("cpu"):
+        y = MF.low_rank_fusion(inputs, factors, w, b)
+    assert y.shape == (0, 5)
+    grads = torch.autograd.grad(y.sum(), [*inputs, *factors, w, b])
+    assert [g.shape for g in grads] == [t.shape for t in [*inputs, *factors, w, b]]
+    assert all(bool((g == 0).all()) for g in grads)
+
+
 # cpu only: the Triton kernels compute in fp32, so gradcheck (float64) does not apply to them.
 @pytest.mark.parametrize("backend", [b for b in FUSED if b == "cpu"])
 def test_float32_bf16_gradcheck_opcheck_compile(backend):

@@ -4,10 +4,12 @@
 // Per block of 4 batch rows, in registers/cache: P_m[r, :] = F_m[r, 0, :] + sum_i x_m[b, i] F_m[r, i + 1, :]
 // (register-blocked over 16 columns, factors zero-padded to a multiple of 16), prod = prod_m P_m,
 // y[b, :] = bias + sum_r w_r prod[r, :].
-// The backward recomputes P_m per row, forms G_m = dy w_r prod_{m' != m} P_m', and from it
-// dx_m (dot products), dF_m (per-thread accumulators) and dw. The shapes of LMF are small
-// (the paper: B 32, rank 5, 51 x 50 factors), where a BLAS call per modality costs more in
-// thread wake-ups than the arithmetic; plain loops keep it on one core until B is large.
+// The backward splits the batch into at most one task per thread. A task recomputes P_m for
+// its rows, forms G_m = dy w_r prod_{m' != m} P_m', and from it dw, dF_m = [1; x_m]^T G_m (its
+// own partial sum, accumulated over the task's rows in registers) and dx_m = G_m F_m^T (from
+// transposed factors). The shapes of LMF are small (the paper: B 32, rank 5, 51 x 50 factors),
+// where a BLAS call per modality costs more in thread wake-ups and packing than the
+// arithmetic; plain loops keep it on one core until B is large.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -63,14 +65,15 @@ constexpr int64_t kRowBlock = 4;  // batch rows sharing each factor load
 
 int64_t padded(int64_t out) { return (out + kLanes - 1) / kLanes * kLanes; }
 
-// P[bb][r * op + o] = F[r, 0, o] + sum_i x[b0 + bb, i] F[r, i + 1, o] for bb < kRowBlock, with
-// factors padded to op columns (zeros). GNU vector types keep the kRowBlock accumulators in
-// registers (g++ spills plain arrays here, and the stores dominate).
 using cpu::Buffer;
 using cpu::load_vec;
 using cpu::store_vec;
 using cpu::uninitialized;
 using cpu::Vec64;
+
+// P[bb][r * op + o] = F[r, 0, o] + sum_i x[b0 + bb, i] F[r, i + 1, o] for bb < kRowBlock, with
+// factors padded to op columns (zeros). GNU vector types keep the kRowBlock accumulators in
+// registers (g++ spills plain arrays here, and the stores dominate).
 
 template <typename acc_t>
 void project_block(const LmfShape& s, int64_t rows, int64_t op, const acc_t* x, int64_t b0, int64_t nb,
@@ -226,7 +229,7 @@ int64_t backward_task_rows(const LmfShape& s) {
   const int64_t blocks = (s.B + kRowBlock - 1) / kRowBlock;
   const int64_t grain = std::max<int64_t>(1, rows_per_task(s) / kRowBlock);
   const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks / grain));
-  return (blocks + tasks - 1) / tasks * kRowBlock;
+  return std::max<int64_t>(1, (blocks + tasks - 1) / tasks) * kRowBlock;  // (an empty batch: no task)
 }
 
 // Task t takes rows [t * task_rows, ...): P_m for each of its rows, then per modality
@@ -380,13 +383,11 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
     int64_t off = 0;
     for (int64_t m = 0; m < s.M; ++m) {
       const int64_t lines = s.R * s.dims[m];
-      at::Tensor total = at::empty({s.R, s.dims[m], s.out}, x[0].options());
+      at::Tensor total = at::zeros({s.R, s.dims[m], s.out}, x[0].options());
       scalar_t* t = total.data_ptr<scalar_t>();
       for (int64_t l = 0; l < lines; ++l) {
-        const scalar_t* first = dF.get() + off + l * op;
-        std::copy(first, first + s.out, t + l * s.out);
-        for (int64_t k = 1; k < tasks; ++k) {
-          const scalar_t* part = first + k * factor_elems;
+        for (int64_t k = 0; k < tasks; ++k) {
+          const scalar_t* part = dF.get() + k * factor_elems + off + l * op;
           for (int64_t o = 0; o < s.out; ++o) t[l * s.out + o] += part[o];
         }
       }
