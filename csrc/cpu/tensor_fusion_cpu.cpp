@@ -208,8 +208,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
         // dW[:, chunk] = dY^T Z, written in place (row stride N); each chunk owns its columns.
         at::Tensor grad_weight_chunk = grad_weight.narrow(1, c.column, c.width);
         at::mm_out(grad_weight_chunk, dYt, Z.to(W.scalar_type()));
-        // dZ = dY W[:, chunk], times the dropout scale, contracted into dA, dV, dT. (Into a
-        // buffer reused across chunks: a fresh B x chunk tensor per chunk page-faults.)
+        // dZ = dY W[:, chunk] (into a buffer reused across chunks), times the dropout scale,
+        // contracted into dA, dV, dT.
         at::Tensor dZ_tile = at::from_blob(dz_buf.data_ptr(), {s.B, c.width}, W.options());
         at::mm_out(dZ_tile, dY, W.narrow(1, c.column, c.width));
         const at::Tensor dZ = dZ_tile.to(acc_type);
