@@ -326,16 +326,17 @@ std::vector<Buffer<acc_t>> zero_padded_columns(at::TensorList factors, int64_t o
   return out;
 }
 
-template <typename T, typename Container>
-std::vector<T*> pointers(Container& list) {
+template <typename T>
+std::vector<T*> pointers(const std::vector<at::Tensor>& list) {
   std::vector<T*> out;
-  for (auto& t : list) {
-    if constexpr (std::is_same_v<std::decay_t<decltype(t)>, at::Tensor>) {
-      out.push_back(t.template data_ptr<std::remove_const_t<T>>());
-    } else {
-      out.push_back(t.get());
-    }
-  }
+  for (const auto& t : list) out.push_back(t.data_ptr<std::remove_const_t<T>>());
+  return out;
+}
+
+template <typename T, typename U>
+std::vector<T*> pointers(const std::vector<Buffer<U>>& list) {
+  std::vector<T*> out;
+  for (const auto& b : list) out.push_back(b.get());
   return out;
 }
 

@@ -97,10 +97,9 @@ __global__ void grad_input_kernel(Factors<acc_t> f, const scalar_t* __restrict__
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kTile + tx;
   const int64_t b = static_cast<int64_t>(blockIdx.y) * kTile + ty;
-  const int64_t b_row = static_cast<int64_t>(blockIdx.y) * kTile + ty;
   acc_t dz = 0;
   for (int64_t o0 = 0; o0 < out; o0 += kTile) {
-    dys[ty][tx] = (b_row < B && o0 + tx < out) ? Elem<scalar_t>::load(dy[b_row * out + o0 + tx]) : acc_t(0);
+    dys[ty][tx] = (b < B && o0 + tx < out) ? Elem<scalar_t>::load(dy[b * out + o0 + tx]) : acc_t(0);
     ws[ty][tx] = (o0 + ty < out && n < f.N) ? Elem<scalar_t>::load(W[(o0 + ty) * f.N + n]) : acc_t(0);
     __syncthreads();
 #pragma unroll
