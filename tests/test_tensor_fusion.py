@@ -56,6 +56,31 @@ def test_lower_precision(backend, dtype, tol):
 
 
 @pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("batch, dims, out", [
+    (1, (1, 7), 1),          # one batch lane, one output
+    (16, (3, 7, 2), 25),     # one full vector of rows; outputs in blocks of at most 24
+    (17, (50, 63), 13),      # 2 vectors, 15 idle lanes; two column chunks (3264 > 2048)
+    (33, (7, 1, 50), 50),    # 32 + 1 rows; out 50 as 5 blocks of 10
+    (257, (12, 6), 29),      # 8 x 32 rows + 1
+])
+def test_float32_matches_float64_oracle_with_dropout(backend, batch, dims, out):
+    # fp32 takes the CPU backend's own GEMM kernels (fusion_gemm_cpu.h) where built with
+    # AVX-512: every batch/output blocking and column-chunk remainder above, against float64.
+    p = 0.3
+    inputs, weight, b = make(batch, dims, out, dtype=torch.float32)
+    with mibcore.backends.use(backend):
+        y = MF.tensor_fusion(inputs, weight, b, dropout=p, generator=torch.Generator().manual_seed(5))
+    fused = math.prod(d + 1 for d in dims)
+    keep = philox.dropout_keep_mask((batch, fused), draw_rng("cpu", torch.Generator().manual_seed(5)), 1 - p)
+    ref = [t.detach().double().requires_grad_() for t in [*inputs, weight, b]]
+    y_ref = mibcore.reference.tensor_fusion(ref[: len(dims)], ref[len(dims)], ref[-1], dropout=p, keep_mask=keep)
+    torch.testing.assert_close(y.double(), y_ref, rtol=2e-5, atol=2e-5)
+    grad_y = torch.randn_like(y)
+    for g, g_ref in zip(grads(y, [*inputs, weight, b], grad_y), grads(y_ref, ref, grad_y.double())):
+        torch.testing.assert_close(g.double(), g_ref, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", FUSED)
 def test_dropout_mask_is_the_philox_contract_and_consistent(backend):
     # forward, weight gradient and input gradients all use the mask predicted by the contract.
     inputs, weight, b = make(6, (4, 3, 5), 7)

@@ -14,9 +14,11 @@
 
 #include <algorithm>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "mibcore/philox.h"
+#include "fusion_gemm_cpu.h"
 #include "philox_cpu.h"
 #include "mibcore/tensor_fusion_host.h"
 
@@ -24,6 +26,9 @@ namespace mibcore {
 namespace {
 
 constexpr int64_t kChunkColumns = 2048;  // columns per tile: B x 2048 floats stay in L2
+constexpr int64_t kTransposeBlock = 16;  // the forward tile's padding (fusion_gemm_cpu.h)
+
+constexpr int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // scale[c] = dropout scale of flat elements first .. first + n - 1 (Philox, see philox.h).
 // `scratch` holds at least dropout_scratch_size(n) words.
@@ -62,13 +67,14 @@ std::vector<Chunk> make_chunks(const FusionShape& s) {
   return chunks;
 }
 
-// Builds the tile Z[b, c] = A[b, i] V[b, j] T[b, k] * dropout_scale for the chunk's columns;
-// `mask` (B x width) receives the dropout scales (left untouched without dropout).
+// Builds the tile Z[b, c] = A[b, i] V[b, j] T[b, k] * dropout_scale for the chunk's columns,
+// rows `ldz` apart; `mask` (B x width, rows ldz apart) receives the dropout scales (left
+// untouched without dropout).
 template <typename acc_t>
 void build_tile(const FusionShape& s, const Chunk& c, const acc_t* A, const acc_t* V, const acc_t* T,
-                const Dropout& d, acc_t* Z, float* mask, uint32_t* scratch) {
+                const Dropout& d, acc_t* Z, int64_t ldz, float* mask, uint32_t* scratch) {
   for (int64_t b = 0; b < s.B; ++b) {
-    acc_t* z_row = Z + b * c.width;
+    acc_t* z_row = Z + b * ldz;
     for (int64_t q = 0; q < c.pairs; ++q) {
       const int64_t pair = c.first_pair + q;
       const acc_t coef = A[b * s.I + pair / s.J] * V[b * s.J + pair % s.J];
@@ -78,7 +84,7 @@ void build_tile(const FusionShape& s, const Chunk& c, const acc_t* A, const acc_
       for (int64_t k = 0; k < s.K; ++k) z[k] = coef * t_row[k];
     }
     if (d.active) {
-      float* m_row = mask + b * c.width;
+      float* m_row = mask + b * ldz;
       fill_dropout_scale(static_cast<uint64_t>(b * s.N + c.column), c.width, d.seed, d.offset, d.keep_prob,
                          d.inv_keep, m_row, scratch);
 #pragma GCC ivdep
@@ -121,6 +127,22 @@ void contract_tile(const FusionShape& s, const Chunk& c, const acc_t* a, const a
   }
 }
 
+// Y += Z W[:, chunk]^T by fusion_gemm_cpu.h's kernels; false (nothing done) where they do not
+// apply: not fp32, or built without AVX-512.
+template <typename acc_t>
+bool accumulate_tile_own_gemm(const FusionShape& s, const Chunk& c, const acc_t* z, int64_t ldz, int64_t rows_padded,
+                              acc_t* zt, const at::Tensor& W, at::Tensor& Y) {
+#if defined(MIBCORE_HAVE_FUSION_GEMM)
+  if constexpr (std::is_same_v<acc_t, float>) {
+    cpu::transpose_tile(z, ldz, rows_padded, round_up(c.width, kTransposeBlock), zt, rows_padded);
+    cpu::accumulate_zt_wt(zt, rows_padded, s.B, W.data_ptr<float>() + c.column, s.N, s.out, c.width,
+                          Y.data_ptr<float>(), s.out);
+    return true;
+  }
+#endif
+  return false;
+}
+
 at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              double dropout, const at::Tensor& rng) {
   const FusionShape s = check_tensor_fusion_args(inputs, weight, bias, dropout, rng, at::kCPU);
@@ -136,18 +158,30 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
   const int threads = at::get_num_threads();
   std::vector<at::Tensor> partial(threads);
   for (auto& p : partial) p = at::zeros({s.B, s.out}, weight.options().dtype(acc_type));
+  // fp32 on AVX-512: the tile is transposed and contracted by fusion_gemm_cpu.h's kernels;
+  // otherwise by ATen's GEMM (half/bfloat16 in that dtype: autocast's choice).
+  bool own_gemm = false;
+#if defined(MIBCORE_HAVE_FUSION_GEMM)
+  own_gemm = W.scalar_type() == at::kFloat;
+#endif
   AT_DISPATCH_FLOATING_TYPES(acc_type, "tensor_fusion_cpu", [&] {
     using acc_t = scalar_t;
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
       at::Tensor& Y = partial[at::get_thread_num()];
-      std::vector<acc_t> z_buf(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
-      std::vector<float> mask(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
+      // Rows and columns padded to whole 16 x 16 transpose blocks; the padding stays zero
+      // (rows past B) or is never read back (columns past a chunk's width).
+      const int64_t rows_padded = round_up(s.B, kTransposeBlock);
+      const int64_t ldz = round_up(kChunkColumns + s.K, kTransposeBlock);
+      std::vector<acc_t> z_buf(static_cast<size_t>(rows_padded * ldz));
+      std::vector<acc_t> zt_buf(own_gemm ? z_buf.size() : 0);
+      std::vector<float> mask(z_buf.size());
       std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(kChunkColumns + s.K)));
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
-        build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(),
+        build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(), ldz,
                           mask.data(), scratch.data());
-        const at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, A.options());
+        if (own_gemm && accumulate_tile_own_gemm(s, c, z_buf.data(), ldz, rows_padded, zt_buf.data(), W, Y)) continue;
+        const at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, {ldz, 1}, A.options());
         const at::Tensor W_chunk_t = W.narrow(1, c.column, c.width).t();
         if (W.scalar_type() == acc_type) {
           Y.addmm_(Z, W_chunk_t);
@@ -204,7 +238,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, acc_options);
-        build_tile<acc_t>(s, c, a, v, t, d, z_buf.data(), mask.data(), scratch.data());
+        build_tile<acc_t>(s, c, a, v, t, d, z_buf.data(), c.width, mask.data(), scratch.data());
         // dW[:, chunk] = dY^T Z, written in place (row stride N); each chunk owns its columns.
         at::Tensor grad_weight_chunk = grad_weight.narrow(1, c.column, c.width);
         at::mm_out(grad_weight_chunk, dYt, Z.to(W.scalar_type()));
