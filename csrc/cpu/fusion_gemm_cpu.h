@@ -1,12 +1,16 @@
-// fp32 AVX-512 GEMM kernels for the forward of tensor_fusion's implicit GEMM.
+// fp32 AVX-512 GEMM kernels for tensor_fusion's implicit GEMM on the CPU.
 //
-// The forward contracts a tile Z[B, width] of the outer product with a column block of the
-// weight, Y[B, out] += Z W[:, block]^T, where B and out are small (the paper: 32 and 50) and
-// width is long. MKL packs both operands on every such call, which at these shapes costs
-// about as much as the arithmetic. Here the tile is transposed once (16 x 16 blocks in
-// registers) to ZT[width, B] so that the batch runs along the vector lanes: each weight
-// element is loaded once, broadcast, and used for ceil(B / 16) FMAs, straight from the
-// weight's rows, with no packing.
+// Per tile Z[B, width] of the outer product and column block W[:, block] of the weight, the
+// forward computes Y[B, out] += Z W[:, block]^T and the backward dW[:, block] = dY^T Z and
+// dZ = dY W[:, block], where B and out are small (the paper: 32 and 50) and width is long.
+// MKL packs both operands on every such call, which at these shapes costs about as much as
+// the arithmetic. These kernels read the operands where they lie:
+// - forward: the tile is transposed once (16 x 16 blocks in registers) to ZT[width, B] so
+//   that the batch runs along the vector lanes; each weight element is loaded once,
+//   broadcast, and used for ceil(B / 16) FMAs.
+// - backward: both products have a small left factor (dY^T or dY) and a long right one whose
+//   rows are contiguous (Z, or W's rows): the columns run along the vector lanes, a few rows
+//   of the result stay in registers, and the small factor is broadcast.
 #pragma once
 
 #if defined(__AVX512F__)
@@ -68,20 +72,30 @@ inline void transpose_tile(const float* z, int64_t ldz, int64_t rows_padded, int
 template <int kVecs, int kOuts>
 __attribute__((noinline)) void accumulate_block(const float* zt, int64_t ldzt, const float* const* w_rows, int64_t width, float* y,
                              int64_t ldy, int rows, int outs) {
+  // Every loop over acc is unrolled fully: an indexed array lives in memory, and g++ would
+  // then store the accumulators on every iteration.
   __m512 acc[kOuts][kVecs];
+#pragma GCC unroll 32
   for (int j = 0; j < kOuts; ++j) {
+#pragma GCC unroll 2
     for (int v = 0; v < kVecs; ++v) acc[j][v] = _mm512_setzero_ps();
   }
   for (int64_t c = 0; c < width; ++c) {
     __m512 z[kVecs];
+#pragma GCC unroll 2
     for (int v = 0; v < kVecs; ++v) z[v] = _mm512_loadu_ps(zt + c * ldzt + v * kFusionLanes);
+#pragma GCC unroll 32
     for (int j = 0; j < kOuts; ++j) {
       const __m512 w = _mm512_set1_ps(w_rows[j][c]);
+#pragma GCC unroll 2
       for (int v = 0; v < kVecs; ++v) acc[j][v] = _mm512_fmadd_ps(z[v], w, acc[j][v]);
     }
   }
   alignas(64) float lanes[kVecs * kFusionLanes];
-  for (int j = 0; j < outs; ++j) {
+#pragma GCC unroll 32
+  for (int j = 0; j < kOuts; ++j) {
+    if (j >= outs) break;
+#pragma GCC unroll 2
     for (int v = 0; v < kVecs; ++v) _mm512_store_ps(lanes + v * kFusionLanes, acc[j][v]);
     for (int b = 0; b < rows; ++b) y[b * ldy + j] += lanes[b];
   }
@@ -119,6 +133,83 @@ inline void accumulate_zt_wt(const float* zt, int64_t ldzt, int64_t rows, const 
       accumulate_rows<2, 12>(zt + b, ldzt, n, w, ldw, out, width, y + b * ldy, ldy);
     } else {
       accumulate_rows<1, 24>(zt + b, ldzt, n, w, ldw, out, width, y + b * ldy, ldy);
+    }
+  }
+}
+
+// c[m * ldc + j] (+)= sum_{k < depth} a[m * lda + k] * x[k * ldx + j] for m < kRows and the
+// 64 columns j of `mask` (4 vectors; masked lanes are neither read nor written); += where
+// `accumulate`.
+template <int kRows>
+__attribute__((noinline)) void small_left_block(const float* a, int64_t lda, int64_t depth, const float* x,
+                                                int64_t ldx, float* c, int64_t ldc, const __mmask16* mask,
+                                                bool accumulate) {
+  __m512 acc[kRows][4];  // every loop over acc unrolled fully, as in accumulate_block
+#pragma GCC unroll 8
+  for (int m = 0; m < kRows; ++m) {
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) acc[m][v] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < depth; ++k) {
+    __m512 xv[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) xv[v] = _mm512_maskz_loadu_ps(mask[v], x + k * ldx + v * kFusionLanes);
+#pragma GCC unroll 8
+    for (int m = 0; m < kRows; ++m) {
+      const __m512 s = _mm512_set1_ps(a[m * lda + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) acc[m][v] = _mm512_fmadd_ps(s, xv[v], acc[m][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < kRows; ++m) {
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      float* out = c + m * ldc + v * kFusionLanes;
+      if (accumulate) acc[m][v] = _mm512_add_ps(acc[m][v], _mm512_maskz_loadu_ps(mask[v], out));
+      _mm512_mask_storeu_ps(out, mask[v], acc[m][v]);
+    }
+  }
+}
+
+template <int... kRows>
+constexpr auto small_left_table(std::integer_sequence<int, kRows...>) {
+  return std::array{&small_left_block<kRows + 1>...};
+}
+
+// c[m, j] = sum_k a[m, k] x[k, j] for m < rows, k < depth, j < width (row strides lda, ldx,
+// ldc). Rows go in near-equal blocks of at most 6 (24 accumulators); the depth in blocks of
+// 64, so that a block of x (64 rows of 64 columns, 16 KB) stays in L1 while every row block
+// reads it. With prefetch_x, the next column block of x is prefetched while this one is
+// computed: x rows far apart in memory (W's) are more streams than the hardware prefetcher
+// follows.
+inline void small_left_gemm(int64_t rows, int64_t depth, int64_t width, const float* a, int64_t lda, const float* x,
+                            int64_t ldx, float* c, int64_t ldc, bool prefetch_x) {
+  constexpr int kMaxRows = 6;
+  constexpr int64_t kColumns = 4 * kFusionLanes;
+  constexpr int64_t kDepth = 64;
+  static constexpr auto kernels = small_left_table(std::make_integer_sequence<int, kMaxRows>{});
+  const int64_t blocks = (rows + kMaxRows - 1) / kMaxRows;
+  for (int64_t j = 0; j < width; j += kColumns) {
+    __mmask16 mask[4];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t left = width - j - v * kFusionLanes;
+      mask[v] = left >= kFusionLanes ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+    }
+    if (prefetch_x && j + kColumns < width) {
+      for (int64_t k = 0; k < depth; ++k) {
+        for (int64_t v = 0; v < kColumns && j + kColumns + v < width; v += kFusionLanes) {
+          _mm_prefetch(reinterpret_cast<const char*>(x + k * ldx + j + kColumns + v), _MM_HINT_T1);
+        }
+      }
+    }
+    for (int64_t k = 0; k < depth; k += kDepth) {
+      const int64_t n_depth = std::min(kDepth, depth - k);
+      for (int64_t blk = 0, m = 0; blk < blocks; ++blk) {
+        const int64_t n = rows / blocks + (blk < rows % blocks ? 1 : 0);
+        kernels[n - 1](a + m * lda + k, lda, n_depth, x + k * ldx + j, ldx, c + m * ldc + j, ldc, mask, k > 0);
+        m += n;
+      }
     }
   }
 }

@@ -143,6 +143,23 @@ bool accumulate_tile_own_gemm(const FusionShape& s, const Chunk& c, const acc_t*
   return false;
 }
 
+// dW[:, chunk] = dY^T Z and dZ_tile = dY W[:, chunk] by fusion_gemm_cpu.h's kernels; false
+// (nothing done) where they do not apply, as above.
+template <typename acc_t>
+bool backward_tile_own_gemm(const FusionShape& s, const Chunk& c, const acc_t* z, const at::Tensor& dY,
+                            const at::Tensor& dYt, const at::Tensor& W, at::Tensor& grad_weight, at::Tensor& dZ_tile) {
+#if defined(MIBCORE_HAVE_FUSION_GEMM)
+  if constexpr (std::is_same_v<acc_t, float>) {
+    cpu::small_left_gemm(s.out, s.B, c.width, dYt.data_ptr<float>(), s.B, z, c.width,
+                         grad_weight.data_ptr<float>() + c.column, s.N, /*prefetch_x=*/false);
+    cpu::small_left_gemm(s.B, s.out, c.width, dY.data_ptr<float>(), s.out, W.data_ptr<float>() + c.column, s.N,
+                         dZ_tile.data_ptr<float>(), c.width, /*prefetch_x=*/true);
+    return true;
+  }
+#endif
+  return false;
+}
+
 at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              double dropout, const at::Tensor& rng) {
   const FusionShape s = check_tensor_fusion_args(inputs, weight, bias, dropout, rng, at::kCPU);
@@ -221,6 +238,10 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
     dV[t] = at::zeros({s.B, s.J}, acc_options);
     dT[t] = at::zeros({s.B, s.K}, acc_options);
   }
+  bool own_gemm = false;  // as in the forward
+#if defined(MIBCORE_HAVE_FUSION_GEMM)
+  own_gemm = W.scalar_type() == at::kFloat;
+#endif
   AT_DISPATCH_FLOATING_TYPES(acc_type, "tensor_fusion_backward_cpu", [&] {
     using acc_t = scalar_t;
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
@@ -240,12 +261,14 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
         at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, acc_options);
         build_tile<acc_t>(s, c, a, v, t, d, z_buf.data(), c.width, mask.data(), scratch.data());
         // dW[:, chunk] = dY^T Z, written in place (row stride N); each chunk owns its columns.
-        at::Tensor grad_weight_chunk = grad_weight.narrow(1, c.column, c.width);
-        at::mm_out(grad_weight_chunk, dYt, Z.to(W.scalar_type()));
         // dZ = dY W[:, chunk] (into a buffer reused across chunks), times the dropout scale,
         // contracted into dA, dV, dT.
         at::Tensor dZ_tile = at::from_blob(dz_buf.data_ptr(), {s.B, c.width}, W.options());
-        at::mm_out(dZ_tile, dY, W.narrow(1, c.column, c.width));
+        if (!own_gemm || !backward_tile_own_gemm(s, c, z_buf.data(), dY, dYt, W, grad_weight, dZ_tile)) {
+          at::Tensor grad_weight_chunk = grad_weight.narrow(1, c.column, c.width);
+          at::mm_out(grad_weight_chunk, dYt, Z.to(W.scalar_type()));
+          at::mm_out(dZ_tile, dY, W.narrow(1, c.column, c.width));
+        }
         const at::Tensor dZ = dZ_tile.to(acc_type);
         contract_tile<acc_t>(s, c, a, v, t, dZ.data_ptr<acc_t>(), d.active ? mask.data() : nullptr, da, dv, dt);
       }
