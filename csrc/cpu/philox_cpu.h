@@ -1,11 +1,14 @@
 // Philox4x32-10 for many consecutive blocks at once, for the CPU kernels.
 //
 // The same function as mibcore::philox_block (csrc/include/mibcore/philox.h), written with
-// GNU vector types over 16 blocks because g++ auto-vectorizes the scalar version badly: it
-// widens every 32x32->64 multiply to a 64x64 vpmullq plus shuffles. Here the products come
-// from vpmuludq (even and odd lanes) and two blends, and two groups of 16 blocks are
-// interleaved so that the multiply latency overlaps. Without AVX-512 the generic vector code
-// below compiles for any target (slower, same numbers).
+// GNU vector types because g++ auto-vectorizes the scalar version badly: it widens every
+// 32x32->64 multiply to a 64x64 vpmullq plus shuffles. Here each 32-bit word of a block sits
+// in the low half of a 64-bit lane (8 blocks per vector), so one vpmuludq gives a round's
+// whole 64-bit product: its low half is the next word as it stands, its high half one shift
+// away. The high halves of the lanes hold garbage that vpmuludq ignores and the final
+// narrowing drops. Four groups of 8 blocks are interleaved so that the multiply latency
+// overlaps. Without AVX-512 the generic vector code compiles for any target (the multiply
+// then masks the garbage off; slower, same numbers).
 #pragma once
 
 #include <cstdint>
@@ -23,74 +26,64 @@
 namespace mibcore {
 namespace cpu {
 
-constexpr int64_t kPhiloxLanes = 16;                      // blocks per vector
-constexpr int64_t kPhiloxGroup = 2 * kPhiloxLanes;        // blocks per interleaved step
+constexpr int64_t kPhiloxLanes = 8;                       // blocks per vector
+constexpr int64_t kPhiloxGroups = 4;                      // vectors interleaved per step
+constexpr int64_t kPhiloxGroup = kPhiloxGroups * kPhiloxLanes;  // blocks per step
 
-typedef uint32_t VecU32 __attribute__((vector_size(64)));
 typedef uint64_t VecU64 __attribute__((vector_size(64)));
+typedef uint32_t VecU32x8 __attribute__((vector_size(32)));
 
 #define MIB_CPU_INLINE inline __attribute__((always_inline))
 
-// hi and lo 32 bits of m * b in every lane.
-MIB_CPU_INLINE void mulhilo(VecU32 b, uint32_t m, VecU32& hi, VecU32& lo) {
-  const VecU64 wide = reinterpret_cast<VecU64>(b);
+// The 64-bit products (low 32 bits of b) * m in every lane.
+MIB_CPU_INLINE VecU64 mul_low32(VecU64 b, uint32_t m) {
 #if defined(__AVX512F__)
-  const __m512i mv = _mm512_set1_epi32(static_cast<int>(m));
-  const VecU64 even = reinterpret_cast<VecU64>(_mm512_mul_epu32(reinterpret_cast<__m512i>(wide), mv));
-  const VecU64 odd = reinterpret_cast<VecU64>(_mm512_mul_epu32(reinterpret_cast<__m512i>(wide >> 32), mv));
-  // even lanes: the 64-bit product of lane 2i sits in lanes (2i, 2i+1); odd: of lane 2i+1.
-  hi = reinterpret_cast<VecU32>(
-      _mm512_mask_blend_epi32(0xAAAA, reinterpret_cast<__m512i>(even >> 32), reinterpret_cast<__m512i>(odd)));
-  lo = reinterpret_cast<VecU32>(
-      _mm512_mask_blend_epi32(0xAAAA, reinterpret_cast<__m512i>(even), reinterpret_cast<__m512i>(odd << 32)));
+  return reinterpret_cast<VecU64>(
+      _mm512_mul_epu32(reinterpret_cast<__m512i>(b), _mm512_set1_epi64(static_cast<long long>(m))));
 #else
-  const VecU64 even = (wide & 0xffffffffull) * static_cast<uint64_t>(m);
-  const VecU64 odd = (wide >> 32) * static_cast<uint64_t>(m);
-  const VecU32 e = reinterpret_cast<VecU32>(even), o = reinterpret_cast<VecU32>(odd);
-  hi = __builtin_shufflevector(e, o, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-  lo = __builtin_shufflevector(e, o, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+  return (b & 0xffffffffull) * static_cast<uint64_t>(m);
 #endif
 }
+
+// The low 32 bits of every lane.
+MIB_CPU_INLINE VecU32x8 narrow(VecU64 v) { return __builtin_convertvector(v, VecU32x8); }
 
 // r0..r3[k] = the Philox outputs of block first_block + k, for k < blocks. The arrays must
 // hold `blocks` rounded up to a multiple of kPhiloxGroup.
 inline void philox_blocks(uint64_t first_block, int64_t blocks, uint64_t seed, uint64_t offset, uint32_t* r0,
                           uint32_t* r1, uint32_t* r2, uint32_t* r3) {
-  const VecU32 iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const VecU64 iota = {0, 1, 2, 3, 4, 5, 6, 7};
   for (int64_t b = 0; b < blocks; b += kPhiloxGroup) {
-    VecU32 c0[2], c1[2], c2[2], c3[2];
-    for (int g = 0; g < 2; ++g) {
-      const uint64_t base = first_block + static_cast<uint64_t>(b + g * kPhiloxLanes);
-      const uint32_t base_lo = static_cast<uint32_t>(base);
-      c0[g] = base_lo + iota;
-      // The block index is 64 bits wide: carry into the high word where the low one wrapped
-      // (a true vector comparison is -1, so subtracting it adds 1).
-      c1[g] = static_cast<uint32_t>(base >> 32) - reinterpret_cast<VecU32>(c0[g] < base_lo);
-      c2[g] = VecU32{} + static_cast<uint32_t>(offset);
-      c3[g] = VecU32{} + static_cast<uint32_t>(offset >> 32);
+    VecU64 c0[kPhiloxGroups], c1[kPhiloxGroups], c2[kPhiloxGroups], c3[kPhiloxGroups];
+    for (int g = 0; g < kPhiloxGroups; ++g) {
+      const VecU64 block = first_block + static_cast<uint64_t>(b + g * kPhiloxLanes) + iota;  // 64-bit index
+      c0[g] = block;        // low word (the high half is ignored until it is dropped)
+      c1[g] = block >> 32;  // high word
+      c2[g] = VecU64{} + (offset & 0xffffffffull);
+      c3[g] = VecU64{} + (offset >> 32);
     }
-    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    uint64_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
 #pragma GCC unroll 10
     for (int round = 0; round < 10; ++round) {
-#pragma GCC unroll 2
-      for (int g = 0; g < 2; ++g) {
-        VecU32 hi0, lo0, hi1, lo1;
-        mulhilo(c0[g], kPhiloxM0, hi0, lo0);
-        mulhilo(c2[g], kPhiloxM1, hi1, lo1);
-        c0[g] = hi1 ^ c1[g] ^ k0;
-        c1[g] = lo1;
-        c2[g] = hi0 ^ c3[g] ^ k1;
-        c3[g] = lo0;
+#pragma GCC unroll 4
+      for (int g = 0; g < kPhiloxGroups; ++g) {
+        const VecU64 p0 = mul_low32(c0[g], kPhiloxM0);
+        const VecU64 p1 = mul_low32(c2[g], kPhiloxM1);
+        c0[g] = (p1 >> 32) ^ c1[g] ^ k0;
+        c1[g] = p1;
+        c2[g] = (p0 >> 32) ^ c3[g] ^ k1;
+        c3[g] = p0;
       }
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
+      k0 = static_cast<uint32_t>(k0 + kPhiloxW0);
+      k1 = static_cast<uint32_t>(k1 + kPhiloxW1);
     }
-    for (int g = 0; g < 2; ++g) {
+    for (int g = 0; g < kPhiloxGroups; ++g) {
       const int64_t at = b + g * kPhiloxLanes;
-      std::memcpy(r0 + at, &c0[g], sizeof(VecU32));
-      std::memcpy(r1 + at, &c1[g], sizeof(VecU32));
-      std::memcpy(r2 + at, &c2[g], sizeof(VecU32));
-      std::memcpy(r3 + at, &c3[g], sizeof(VecU32));
+      const VecU32x8 w0 = narrow(c0[g]), w1 = narrow(c1[g]), w2 = narrow(c2[g]), w3 = narrow(c3[g]);
+      std::memcpy(r0 + at, &w0, sizeof(w0));
+      std::memcpy(r1 + at, &w1, sizeof(w1));
+      std::memcpy(r2 + at, &w2, sizeof(w2));
+      std::memcpy(r3 + at, &w3, sizeof(w3));
     }
   }
 }
