@@ -63,6 +63,7 @@ def test_lower_precision(backend, dtype, tol):
     (33, (7, 1, 50), 50),    # 32 + 1 rows; out 50 as 5 blocks of 10
     (257, (12, 6), 29),      # 8 x 32 rows + 1; weight-gradient depth (B) in blocks of 64
     (5, (4, 2, 3), 130),     # input-gradient depth (out) in blocks of 64
+    (1100, (40, 30), 3),     # B > 512: narrower column chunks (953 columns, 2 chunks)
 ])
 def test_float32_matches_float64_oracle_with_dropout(backend, batch, dims, out):
     # fp32 takes the CPU backend's own GEMM kernels (fusion_gemm_cpu.h) where built with

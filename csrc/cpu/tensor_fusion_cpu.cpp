@@ -25,7 +25,11 @@
 namespace mibcore {
 namespace {
 
-constexpr int64_t kChunkColumns = 2048;  // columns per tile: B x 2048 floats stay in L2
+// Columns per tile: 2048 (long contiguous runs of W's rows; at the paper's B = 32 the tile and
+// its mask stay in L2; measured faster than tiles sized to L2 at B = 256), fewer where B
+// exceeds 512, so that a thread's buffers stay near 4 MB elements each for any batch.
+constexpr int64_t kChunkColumns = 2048;
+constexpr int64_t kTileElements = int64_t(1) << 20;
 constexpr int64_t kTransposeBlock = 16;  // the forward tile's padding (fusion_gemm_cpu.h)
 
 constexpr int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -58,7 +62,8 @@ struct Chunk {
 };
 
 std::vector<Chunk> make_chunks(const FusionShape& s) {
-  const int64_t pairs_per_chunk = std::max<int64_t>(1, kChunkColumns / s.K);
+  const int64_t columns = std::min(kChunkColumns, kTileElements / std::max<int64_t>(s.B, 1));
+  const int64_t pairs_per_chunk = std::max<int64_t>(1, columns / s.K);
   std::vector<Chunk> chunks;
   for (int64_t p = 0; p < s.I * s.J; p += pairs_per_chunk) {
     const int64_t pairs = std::min(pairs_per_chunk, s.I * s.J - p);
@@ -172,6 +177,7 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
   // grad mode is on, and out= GEMMs refuse inputs that require grad.
   const at::Tensor W = weight.detach().contiguous();
   const auto chunks = make_chunks(s);
+  const int64_t max_width = chunks.front().width;  // the first chunk is the widest
   const int threads = at::get_num_threads();
   std::vector<at::Tensor> partial(threads);
   for (auto& p : partial) p = at::zeros({s.B, s.out}, weight.options().dtype(acc_type));
@@ -188,11 +194,11 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
       // Rows and columns padded to whole 16 x 16 transpose blocks; the padding stays zero
       // (rows past B) or is never read back (columns past a chunk's width).
       const int64_t rows_padded = round_up(s.B, kTransposeBlock);
-      const int64_t ldz = round_up(kChunkColumns + s.K, kTransposeBlock);
+      const int64_t ldz = round_up(max_width, kTransposeBlock);
       std::vector<acc_t> z_buf(static_cast<size_t>(rows_padded * ldz));
       std::vector<acc_t> zt_buf(own_gemm ? z_buf.size() : 0);
       std::vector<float> mask(z_buf.size());
-      std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(kChunkColumns + s.K)));
+      std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(max_width)));
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(), ldz,
@@ -230,6 +236,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
   const at::Tensor dYt = dY.t().contiguous();
   at::Tensor grad_weight = at::empty_like(W);
   const auto chunks = make_chunks(s);
+  const int64_t max_width = chunks.front().width;  // the first chunk is the widest
   const int threads = at::get_num_threads();
   const auto acc_options = A.options();
   std::vector<at::Tensor> dA(threads), dV(threads), dT(threads);
@@ -252,10 +259,10 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
       const acc_t* a = A.data_ptr<acc_t>();
       const acc_t* v = V.data_ptr<acc_t>();
       const acc_t* t = T.data_ptr<acc_t>();
-      std::vector<acc_t> z_buf(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
-      std::vector<float> mask(static_cast<size_t>(s.B * (kChunkColumns + s.K)));
-      std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(kChunkColumns + s.K)));
-      const at::Tensor dz_buf = at::empty({s.B * (kChunkColumns + s.K)}, W.options());
+      std::vector<acc_t> z_buf(static_cast<size_t>(s.B * max_width));
+      std::vector<float> mask(static_cast<size_t>(s.B * max_width));
+      std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(max_width)));
+      const at::Tensor dz_buf = at::empty({s.B * max_width}, W.options());
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, acc_options);
