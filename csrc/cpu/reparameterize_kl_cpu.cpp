@@ -11,11 +11,13 @@
 
 #include <algorithm>
 #include <optional>
+#include <type_traits>
 #include <tuple>
 
 #include "mibcore/philox.h"
 #include "philox_cpu.h"
 #include "mibcore/reparameterize_kl_host.h"
+#include "reparameterize_kl_avx512.h"
 
 namespace mibcore {
 namespace {
@@ -52,6 +54,64 @@ void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, flo
   std::copy(all + skip, all + skip + n, eps);
 }
 
+#if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
+// fill_normals by the AVX-512 Box-Muller (reparameterize_kl_avx512.h).
+void fill_normals_avx512(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float* eps) {
+  constexpr int64_t kBlocks = cpu::philox_buffer_size(kTile / 4 + 1);  // whole vectors of 16 blocks
+  alignas(64) uint32_t r0[kBlocks], r1[kBlocks], r2[kBlocks], r3[kBlocks];
+  alignas(64) float all[4 * kBlocks];
+  const int64_t skip = static_cast<int64_t>(first & 3);
+  const int64_t blocks = (skip + n + 3) / 4;
+  cpu::philox_blocks(first >> 2, blocks, seed, offset, r0, r1, r2, r3);
+  cpu::avx512::normals_from_blocks(r0, r1, r2, r3, (blocks + 15) / 16 * 16, all);
+  std::copy(all + skip, all + skip + n, eps);
+}
+
+__mmask16 tail_mask(int64_t j, int64_t n) {
+  return j + 16 <= n ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
+}
+
+// forward_element for k < n: fp32, softplus, sample.
+void forward_tile_avx512(const float* mu, const float* scale, float* z, const float* eps, float* kl, int64_t n,
+                         float shift) {
+  using namespace cpu::avx512;
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(j, n);
+    const __m512 mu_v = _mm512_maskz_loadu_ps(m, mu + j);
+    const SoftplusTerms t = softplus_terms<true>(_mm512_add_ps(_mm512_maskz_loadu_ps(m, scale + j), splat(shift)));
+    _mm512_mask_storeu_ps(z + j, m, _mm512_fmadd_ps(t.std, _mm512_maskz_loadu_ps(m, eps + j), mu_v));
+    __m512 k = _mm512_fmadd_ps(mu_v, mu_v, _mm512_mul_ps(t.std, t.std));
+    k = _mm512_sub_ps(_mm512_fnmadd_ps(splat(2.0f), t.log_std, k), splat(1.0f));
+    _mm512_mask_storeu_ps(kl + j, m, _mm512_mul_ps(splat(0.5f), k));
+  }
+}
+
+// backward_element for k < n: fp32, softplus, sample.
+void backward_tile_avx512(const float* grad_z, const float* grad_kl, const float* mu, const float* scale,
+                          float* grad_mu, float* grad_scale, const float* eps, int64_t n, float shift) {
+  using namespace cpu::avx512;
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(j, n);
+    const __m512 gz = _mm512_maskz_loadu_ps(m, grad_z + j);
+    const __m512 gk = _mm512_maskz_loadu_ps(m, grad_kl + j);
+    const SoftplusTerms t = softplus_terms<false>(_mm512_add_ps(_mm512_maskz_loadu_ps(m, scale + j), splat(shift)));
+    _mm512_mask_storeu_ps(grad_mu + j, m, _mm512_fmadd_ps(gk, _mm512_maskz_loadu_ps(m, mu + j), gz));
+    const __m512 kl_dscale = _mm512_fmsub_ps(t.std, t.dstd, t.dlog_std);
+    const __m512 g = _mm512_mul_ps(_mm512_mul_ps(gz, _mm512_maskz_loadu_ps(m, eps + j)), t.dstd);
+    _mm512_mask_storeu_ps(grad_scale + j, m, _mm512_fmadd_ps(gk, kl_dscale, g));
+  }
+}
+#endif
+
+// The AVX-512 tiles serve fp32 with the softplus parameterization when sampling.
+template <int64_t P, typename scalar_t>
+constexpr bool kAvx512Tiles =
+#if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
+    P == kSoftplus && std::is_same_v<scalar_t, float>;
+#else
+    false;
+#endif
+
 #define MIB_ALWAYS_INLINE inline __attribute__((always_inline))
 
 template <int64_t P, bool kSample, typename scalar_t, typename acc_t>
@@ -67,6 +127,28 @@ MIB_ALWAYS_INLINE acc_t forward_element(const scalar_t* mu, const scalar_t* scal
   return kl_element(m, t);
 }
 
+// z and the per-element KL of the n elements from flat index `first` (eps: scratch).
+template <int64_t P, typename scalar_t, typename acc_t>
+MIB_ALWAYS_INLINE void forward_elements(const scalar_t* mu, const scalar_t* scale, scalar_t* z, acc_t* kl, float* eps,
+                                        uint64_t first, int64_t n, acc_t shift, bool sample, uint64_t seed,
+                                        uint64_t offset) {
+  if constexpr (kAvx512Tiles<P, scalar_t>) {
+    if (sample) {
+      fill_normals_avx512(first, n, seed, offset, eps);
+      forward_tile_avx512(mu, scale, z, eps, kl, n, shift);
+      return;
+    }
+  }
+  if (sample) {
+    fill_normals(first, n, seed, offset, eps);
+#pragma GCC ivdep
+    for (int64_t j = 0; j < n; ++j) kl[j] = forward_element<P, true>(mu, scale, z, eps, j, shift);
+  } else {
+#pragma GCC ivdep
+    for (int64_t j = 0; j < n; ++j) kl[j] = forward_element<P, false>(mu, scale, z, eps, j, shift);
+  }
+}
+
 template <int64_t P, typename scalar_t, typename acc_t>
 MIB_ALWAYS_INLINE void backward_element(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_t* mu,
                                         const scalar_t* scale, scalar_t* grad_mu, scalar_t* grad_scale,
@@ -77,6 +159,28 @@ MIB_ALWAYS_INLINE void backward_element(const scalar_t* grad_z, const acc_t* gra
   const StdTerms<acc_t> t = std_terms<P>(static_cast<acc_t>(scale[j]), shift);
   grad_mu[j] = static_cast<scalar_t>(gz + gk * m);
   grad_scale[j] = static_cast<scalar_t>(gz * static_cast<acc_t>(eps[j]) * t.dstd + gk * kl_element_dscale(t));
+}
+
+// grad_mu and grad_scale of the n elements from flat index `first` (eps: scratch).
+template <int64_t P, typename scalar_t, typename acc_t>
+MIB_ALWAYS_INLINE void backward_elements(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_t* mu,
+                                         const scalar_t* scale, scalar_t* grad_mu, scalar_t* grad_scale, float* eps,
+                                         uint64_t first, int64_t n, acc_t shift, bool sample, uint64_t seed,
+                                         uint64_t offset) {
+  if constexpr (kAvx512Tiles<P, scalar_t>) {
+    if (sample) {
+      fill_normals_avx512(first, n, seed, offset, eps);
+      backward_tile_avx512(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, n, shift);
+      return;
+    }
+  }
+  if (sample) {
+    fill_normals(first, n, seed, offset, eps);
+  } else {
+    std::fill(eps, eps + n, 0.0f);
+  }
+#pragma GCC ivdep
+  for (int64_t j = 0; j < n; ++j) backward_element<P>(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, j, shift);
 }
 
 int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)); }
@@ -109,20 +213,8 @@ void forward_kernel(const scalar_t* mu, const scalar_t* scale, scalar_t* z, acc_
     const int64_t last = r_end * cols;
     for (int64_t first = r_begin * cols; first < last; first += kTile) {
       const int64_t n = std::min(kTile, last - first);
-      // Local copies: pointers read through the lambda's captures inside the loop can turn
-      // into per-lane gathers.
-      const scalar_t* mu_t = mu + first;
-      const scalar_t* scale_t = scale + first;
-      scalar_t* z_t = z + first;
-      const acc_t shift_t = shift;
-      if (sample) {
-        fill_normals(static_cast<uint64_t>(first), n, seed, offset, eps);
-#pragma GCC ivdep
-        for (int64_t j = 0; j < n; ++j) kl_tile[j] = forward_element<P, true>(mu_t, scale_t, z_t, eps, j, shift_t);
-      } else {
-#pragma GCC ivdep
-        for (int64_t j = 0; j < n; ++j) kl_tile[j] = forward_element<P, false>(mu_t, scale_t, z_t, eps, j, shift_t);
-      }
+      forward_elements<P>(mu + first, scale + first, z + first, kl_tile, eps, static_cast<uint64_t>(first), n, shift,
+                          sample, seed, offset);
       for_each_row_segment(first, n, cols, [&](int64_t row, int64_t begin, int64_t end) {
         acc_t sum = 0;
 #pragma omp simd reduction(+ : sum)
@@ -144,24 +236,11 @@ void backward_kernel(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_
     const int64_t last = r_end * cols;
     for (int64_t first = r_begin * cols; first < last; first += kTile) {
       const int64_t n = std::min(kTile, last - first);
-      if (sample) {
-        fill_normals(static_cast<uint64_t>(first), n, seed, offset, eps);
-      } else {
-        std::fill(eps, eps + n, 0.0f);
-      }
       for_each_row_segment(first, n, cols, [&](int64_t row, int64_t begin, int64_t end) {
         std::fill(grad_kl_tile + begin, grad_kl_tile + end, grad_kl[row]);
       });
-      const scalar_t* grad_z_t = grad_z + first;  // local copies, as in the forward
-      const scalar_t* mu_t = mu + first;
-      const scalar_t* scale_t = scale + first;
-      scalar_t* grad_mu_t = grad_mu + first;
-      scalar_t* grad_scale_t = grad_scale + first;
-      const acc_t shift_t = shift;
-#pragma GCC ivdep
-      for (int64_t j = 0; j < n; ++j) {
-        backward_element<P>(grad_z_t, grad_kl_tile, mu_t, scale_t, grad_mu_t, grad_scale_t, eps, j, shift_t);
-      }
+      backward_elements<P>(grad_z + first, grad_kl_tile, mu + first, scale + first, grad_mu + first,
+                           grad_scale + first, eps, static_cast<uint64_t>(first), n, shift, sample, seed, offset);
     }
   });
 }

@@ -1,6 +1,8 @@
 // C++ unit tests of csrc/include: the float exp/log polynomials against the C library,
 // special values, the softplus-family terms, Philox4x32-10 known-answer vectors, and the CPU
-// kernels' vectorized Philox (csrc/cpu/philox_cpu.h) against the scalar one.
+// kernels' vectorized Philox (csrc/cpu/philox_cpu.h) and, where built with AVX-512, the
+// AVX-512 math of reparameterize_kl (csrc/cpu/reparameterize_kl_avx512.h) against the scalar
+// functions.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -8,6 +10,7 @@
 
 #include "mibcore/philox.h"
 #include "philox_cpu.h"  // csrc/cpu
+#include "reparameterize_kl_avx512.h"  // csrc/cpu
 
 static int failures = 0;
 #define CHECK(cond, ...)                                          \
@@ -123,11 +126,98 @@ static void test_philox_blocks() {
   }
 }
 
+#if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
+// |a - b| in units in the last place of b (NaN only against NaN, infinities only equal).
+static double ulps(float a, float b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b) ? 0 : 1e30;
+  if (std::isinf(a) || std::isinf(b)) return a == b ? 0 : 1e30;
+  const double step = std::fmax(std::fabs(std::nextafter(b, INFINITY) - b), 1.4e-45);
+  return std::fabs(static_cast<double>(a) - b) / step;
+}
+
+// Applies a vector function lane by lane to `in` (a multiple of 16 values).
+template <typename F>
+static void map16(const float* in, float* out, int n, F f) {
+  for (int i = 0; i < n; i += 16) _mm512_storeu_ps(out + i, f(_mm512_loadu_ps(in + i)));
+}
+
+// The AVX-512 functions agree with math.h's scalar ones to 1 ulp (the same reductions and
+// polynomials; only the fusing of multiply-adds may differ), special values included.
+static void test_avx512_math() {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  constexpr int kN = 16 * 4096;
+  static float x[kN], got[kN];
+  // exp: the whole finite range, past both ends, subnormal results, NaN.
+  for (int i = 0; i < kN - 16; ++i) x[i] = -110.0f + 200.0f * i / (kN - 16);
+  const float exp_special[16] = {inf, -inf, nan, 0.0f, -0.0f, 88.7f, 88.73f, -103.9f, -104.0f, -87.4f,
+                                 -95.5f, 1e-30f, -1e-30f, 1.0f, -1.0f, 89.0f};
+  for (int i = 0; i < 16; ++i) x[kN - 16 + i] = exp_special[i];
+  map16(x, got, kN, [](__m512 v) { return cpu::avx512::exp_ps(v); });
+  double worst = 0;
+  for (int i = 0; i < kN; ++i) worst = std::fmax(worst, ulps(got[i], fast_exp(x[i])));
+  CHECK(worst <= 1, "avx512 exp: %g ulp from fast_exp", worst);
+  // log: positive normals and subnormals over the whole range, +inf, NaN.
+  for (int i = 0; i < kN - 16; ++i) x[i] = std::ldexp(1.0f + (i % 977) / 977.0f, -149 + (i * 277) % 277);
+  const float log_special[16] = {inf, nan, 1.0f, 2.0f, 0.5f, 1.4142135f, 1.4142137f, 0.70710677f,
+                                 1e-45f, 1.17549435e-38f, 3.4e38f, 1e-40f, 1.0000001f, 0.99999994f, 7.0f, 1e10f};
+  for (int i = 0; i < 16; ++i) x[kN - 16 + i] = log_special[i];
+  map16(x, got, kN, [](__m512 v) { return cpu::avx512::log_ps<true>(v); });
+  worst = 0;
+  for (int i = 0; i < kN; ++i) worst = std::fmax(worst, ulps(got[i], fast_log(x[i])));
+  CHECK(worst <= 1, "avx512 log: %g ulp from fast_log", worst);
+  // log1p_unit on [0, 1].
+  for (int i = 0; i < kN; ++i) x[i] = static_cast<float>(i) / (kN - 1);
+  map16(x, got, kN, [](__m512 v) { return cpu::avx512::log1p_unit_ps(v); });
+  worst = 0;
+  for (int i = 0; i < kN; ++i) worst = std::fmax(worst, ulps(got[i], log1p_unit(x[i])));
+  CHECK(worst <= 1, "avx512 log1p_unit: %g ulp", worst);
+  // softplus terms across every branch (deep, ordinary, linear), infinities and NaN.
+  for (int i = 0; i < kN - 16; ++i) x[i] = -300.0f + 400.0f * i / (kN - 16);
+  const float sp_special[16] = {inf, -inf, nan, 0.0f, -0.0f, 20.0f, 20.000002f, -20.0f, -20.000002f,
+                                -88.0f, -104.0f, 1e-8f, -1e-8f, 3e38f, -3e38f, 5.0f};
+  for (int i = 0; i < 16; ++i) x[kN - 16 + i] = sp_special[i];
+  static float want[4][kN], vec[4][kN];
+  for (int i = 0; i < kN; ++i) {
+    const StdTerms<float> t = std_terms<kSoftplus>(x[i], 0.0f);
+    want[0][i] = t.std, want[1][i] = t.log_std, want[2][i] = t.dstd, want[3][i] = t.dlog_std;
+  }
+  for (int i = 0; i < kN; i += 16) {
+    const auto f = cpu::avx512::softplus_terms<true>(_mm512_loadu_ps(x + i));
+    const auto b = cpu::avx512::softplus_terms<false>(_mm512_loadu_ps(x + i));
+    _mm512_storeu_ps(vec[0] + i, f.std), _mm512_storeu_ps(vec[1] + i, f.log_std);
+    _mm512_storeu_ps(vec[2] + i, b.dstd), _mm512_storeu_ps(vec[3] + i, b.dlog_std);
+  }
+  const char* names[4] = {"std", "log_std", "dstd", "dlog_std"};
+  for (int k = 0; k < 4; ++k) {
+    worst = 0;
+    int at = 0;
+    for (int i = 0; i < kN; ++i) {
+      const double u = ulps(vec[k][i], want[k][i]);
+      if (u > worst) worst = u, at = i;
+    }
+    CHECK(worst <= 2, "avx512 softplus %s: %g ulp at x = %g", names[k], worst, x[at]);
+  }
+  // Box-Muller in element order: normals_from_blocks against normal_at for 64 blocks.
+  constexpr int64_t kBlocks = 64;
+  uint32_t r0[kBlocks], r1[kBlocks], r2[kBlocks], r3[kBlocks];
+  float normals[4 * kBlocks];
+  cpu::philox_blocks(1000, kBlocks, 42, 7, r0, r1, r2, r3);
+  cpu::avx512::normals_from_blocks(r0, r1, r2, r3, kBlocks, normals);
+  worst = 0;
+  for (int64_t i = 0; i < 4 * kBlocks; ++i) worst = std::fmax(worst, ulps(normals[i], normal_at(4000 + i, 42, 7)));
+  CHECK(worst <= 4, "avx512 Box-Muller: %g ulp from normal_at", worst);
+}
+#endif
+
 int main() {
   test_exp_log();
   test_std_terms();
   test_philox();
   test_philox_blocks();
+#if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
+  test_avx512_math();
+#endif
   if (failures) {
     std::printf("%d failure(s)\n", failures);
     return 1;
