@@ -26,10 +26,10 @@ class Case:
     compile: bool = True  # also time torch.compile of the reference
 
 
-def _reparameterize_kl_case(rows, cols, kind):
+def _reparameterize_kl_case(rows, cols, kind, dtype=torch.float32):
     def make(device, provider):
-        mu = torch.randn(rows, cols, device=device, requires_grad=True)
-        scale = torch.randn(rows, cols, device=device, requires_grad=True)
+        mu = torch.randn(rows, cols, device=device, dtype=dtype, requires_grad=True)
+        scale = torch.randn(rows, cols, device=device, dtype=dtype, requires_grad=True)
 
         def fn(m, s):
             if provider == "compile":
@@ -39,9 +39,10 @@ def _reparameterize_kl_case(rows, cols, kind):
 
         return fn, (mu, scale)
 
-    # 32 bytes per element at the floor: forward reads mu, scale and writes z; backward reads
-    # grad_z, mu, scale and writes both gradients (fp32).
-    return Case("reparameterize_kl", f"{rows}x{cols}", kind, make, 32 * rows * cols, 0)
+    # 8 elements moved per element at the floor: forward reads mu, scale and writes z; backward
+    # reads grad_z, mu, scale and writes both gradients (32 bytes in fp32).
+    label = f"{rows}x{cols}" + ("" if dtype == torch.float32 else f" {str(dtype).removeprefix('torch.')}")
+    return Case("reparameterize_kl", label, kind, make, 8 * dtype.itemsize * rows * cols, 0)
 
 
 def _reference_reparameterize_kl(m, s):
@@ -144,6 +145,8 @@ def all_cases(quick=False):
     if not quick:
         cases += [
             _reparameterize_kl_case(1024, 512, "scale"),
+            _reparameterize_kl_case(4096, 1024, "scale", torch.float16),
+            _reparameterize_kl_case(4096, 1024, "scale", torch.bfloat16),
             _tensor_fusion_case(256, (32, 32, 32), 64, 0.5, "scale"),
             _low_rank_fusion_case(512, (128, 128, 128), 128, 8, "scale"),
         ]

@@ -76,6 +76,37 @@ def test_dtypes(backend, dtype):
     assert_close(kl, oracle.kl_rows_float64(mu, scale, "softplus", 2.0), max(dtype, torch.float32, key=lambda d: d.itemsize))
 
 
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # numpy, in the Triton interpreter
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("parameterization", PARAMS)
+def test_half_inputs_round_the_float32_result_once(backend, dtype, parameterization):
+    # fp16/bf16 compute in fp32: outputs and gradients are exactly the fp32 computation on the
+    # upcast values, rounded once to nearest even (this checks the CPU kernels' conversions,
+    # including the AVX-512 path's, bit for bit), NaN and infinities included.
+    mu, scale = make_inputs((3, 77), parameterization, dtype)
+    mu[0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+    scale[1, :2] = torch.tensor([float("nan"), 65504.0 if dtype == torch.float16 else 1e30], dtype=dtype)
+    grad_z = torch.randn(mu.shape).to(dtype)
+    grad_kl = torch.randn(3)
+    results = []
+    for inputs in ((mu, scale), (mu.float(), scale.float())):
+        m, s = (t.clone().requires_grad_() for t in inputs)
+        z, kl = run(backend, m, s, parameterization=parameterization, reduction="none")
+        torch.autograd.backward((z, kl), (grad_z.to(z.dtype), grad_kl))
+        results.append((z, kl, m.grad, s.grad))
+    (z, kl, gm, gs), (z32, kl32, gm32, gs32) = results
+    exact = dict(rtol=0, atol=0, equal_nan=True)
+    if backend == "triton" and dtype == torch.bfloat16:
+        # The Triton interpreter (numpy) truncates fp32 -> bf16 even with
+        # fp_downcast_rounding="rtne"; compiled Triton rounds to nearest even. One bf16 ulp.
+        exact = dict(rtol=2.0**-7, atol=1e-30, equal_nan=True)
+    torch.testing.assert_close(z, z32.to(dtype), **exact)
+    torch.testing.assert_close(kl, kl32, **exact)
+    torch.testing.assert_close(gm, gm32.to(dtype), **exact)
+    torch.testing.assert_close(gs, gs32.to(dtype), **exact)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduction", ("none", "sum", "mean", "batchmean"))
 def test_reductions(backend, reduction):

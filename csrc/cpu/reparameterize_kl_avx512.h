@@ -1,5 +1,5 @@
-// AVX-512 versions of the per-element math of reparameterize_kl, for fp32 inputs with the
-// softplus parameterization (the paper's, and the default) on the CPU.
+// AVX-512 versions of the per-element math of reparameterize_kl (softplus parameterization,
+// fp32 arithmetic), for the CPU kernels. Free of torch headers: the C++ tests include it.
 //
 // g++ vectorizes the scalar functions of csrc/include/mibcore/math.h and philox.h, but builds
 // the exponent/mantissa split of log and the 2^n scaling of exp from integer bit operations,

@@ -67,47 +67,73 @@ void fill_normals_avx512(uint64_t first, int64_t n, uint64_t seed, uint64_t offs
   std::copy(all + skip, all + skip + n, eps);
 }
 
+// 16 values (the lanes of `mask`; the others read as 0) as fp32, and back.
+__m512 load16(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
+__m512 load16(const c10::Half* p, __mmask16 mask) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
+}
+__m512 load16(const c10::BFloat16* p, __mmask16 mask) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+}
+void store16(float* p, __mmask16 mask, __m512 v) { _mm512_mask_storeu_ps(p, mask, v); }
+void store16(c10::Half* p, __mmask16 mask, __m512 v) {
+  _mm256_mask_storeu_epi16(p, mask, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+// Round to nearest even as c10::BFloat16 does (NaN becomes 0x7fc0).
+void store16(c10::BFloat16* p, __mmask16 mask, __m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i bias = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1)),
+                                        _mm512_set1_epi32(0x7fff));
+  __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, bias), 16);
+  rounded = _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+  _mm256_mask_storeu_epi16(p, mask, _mm512_cvtepi32_epi16(rounded));
+}
+
 __mmask16 tail_mask(int64_t j, int64_t n) {
   return j + 16 <= n ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
 }
 
-// forward_element for k < n: fp32, softplus, sample.
-void forward_tile_avx512(const float* mu, const float* scale, float* z, const float* eps, float* kl, int64_t n,
-                         float shift) {
+// forward_element for k < n: softplus, sample (scalar_t float, half or bfloat16).
+template <typename scalar_t>
+void forward_tile_avx512(const scalar_t* mu, const scalar_t* scale, scalar_t* z, const float* eps, float* kl,
+                         int64_t n, float shift) {
   using namespace cpu::avx512;
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(j, n);
-    const __m512 mu_v = _mm512_maskz_loadu_ps(m, mu + j);
-    const SoftplusTerms t = softplus_terms<true>(_mm512_add_ps(_mm512_maskz_loadu_ps(m, scale + j), splat(shift)));
-    _mm512_mask_storeu_ps(z + j, m, _mm512_fmadd_ps(t.std, _mm512_maskz_loadu_ps(m, eps + j), mu_v));
+    const __m512 mu_v = load16(mu + j, m);
+    const SoftplusTerms t = softplus_terms<true>(_mm512_add_ps(load16(scale + j, m), splat(shift)));
+    store16(z + j, m, _mm512_fmadd_ps(t.std, _mm512_maskz_loadu_ps(m, eps + j), mu_v));
     __m512 k = _mm512_fmadd_ps(mu_v, mu_v, _mm512_mul_ps(t.std, t.std));
     k = _mm512_sub_ps(_mm512_fnmadd_ps(splat(2.0f), t.log_std, k), splat(1.0f));
     _mm512_mask_storeu_ps(kl + j, m, _mm512_mul_ps(splat(0.5f), k));
   }
 }
 
-// backward_element for k < n: fp32, softplus, sample.
-void backward_tile_avx512(const float* grad_z, const float* grad_kl, const float* mu, const float* scale,
-                          float* grad_mu, float* grad_scale, const float* eps, int64_t n, float shift) {
+// backward_element for k < n: softplus, sample.
+template <typename scalar_t>
+void backward_tile_avx512(const scalar_t* grad_z, const float* grad_kl, const scalar_t* mu, const scalar_t* scale,
+                          scalar_t* grad_mu, scalar_t* grad_scale, const float* eps, int64_t n, float shift) {
   using namespace cpu::avx512;
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(j, n);
-    const __m512 gz = _mm512_maskz_loadu_ps(m, grad_z + j);
+    const __m512 gz = load16(grad_z + j, m);
     const __m512 gk = _mm512_maskz_loadu_ps(m, grad_kl + j);
-    const SoftplusTerms t = softplus_terms<false>(_mm512_add_ps(_mm512_maskz_loadu_ps(m, scale + j), splat(shift)));
-    _mm512_mask_storeu_ps(grad_mu + j, m, _mm512_fmadd_ps(gk, _mm512_maskz_loadu_ps(m, mu + j), gz));
+    const SoftplusTerms t = softplus_terms<false>(_mm512_add_ps(load16(scale + j, m), splat(shift)));
+    store16(grad_mu + j, m, _mm512_fmadd_ps(gk, load16(mu + j, m), gz));
     const __m512 kl_dscale = _mm512_fmsub_ps(t.std, t.dstd, t.dlog_std);
     const __m512 g = _mm512_mul_ps(_mm512_mul_ps(gz, _mm512_maskz_loadu_ps(m, eps + j)), t.dstd);
-    _mm512_mask_storeu_ps(grad_scale + j, m, _mm512_fmadd_ps(gk, kl_dscale, g));
+    store16(grad_scale + j, m, _mm512_fmadd_ps(gk, kl_dscale, g));
   }
 }
 #endif
 
-// The AVX-512 tiles serve fp32 with the softplus parameterization when sampling.
+// The AVX-512 tiles serve the softplus parameterization when sampling, for fp32, fp16 and bf16
+// (fp64 keeps the double-precision scalar math).
 template <int64_t P, typename scalar_t>
 constexpr bool kAvx512Tiles =
 #if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
-    P == kSoftplus && std::is_same_v<scalar_t, float>;
+    P == kSoftplus && (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::Half> ||
+                       std::is_same_v<scalar_t, c10::BFloat16>);
 #else
     false;
 #endif
