@@ -1,5 +1,5 @@
-// AVX-512 versions of the per-element math of reparameterize_kl (softplus parameterization,
-// fp32 arithmetic), for the CPU kernels. Free of torch headers: the C++ tests include it.
+// AVX-512 versions of the per-element math of reparameterize_kl (fp32 arithmetic, every
+// parameterization), for the CPU kernels. Free of torch headers: the C++ tests include it.
 //
 // g++ vectorizes the scalar functions of csrc/include/mibcore/math.h and philox.h, but builds
 // the exponent/mantissa split of log and the 2^n scaling of exp from integer bit operations,
@@ -48,10 +48,14 @@ inline __m512 exp_ps(__m512 x) {
   return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);  // NaN stays NaN
 }
 
-// fast_log (math.h) for x > 0 (normal or subnormal) and NaN; with kInf also x = +inf. The
-// mantissa m in [1, 2) and exponent e from vgetmantps/vgetexpps, folded to m in [sqrt(1/2),
-// sqrt(2)) exactly as the Cephes reduction does (m / 2 is exact).
-template <bool kInf>
+// fast_log (math.h). The mantissa m in [1, 2) and exponent e from vgetmantps/vgetexpps,
+// folded to m in [sqrt(1/2), sqrt(2)) exactly as the Cephes reduction does (m / 2 is exact).
+// The arithmetic is right for x > 0 (normal or subnormal) and NaN; kSpecials adds the selects
+// for what the argument can otherwise hold: kPositive none, kPositiveOrInf +inf, kAny also
+// 0 (-inf) and negatives (NaN).
+enum LogDomain { kPositive, kPositiveOrInf, kAny };
+
+template <LogDomain kDomain>
 inline __m512 log_ps(__m512 x) {
   __m512 m = _mm512_getmant_ps(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
   __m512 e = _mm512_getexp_ps(x);
@@ -74,7 +78,13 @@ inline __m512 log_ps(__m512 x) {
   y = _mm512_fnmadd_ps(splat(0.5f), z, y);
   __m512 r = _mm512_add_ps(m, y);
   r = _mm512_fmadd_ps(e, splat(0.693359375f), r);
-  if constexpr (kInf) r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, splat(INFINITY), _CMP_EQ_OQ), x);
+  if constexpr (kDomain != kPositive) {
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, splat(INFINITY), _CMP_EQ_OQ), x);
+  }
+  if constexpr (kDomain == kAny) {
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_EQ_OQ), splat(-INFINITY));
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), splat(NAN));
+  }
   return r;
 }
 
@@ -93,31 +103,44 @@ inline __m512 log1p_unit_ps(__m512 t) {
   return _mm512_fmadd_ps(_mm512_mul_ps(two_s, s2), p, two_s);
 }
 
-// std_terms<kSoftplus> (math.h): std = softplus(x) and the terms the KL and the gradients need.
-struct SoftplusTerms {
+// std_terms<P> (math.h): std and the terms the KL (forward) or the gradients (backward) need.
+struct StdTermsPs {
   __m512 std, log_std, dstd, dlog_std;
 };
 
-template <bool kForward>  // forward: std and log std; backward: std, d std and d log std
-inline SoftplusTerms softplus_terms(__m512 x) {
+template <int64_t P, bool kForward>  // forward: std and log std; backward: std, d std, d log std
+inline StdTermsPs std_terms_ps(__m512 scale, float shift) {
   const __m512 zero = _mm512_setzero_ps(), one = splat(1.0f);
-  const __mmask16 positive = _mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ);
-  const __m512 neg_abs = _mm512_mask_sub_ps(x, positive, zero, x);  // -|x| (NaN stays NaN)
-  const __m512 e = exp_ps(neg_abs);
-  __m512 sp = _mm512_add_ps(_mm512_maskz_mov_ps(positive, x), log1p_unit_ps(e));
-  const __mmask16 linear = _mm512_cmp_ps_mask(x, splat(kSoftplusThreshold), _CMP_GT_OQ) |
-                           _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  sp = _mm512_mask_mov_ps(sp, linear, x);
-  const __mmask16 deep = _mm512_cmp_ps_mask(x, splat(-kSoftplusThreshold), _CMP_LT_OQ);
-  const __m512 safe_sp = _mm512_mask_mov_ps(sp, deep, one);
-  SoftplusTerms t;
-  t.std = sp;
-  if constexpr (kForward) {
-    t.log_std = _mm512_mask_mov_ps(log_ps<true>(safe_sp), deep, x);
+  StdTermsPs t;
+  if constexpr (P == kSoftplus) {
+    const __m512 x = _mm512_add_ps(scale, splat(shift));
+    const __mmask16 positive = _mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ);
+    const __m512 neg_abs = _mm512_mask_sub_ps(x, positive, zero, x);  // -|x| (NaN stays NaN)
+    const __m512 e = exp_ps(neg_abs);
+    __m512 sp = _mm512_add_ps(_mm512_maskz_mov_ps(positive, x), log1p_unit_ps(e));
+    const __mmask16 linear = _mm512_cmp_ps_mask(x, splat(kSoftplusThreshold), _CMP_GT_OQ) |
+                             _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    sp = _mm512_mask_mov_ps(sp, linear, x);
+    const __mmask16 deep = _mm512_cmp_ps_mask(x, splat(-kSoftplusThreshold), _CMP_LT_OQ);
+    const __m512 safe_sp = _mm512_mask_mov_ps(sp, deep, one);
+    t.std = sp;
+    if constexpr (kForward) {
+      t.log_std = _mm512_mask_mov_ps(log_ps<kPositiveOrInf>(safe_sp), deep, x);
+    } else {
+      const __m512 sig = _mm512_div_ps(_mm512_mask_mov_ps(e, positive, one), _mm512_add_ps(one, e));
+      t.dstd = sig;
+      t.dlog_std = _mm512_mask_mov_ps(_mm512_div_ps(sig, safe_sp), deep, one);
+    }
+  } else if constexpr (P == kLogVar) {
+    t.log_std = _mm512_mul_ps(splat(0.5f), scale);
+    t.std = exp_ps(t.log_std);
+    t.dstd = _mm512_mul_ps(splat(0.5f), t.std);
+    t.dlog_std = splat(0.5f);
   } else {
-    const __m512 sig = _mm512_div_ps(_mm512_mask_mov_ps(e, positive, one), _mm512_add_ps(one, e));
-    t.dstd = sig;
-    t.dlog_std = _mm512_mask_mov_ps(_mm512_div_ps(sig, safe_sp), deep, one);
+    t.std = scale;
+    if constexpr (kForward) t.log_std = log_ps<kAny>(scale);
+    t.dstd = one;
+    t.dlog_std = _mm512_div_ps(one, scale);
   }
   return t;
 }
@@ -130,7 +153,7 @@ inline __m512 uniform_ps(__m512i r) {
 
 // box_muller (philox.h) on 16 pairs: the two normals (rad cos, rad sin) of each.
 inline void box_muller_ps(__m512i ra, __m512i rb, __m512& na, __m512& nb) {
-  const __m512 rad = _mm512_sqrt_ps(_mm512_mul_ps(splat(-2.0f), log_ps<false>(uniform_ps(ra))));
+  const __m512 rad = _mm512_sqrt_ps(_mm512_mul_ps(splat(-2.0f), log_ps<kPositive>(uniform_ps(ra))));
   // sincos_turns: the nearest quarter turn, then Cephes sinf/cosf on [-pi/4, pi/4].
   const __m512 t = uniform_ps(rb);
   const __m512 quarter = _mm512_roundscale_ps(_mm512_fmadd_ps(t, splat(4.0f), splat(0.5f)),

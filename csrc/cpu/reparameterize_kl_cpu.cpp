@@ -93,15 +93,15 @@ __mmask16 tail_mask(int64_t j, int64_t n) {
   return j + 16 <= n ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
 }
 
-// forward_element for k < n: softplus, sample (scalar_t float, half or bfloat16).
-template <typename scalar_t>
+// forward_element for k < n when sampling (scalar_t float, half or bfloat16).
+template <int64_t P, typename scalar_t>
 void forward_tile_avx512(const scalar_t* mu, const scalar_t* scale, scalar_t* z, const float* eps, float* kl,
                          int64_t n, float shift) {
   using namespace cpu::avx512;
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(j, n);
     const __m512 mu_v = load16(mu + j, m);
-    const SoftplusTerms t = softplus_terms<true>(_mm512_add_ps(load16(scale + j, m), splat(shift)));
+    const StdTermsPs t = std_terms_ps<P, true>(load16(scale + j, m), shift);
     store16(z + j, m, _mm512_fmadd_ps(t.std, _mm512_maskz_loadu_ps(m, eps + j), mu_v));
     __m512 k = _mm512_fmadd_ps(mu_v, mu_v, _mm512_mul_ps(t.std, t.std));
     k = _mm512_sub_ps(_mm512_fnmadd_ps(splat(2.0f), t.log_std, k), splat(1.0f));
@@ -109,8 +109,8 @@ void forward_tile_avx512(const scalar_t* mu, const scalar_t* scale, scalar_t* z,
   }
 }
 
-// backward_element for k < n: softplus, sample.
-template <typename scalar_t>
+// backward_element for k < n when sampling.
+template <int64_t P, typename scalar_t>
 void backward_tile_avx512(const scalar_t* grad_z, const float* grad_kl, const scalar_t* mu, const scalar_t* scale,
                           scalar_t* grad_mu, scalar_t* grad_scale, const float* eps, int64_t n, float shift) {
   using namespace cpu::avx512;
@@ -118,7 +118,7 @@ void backward_tile_avx512(const scalar_t* grad_z, const float* grad_kl, const sc
     const __mmask16 m = tail_mask(j, n);
     const __m512 gz = load16(grad_z + j, m);
     const __m512 gk = _mm512_maskz_loadu_ps(m, grad_kl + j);
-    const SoftplusTerms t = softplus_terms<false>(_mm512_add_ps(load16(scale + j, m), splat(shift)));
+    const StdTermsPs t = std_terms_ps<P, false>(load16(scale + j, m), shift);
     store16(grad_mu + j, m, _mm512_fmadd_ps(gk, load16(mu + j, m), gz));
     const __m512 kl_dscale = _mm512_fmsub_ps(t.std, t.dstd, t.dlog_std);
     const __m512 g = _mm512_mul_ps(_mm512_mul_ps(gz, _mm512_maskz_loadu_ps(m, eps + j)), t.dstd);
@@ -127,13 +127,12 @@ void backward_tile_avx512(const scalar_t* grad_z, const float* grad_kl, const sc
 }
 #endif
 
-// The AVX-512 tiles serve the softplus parameterization when sampling, for fp32, fp16 and bf16
-// (fp64 keeps the double-precision scalar math).
+// The AVX-512 tiles serve fp32, fp16 and bf16 when sampling (fp64 keeps the double-precision
+// scalar math; sample=False the scalar loops).
 template <int64_t P, typename scalar_t>
 constexpr bool kAvx512Tiles =
 #if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
-    P == kSoftplus && (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::Half> ||
-                       std::is_same_v<scalar_t, c10::BFloat16>);
+    std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
 #else
     false;
 #endif
@@ -161,7 +160,7 @@ MIB_ALWAYS_INLINE void forward_elements(const scalar_t* mu, const scalar_t* scal
   if constexpr (kAvx512Tiles<P, scalar_t>) {
     if (sample) {
       fill_normals_avx512(first, n, seed, offset, eps);
-      forward_tile_avx512(mu, scale, z, eps, kl, n, shift);
+      forward_tile_avx512<P>(mu, scale, z, eps, kl, n, shift);
       return;
     }
   }
@@ -196,7 +195,7 @@ MIB_ALWAYS_INLINE void backward_elements(const scalar_t* grad_z, const acc_t* gr
   if constexpr (kAvx512Tiles<P, scalar_t>) {
     if (sample) {
       fill_normals_avx512(first, n, seed, offset, eps);
-      backward_tile_avx512(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, n, shift);
+      backward_tile_avx512<P>(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, n, shift);
       return;
     }
   }

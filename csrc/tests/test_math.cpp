@@ -141,6 +141,31 @@ static void map16(const float* in, float* out, int n, F f) {
   for (int i = 0; i < n; i += 16) _mm512_storeu_ps(out + i, f(_mm512_loadu_ps(in + i)));
 }
 
+// std_terms_ps<P> against std_terms<P> lane by lane: std, log std (forward), d std and
+// d log std (backward) within 2 ulp.
+template <int64_t P>
+static void check_std_terms(const char* name, const float* x, int n, float shift) {
+  const char* terms[4] = {"std", "log_std", "dstd", "dlog_std"};
+  double worst[4] = {0, 0, 0, 0};
+  float at[4] = {0, 0, 0, 0};
+  for (int i = 0; i < n; i += 16) {
+    const auto f = cpu::avx512::std_terms_ps<P, true>(_mm512_loadu_ps(x + i), shift);
+    const auto b = cpu::avx512::std_terms_ps<P, false>(_mm512_loadu_ps(x + i), shift);
+    float got[4][16];
+    _mm512_storeu_ps(got[0], f.std), _mm512_storeu_ps(got[1], f.log_std);
+    _mm512_storeu_ps(got[2], b.dstd), _mm512_storeu_ps(got[3], b.dlog_std);
+    for (int l = 0; l < 16; ++l) {
+      const StdTerms<float> t = std_terms<P>(x[i + l], shift);
+      const float want[4] = {t.std, t.log_std, t.dstd, t.dlog_std};
+      for (int k = 0; k < 4; ++k) {
+        const double u = ulps(got[k][l], want[k]);
+        if (u > worst[k]) worst[k] = u, at[k] = x[i + l];
+      }
+    }
+  }
+  for (int k = 0; k < 4; ++k) CHECK(worst[k] <= 2, "avx512 %s %s: %g ulp at %g", name, terms[k], worst[k], at[k]);
+}
+
 // The AVX-512 functions agree with math.h's scalar ones to 1 ulp (the same reductions and
 // polynomials; only the fusing of multiply-adds may differ), special values included.
 static void test_avx512_math() {
@@ -162,7 +187,7 @@ static void test_avx512_math() {
   const float log_special[16] = {inf, nan, 1.0f, 2.0f, 0.5f, 1.4142135f, 1.4142137f, 0.70710677f,
                                  1e-45f, 1.17549435e-38f, 3.4e38f, 1e-40f, 1.0000001f, 0.99999994f, 7.0f, 1e10f};
   for (int i = 0; i < 16; ++i) x[kN - 16 + i] = log_special[i];
-  map16(x, got, kN, [](__m512 v) { return cpu::avx512::log_ps<true>(v); });
+  map16(x, got, kN, [](__m512 v) { return cpu::avx512::log_ps<cpu::avx512::kPositiveOrInf>(v); });
   worst = 0;
   for (int i = 0; i < kN; ++i) worst = std::fmax(worst, ulps(got[i], fast_log(x[i])));
   CHECK(worst <= 1, "avx512 log: %g ulp from fast_log", worst);
@@ -172,32 +197,16 @@ static void test_avx512_math() {
   worst = 0;
   for (int i = 0; i < kN; ++i) worst = std::fmax(worst, ulps(got[i], log1p_unit(x[i])));
   CHECK(worst <= 1, "avx512 log1p_unit: %g ulp", worst);
-  // softplus terms across every branch (deep, ordinary, linear), infinities and NaN.
+  // std terms of every parameterization across their branches, infinities and NaN (softplus:
+  // deep, ordinary and linear; std: zero and negatives too).
   for (int i = 0; i < kN - 16; ++i) x[i] = -300.0f + 400.0f * i / (kN - 16);
-  const float sp_special[16] = {inf, -inf, nan, 0.0f, -0.0f, 20.0f, 20.000002f, -20.0f, -20.000002f,
-                                -88.0f, -104.0f, 1e-8f, -1e-8f, 3e38f, -3e38f, 5.0f};
-  for (int i = 0; i < 16; ++i) x[kN - 16 + i] = sp_special[i];
-  static float want[4][kN], vec[4][kN];
-  for (int i = 0; i < kN; ++i) {
-    const StdTerms<float> t = std_terms<kSoftplus>(x[i], 0.0f);
-    want[0][i] = t.std, want[1][i] = t.log_std, want[2][i] = t.dstd, want[3][i] = t.dlog_std;
-  }
-  for (int i = 0; i < kN; i += 16) {
-    const auto f = cpu::avx512::softplus_terms<true>(_mm512_loadu_ps(x + i));
-    const auto b = cpu::avx512::softplus_terms<false>(_mm512_loadu_ps(x + i));
-    _mm512_storeu_ps(vec[0] + i, f.std), _mm512_storeu_ps(vec[1] + i, f.log_std);
-    _mm512_storeu_ps(vec[2] + i, b.dstd), _mm512_storeu_ps(vec[3] + i, b.dlog_std);
-  }
-  const char* names[4] = {"std", "log_std", "dstd", "dlog_std"};
-  for (int k = 0; k < 4; ++k) {
-    worst = 0;
-    int at = 0;
-    for (int i = 0; i < kN; ++i) {
-      const double u = ulps(vec[k][i], want[k][i]);
-      if (u > worst) worst = u, at = i;
-    }
-    CHECK(worst <= 2, "avx512 softplus %s: %g ulp at x = %g", names[k], worst, x[at]);
-  }
+  const float specials[16] = {inf, -inf, nan, 0.0f, -0.0f, 20.0f, 20.000002f, -20.0f, -20.000002f,
+                              -88.0f, -104.0f, 1e-8f, -1e-8f, 3e38f, -3e38f, 1e-40f};
+  for (int i = 0; i < 16; ++i) x[kN - 16 + i] = specials[i];
+  check_std_terms<kSoftplus>("softplus", x, kN, 0.0f);
+  check_std_terms<kSoftplus>("softplus shifted", x, kN, -5.0f);
+  check_std_terms<kLogVar>("logvar", x, kN, 0.0f);
+  check_std_terms<kStd>("std", x, kN, 0.0f);
   // Box-Muller in element order: normals_from_blocks against normal_at for 64 blocks.
   constexpr int64_t kBlocks = 64;
   uint32_t r0[kBlocks], r1[kBlocks], r2[kBlocks], r3[kBlocks];
