@@ -26,6 +26,10 @@ class Case:
     compile: bool = True  # also time torch.compile of the reference
 
 
+def _dtype_label(dtype):
+    return "" if dtype == torch.float32 else f" {str(dtype).removeprefix('torch.')}"
+
+
 def _reparameterize_kl_case(rows, cols, kind, dtype=torch.float32):
     def make(device, provider):
         mu = torch.randn(rows, cols, device=device, dtype=dtype, requires_grad=True)
@@ -41,7 +45,7 @@ def _reparameterize_kl_case(rows, cols, kind, dtype=torch.float32):
 
     # 8 elements moved per element at the floor: forward reads mu, scale and writes z; backward
     # reads grad_z, mu, scale and writes both gradients (32 bytes in fp32).
-    label = f"{rows}x{cols}" + ("" if dtype == torch.float32 else f" {str(dtype).removeprefix('torch.')}")
+    label = f"{rows}x{cols}" + _dtype_label(dtype)
     return Case("reparameterize_kl", label, kind, make, 8 * dtype.itemsize * rows * cols, 0)
 
 
@@ -52,13 +56,13 @@ def _reference_reparameterize_kl(m, s):
 _compiled_reference_reparameterize_kl = torch.compile(_reference_reparameterize_kl, dynamic=False)
 
 
-def _tensor_fusion_case(batch, dims, out, dropout, kind):
+def _tensor_fusion_case(batch, dims, out, dropout, kind, dtype=torch.float32):
     fused_dim = math.prod(d + 1 for d in dims)
 
     def make(device, provider):
-        inputs = [torch.randn(batch, d, device=device, requires_grad=True) for d in dims]
-        weight = (torch.randn(out, fused_dim, device=device) / fused_dim**0.5).requires_grad_()
-        bias = torch.zeros(out, device=device, requires_grad=True)
+        inputs = [torch.randn(batch, d, device=device, dtype=dtype, requires_grad=True) for d in dims]
+        weight = (torch.randn(out, fused_dim, device=device) / fused_dim**0.5).to(dtype).requires_grad_()
+        bias = torch.zeros(out, device=device, dtype=dtype, requires_grad=True)
 
         def fn(*tensors):
             *xs, w, b = tensors
@@ -69,7 +73,7 @@ def _tensor_fusion_case(batch, dims, out, dropout, kind):
 
         return fn, (*inputs, weight, bias)
 
-    label = f"B{batch} {'x'.join(map(str, dims))}->{out}" + (f" p={dropout}" if dropout else "")
+    label = f"B{batch} {'x'.join(map(str, dims))}->{out}" + (f" p={dropout}" if dropout else "") + _dtype_label(dtype)
     # forward GEMM 2*B*N*out, backward dW and d(outer) 2*B*N*out each.
     return Case("tensor_fusion", label, kind, make, 0, 6 * batch * fused_dim * out)
 
@@ -148,6 +152,8 @@ def all_cases(quick=False):
             _reparameterize_kl_case(4096, 1024, "scale", torch.float16),
             _reparameterize_kl_case(4096, 1024, "scale", torch.bfloat16),
             _tensor_fusion_case(256, (32, 32, 32), 64, 0.5, "scale"),
+            _tensor_fusion_case(32, (50, 50, 50), 50, 0.5, "scale", torch.float16),
+            _tensor_fusion_case(32, (50, 50, 50), 50, 0.5, "scale", torch.bfloat16),
             _low_rank_fusion_case(512, (128, 128, 128), 128, 8, "scale"),
         ]
     return cases

@@ -45,7 +45,7 @@ def test_matches_reference_float64(backend, dims, batch, bias):
 
 
 @pytest.mark.parametrize("backend", FUSED)
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-5), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-5), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
 def test_lower_precision(backend, dtype, tol):
     inputs, weight, b = make(9, (5, 6, 4), 3, dtype=dtype)
     with mibcore.backends.use(backend):
@@ -80,6 +80,26 @@ def test_float32_matches_float64_oracle_with_dropout(backend, batch, dims, out):
     grad_y = torch.randn_like(y)
     for g, g_ref in zip(grads(y, [*inputs, weight, b], grad_y), grads(y_ref, ref, grad_y.double())):
         torch.testing.assert_close(g.double(), g_ref, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 1e-2), (torch.bfloat16, 6e-2)])
+def test_half_precision_gradients_with_dropout(backend, dtype, tol):
+    # fp16 runs the fp32 kernels on fp32 copies with the tile rounded to fp16; bf16 ATen's GEMM.
+    # Two column chunks, a batch remainder; forward and every gradient against float64.
+    batch, dims, out, p = 19, (50, 63), 7, 0.3
+    inputs, weight, b = make(batch, dims, out, dtype=dtype)
+    with mibcore.backends.use(backend):
+        y = MF.tensor_fusion(inputs, weight, b, dropout=p, generator=torch.Generator().manual_seed(3))
+    keep = philox.dropout_keep_mask((batch, 51 * 64), draw_rng("cpu", torch.Generator().manual_seed(3)), 1 - p)
+    ref = [t.detach().double().requires_grad_() for t in [*inputs, weight, b]]
+    y_ref = mibcore.reference.tensor_fusion(ref[:2], ref[2], ref[3], dropout=p, keep_mask=keep)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.double(), y_ref, rtol=tol, atol=tol)
+    grad_y = torch.randn_like(y)
+    for g, g_ref in zip(grads(y, [*inputs, weight, b], grad_y), grads(y_ref, ref, grad_y.double())):
+        assert g.dtype == dtype
+        torch.testing.assert_close(g.double(), g_ref, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("backend", FUSED)

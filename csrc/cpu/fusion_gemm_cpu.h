@@ -137,6 +137,20 @@ inline void accumulate_zt_wt(const float* zt, int64_t ldzt, int64_t rows, const 
   }
 }
 
+// z[b * ldz + c] = z rounded to fp16 (to nearest even) and back, for b < rows, c < cols: the
+// operand an fp16 GEMM sees, so that fp16 weights can use the fp32 kernels on an fp32 copy
+// (products of fp16 values are exact in fp32).
+inline void round_through_half(float* z, int64_t ldz, int64_t rows, int64_t cols) {
+  for (int64_t b = 0; b < rows; ++b) {
+    for (int64_t c = 0; c < cols; c += kFusionLanes) {
+      const __mmask16 m = c + kFusionLanes <= cols ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(m, z + b * ldz + c);
+      const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm512_mask_storeu_ps(z + b * ldz + c, m, _mm512_cvtph_ps(h));
+    }
+  }
+}
+
 // c[m * ldc + j] (+)= sum_{k < depth} a[m * lda + k] * x[k * ldx + j] for m < kRows and the
 // 64 columns j of `mask` (4 vectors; masked lanes are neither read nor written); += where
 // `accumulate`.

@@ -132,13 +132,31 @@ void contract_tile(const FusionShape& s, const Chunk& c, const acc_t* a, const a
   }
 }
 
+// Whether fusion_gemm_cpu.h's fp32 kernels serve weights of this dtype: fp32, and fp16 through
+// fp32 copies of W (and dY) with the tile rounded to fp16 (CPUs have no fast fp16 GEMM; MKL's
+// took 10x the fp32 time). bf16 and fp64 go to ATen's GEMM, as do builds without AVX-512.
+bool own_gemm_for(at::ScalarType weight) {
+#if defined(MIBCORE_HAVE_FUSION_GEMM)
+  return weight == at::kFloat || weight == at::kHalf;
+#else
+  (void)weight;
+  return false;
+#endif
+}
+
+// The tensor the kernels read: x itself, or its fp32 copy for fp16 (exact).
+at::Tensor gemm_operand(const at::Tensor& x, bool own_gemm) {
+  return own_gemm && x.scalar_type() == at::kHalf ? x.to(at::kFloat) : x;
+}
+
 // Y += Z W[:, chunk]^T by fusion_gemm_cpu.h's kernels; false (nothing done) where they do not
-// apply: not fp32, or built without AVX-512.
+// apply (acc_t not float).
 template <typename acc_t>
-bool accumulate_tile_own_gemm(const FusionShape& s, const Chunk& c, const acc_t* z, int64_t ldz, int64_t rows_padded,
-                              acc_t* zt, const at::Tensor& W, at::Tensor& Y) {
+bool accumulate_tile_own_gemm(const FusionShape& s, const Chunk& c, acc_t* z, int64_t ldz, int64_t rows_padded,
+                              acc_t* zt, const at::Tensor& W, bool round_to_half, at::Tensor& Y) {
 #if defined(MIBCORE_HAVE_FUSION_GEMM)
   if constexpr (std::is_same_v<acc_t, float>) {
+    if (round_to_half) cpu::round_through_half(z, ldz, s.B, c.width);
     cpu::transpose_tile(z, ldz, rows_padded, round_up(c.width, kTransposeBlock), zt, rows_padded);
     cpu::accumulate_zt_wt(zt, rows_padded, s.B, W.data_ptr<float>() + c.column, s.N, s.out, c.width,
                           Y.data_ptr<float>(), s.out);
@@ -148,13 +166,15 @@ bool accumulate_tile_own_gemm(const FusionShape& s, const Chunk& c, const acc_t*
   return false;
 }
 
-// dW[:, chunk] = dY^T Z and dZ_tile = dY W[:, chunk] by fusion_gemm_cpu.h's kernels; false
-// (nothing done) where they do not apply, as above.
+// dW[:, chunk] = dY^T Z and dZ_tile = dY W[:, chunk] by fusion_gemm_cpu.h's kernels (all fp32
+// tensors); false (nothing done) where they do not apply, as above.
 template <typename acc_t>
-bool backward_tile_own_gemm(const FusionShape& s, const Chunk& c, const acc_t* z, const at::Tensor& dY,
-                            const at::Tensor& dYt, const at::Tensor& W, at::Tensor& grad_weight, at::Tensor& dZ_tile) {
+bool backward_tile_own_gemm(const FusionShape& s, const Chunk& c, acc_t* z, const at::Tensor& dY,
+                            const at::Tensor& dYt, const at::Tensor& W, bool round_to_half, at::Tensor& grad_weight,
+                            at::Tensor& dZ_tile) {
 #if defined(MIBCORE_HAVE_FUSION_GEMM)
   if constexpr (std::is_same_v<acc_t, float>) {
+    if (round_to_half) cpu::round_through_half(z, c.width, s.B, c.width);
     cpu::small_left_gemm(s.out, s.B, c.width, dYt.data_ptr<float>(), s.B, z, c.width,
                          grad_weight.data_ptr<float>() + c.column, s.N, /*prefetch_x=*/false);
     cpu::small_left_gemm(s.B, s.out, c.width, dY.data_ptr<float>(), s.out, W.data_ptr<float>() + c.column, s.N,
@@ -181,12 +201,11 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
   const int threads = at::get_num_threads();
   std::vector<at::Tensor> partial(threads);
   for (auto& p : partial) p = at::zeros({s.B, s.out}, weight.options().dtype(acc_type));
-  // fp32 on AVX-512: the tile is transposed and contracted by fusion_gemm_cpu.h's kernels;
-  // otherwise by ATen's GEMM (half/bfloat16 in that dtype: autocast's choice).
-  bool own_gemm = false;
-#if defined(MIBCORE_HAVE_FUSION_GEMM)
-  own_gemm = W.scalar_type() == at::kFloat;
-#endif
+  // The tile is transposed and contracted by fusion_gemm_cpu.h's kernels where they serve the
+  // dtype (own_gemm_for); otherwise by ATen's GEMM (bfloat16 in that dtype: autocast's choice).
+  const bool own_gemm = own_gemm_for(W.scalar_type());
+  const bool round_to_half = own_gemm && W.scalar_type() == at::kHalf;
+  const at::Tensor W_gemm = gemm_operand(W, own_gemm);
   AT_DISPATCH_FLOATING_TYPES(acc_type, "tensor_fusion_cpu", [&] {
     using acc_t = scalar_t;
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
@@ -203,7 +222,10 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
         const Chunk& c = chunks[ci];
         build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(), ldz,
                           mask.data(), scratch.data());
-        if (own_gemm && accumulate_tile_own_gemm(s, c, z_buf.data(), ldz, rows_padded, zt_buf.data(), W, Y)) continue;
+        if (own_gemm &&
+            accumulate_tile_own_gemm(s, c, z_buf.data(), ldz, rows_padded, zt_buf.data(), W_gemm, round_to_half, Y)) {
+          continue;
+        }
         const at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, {ldz, 1}, A.options());
         const at::Tensor W_chunk_t = W.narrow(1, c.column, c.width).t();
         if (W.scalar_type() == acc_type) {
@@ -232,9 +254,12 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
   // Detached: the ATen calls below are arithmetic, not part of a graph; in the worker threads
   // grad mode is on, and out= GEMMs refuse inputs that require grad.
   const at::Tensor W = weight.detach().contiguous();
-  const at::Tensor dY = grad_y.detach().to(W.scalar_type()).contiguous();
+  const bool own_gemm = own_gemm_for(W.scalar_type());  // as in the forward
+  const bool round_to_half = own_gemm && W.scalar_type() == at::kHalf;
+  const at::Tensor W_gemm = gemm_operand(W, own_gemm);
+  const at::Tensor dY = gemm_operand(grad_y.detach().to(W.scalar_type()), own_gemm).contiguous();
   const at::Tensor dYt = dY.t().contiguous();
-  at::Tensor grad_weight = at::empty_like(W);
+  at::Tensor grad_weight = at::empty_like(W_gemm);
   const auto chunks = make_chunks(s);
   const int64_t max_width = chunks.front().width;  // the first chunk is the widest
   const int threads = at::get_num_threads();
@@ -245,10 +270,6 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
     dV[t] = at::zeros({s.B, s.J}, acc_options);
     dT[t] = at::zeros({s.B, s.K}, acc_options);
   }
-  bool own_gemm = false;  // as in the forward
-#if defined(MIBCORE_HAVE_FUSION_GEMM)
-  own_gemm = W.scalar_type() == at::kFloat;
-#endif
   AT_DISPATCH_FLOATING_TYPES(acc_type, "tensor_fusion_backward_cpu", [&] {
     using acc_t = scalar_t;
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
@@ -262,7 +283,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
       std::vector<acc_t> z_buf(static_cast<size_t>(s.B * max_width));
       std::vector<float> mask(static_cast<size_t>(s.B * max_width));
       std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(max_width)));
-      const at::Tensor dz_buf = at::empty({s.B * max_width}, W.options());
+      const at::Tensor dz_buf = at::empty({s.B * max_width}, W_gemm.options());
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, acc_options);
@@ -270,8 +291,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
         // dW[:, chunk] = dY^T Z, written in place (row stride N); each chunk owns its columns.
         // dZ = dY W[:, chunk] (into a buffer reused across chunks), times the dropout scale,
         // contracted into dA, dV, dT.
-        at::Tensor dZ_tile = at::from_blob(dz_buf.data_ptr(), {s.B, c.width}, W.options());
-        if (!own_gemm || !backward_tile_own_gemm(s, c, z_buf.data(), dY, dYt, W, grad_weight, dZ_tile)) {
+        at::Tensor dZ_tile = at::from_blob(dz_buf.data_ptr(), {s.B, c.width}, W_gemm.options());
+        if (!own_gemm ||
+            !backward_tile_own_gemm(s, c, z_buf.data(), dY, dYt, W_gemm, round_to_half, grad_weight, dZ_tile)) {
           at::Tensor grad_weight_chunk = grad_weight.narrow(1, c.column, c.width);
           at::mm_out(grad_weight_chunk, dYt, Z.to(W.scalar_type()));
           at::mm_out(dZ_tile, dY, W.narrow(1, c.column, c.width));
@@ -287,7 +309,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
     dT[0].add_(dT[t]);
   }
   std::vector<at::Tensor> grads = unpad_factor_grads(inputs, dA[0], dV[0], dT[0]);
-  return {grads, grad_weight, grad_y.sum(0).to(weight.scalar_type())};
+  return {grads, grad_weight.to(weight.scalar_type()), grad_y.sum(0).to(weight.scalar_type())};
 }
 
 }  // namespace
