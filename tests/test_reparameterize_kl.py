@@ -146,6 +146,22 @@ def test_gradient_of_only_kl_and_only_z(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("parameterization", PARAMS)
+def test_sample_false_kl_and_gradients(backend, parameterization):
+    # Without sampling: z = mu, the KL and its gradients as with eps = 0, on every backend.
+    mu, scale = make_inputs((5, 41), parameterization, requires_grad=True)
+    z, kl_rows = run(backend, mu, scale, parameterization=parameterization, sample=False, reduction="none")
+    assert_close(kl_rows, oracle.kl_rows_float64(mu.detach(), scale.detach(), parameterization, -5.0), torch.float32)
+    grad_z, grad_kl = torch.randn_like(z), torch.randn_like(kl_rows)
+    torch.autograd.backward((z, kl_rows), (grad_z, grad_kl))
+    zeros = torch.zeros(mu.shape, dtype=torch.float64)
+    expected_mu, expected_scale = oracle.grads_float64(mu.detach(), scale.detach(), zeros, parameterization, -5.0,
+                                                       grad_z, grad_kl)
+    assert_close(mu.grad, expected_mu, torch.float32)
+    assert_close(scale.grad, expected_scale, torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_sample_false_returns_mu_exactly(backend):
     mu, scale = make_inputs((4, 9), "softplus", torch.bfloat16)
     scale[0, 0] = float("inf")  # std = inf must not turn z into NaN

@@ -1,6 +1,7 @@
 // CPU kernels of mibcore::reparameterize_kl: at::parallel_for over rows, and within a row
-// tiles of kTile elements processed by loops that g++ auto-vectorizes (the shared math in
-// csrc/include is branch-free for that reason). `#pragma GCC ivdep` rather than `omp simd`
+// tiles of kTile elements. fp32, fp16 and bf16 run the explicit AVX-512 code of
+// reparameterize_kl_avx512.h where built with AVX-512; fp64 and other builds run loops that
+// g++ auto-vectorizes (the shared math in csrc/include is branch-free for that reason). `#pragma GCC ivdep` rather than `omp simd`
 // for the element loops: omp simd privatizes the inlined callee's locals into per-lane
 // arrays and the loop turns into gathers; the KL row sum is a separate small reduction.
 #include <ATen/ATen.h>
@@ -93,8 +94,9 @@ __mmask16 tail_mask(int64_t j, int64_t n) {
   return j + 16 <= n ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
 }
 
-// forward_element for k < n when sampling (scalar_t float, half or bfloat16).
-template <int64_t P, typename scalar_t>
+// forward_element for k < n (scalar_t float, half or bfloat16); without kSample, z is left to
+// the caller (a copy of mu).
+template <int64_t P, bool kSample, typename scalar_t>
 void forward_tile_avx512(const scalar_t* mu, const scalar_t* scale, scalar_t* z, const float* eps, float* kl,
                          int64_t n, float shift) {
   using namespace cpu::avx512;
@@ -102,14 +104,14 @@ void forward_tile_avx512(const scalar_t* mu, const scalar_t* scale, scalar_t* z,
     const __mmask16 m = tail_mask(j, n);
     const __m512 mu_v = load16(mu + j, m);
     const StdTermsPs t = std_terms_ps<P, true>(load16(scale + j, m), shift);
-    store16(z + j, m, _mm512_fmadd_ps(t.std, _mm512_maskz_loadu_ps(m, eps + j), mu_v));
+    if constexpr (kSample) store16(z + j, m, _mm512_fmadd_ps(t.std, _mm512_maskz_loadu_ps(m, eps + j), mu_v));
     __m512 k = _mm512_fmadd_ps(mu_v, mu_v, _mm512_mul_ps(t.std, t.std));
     k = _mm512_sub_ps(_mm512_fnmadd_ps(splat(2.0f), t.log_std, k), splat(1.0f));
     _mm512_mask_storeu_ps(kl + j, m, _mm512_mul_ps(splat(0.5f), k));
   }
 }
 
-// backward_element for k < n when sampling.
+// backward_element for k < n (eps all 0 without sampling).
 template <int64_t P, typename scalar_t>
 void backward_tile_avx512(const scalar_t* grad_z, const float* grad_kl, const scalar_t* mu, const scalar_t* scale,
                           scalar_t* grad_mu, scalar_t* grad_scale, const float* eps, int64_t n, float shift) {
@@ -127,9 +129,8 @@ void backward_tile_avx512(const scalar_t* grad_z, const float* grad_kl, const sc
 }
 #endif
 
-// The AVX-512 tiles serve fp32, fp16 and bf16 when sampling (fp64 keeps the double-precision
-// scalar math; sample=False the scalar loops).
-template <int64_t P, typename scalar_t>
+// The AVX-512 tiles serve fp32, fp16 and bf16 (fp64 keeps the double-precision scalar math).
+template <typename scalar_t>
 constexpr bool kAvx512Tiles =
 #if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
     std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
@@ -157,12 +158,15 @@ template <int64_t P, typename scalar_t, typename acc_t>
 MIB_ALWAYS_INLINE void forward_elements(const scalar_t* mu, const scalar_t* scale, scalar_t* z, acc_t* kl, float* eps,
                                         uint64_t first, int64_t n, acc_t shift, bool sample, uint64_t seed,
                                         uint64_t offset) {
-  if constexpr (kAvx512Tiles<P, scalar_t>) {
+  if constexpr (kAvx512Tiles<scalar_t>) {
     if (sample) {
       fill_normals_avx512(first, n, seed, offset, eps);
-      forward_tile_avx512<P>(mu, scale, z, eps, kl, n, shift);
-      return;
+      forward_tile_avx512<P, true>(mu, scale, z, eps, kl, n, shift);
+    } else {
+      std::copy(mu, mu + n, z);  // exactly mu (std may be inf, and inf * 0 is NaN)
+      forward_tile_avx512<P, false>(mu, scale, z, eps, kl, n, shift);
     }
+    return;
   }
   if (sample) {
     fill_normals(first, n, seed, offset, eps);
@@ -192,12 +196,14 @@ MIB_ALWAYS_INLINE void backward_elements(const scalar_t* grad_z, const acc_t* gr
                                          const scalar_t* scale, scalar_t* grad_mu, scalar_t* grad_scale, float* eps,
                                          uint64_t first, int64_t n, acc_t shift, bool sample, uint64_t seed,
                                          uint64_t offset) {
-  if constexpr (kAvx512Tiles<P, scalar_t>) {
+  if constexpr (kAvx512Tiles<scalar_t>) {
     if (sample) {
       fill_normals_avx512(first, n, seed, offset, eps);
-      backward_tile_avx512<P>(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, n, shift);
-      return;
+    } else {
+      std::fill(eps, eps + n, 0.0f);
     }
+    backward_tile_avx512<P>(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, n, shift);
+    return;
   }
   if (sample) {
     fill_normals(first, n, seed, offset, eps);

@@ -5,7 +5,8 @@
 // (i, j) pairs (each K wide); each chunk's tile Z[B, chunk] (with the dropout scale from
 // Philox) is built in cache and fed to a GEMM. The backward regenerates the same tiles:
 // dW[:, chunk] = dY^T Z and dZ = dY W[:, chunk], contracted into dA, dV, dT on the fly.
-// Parallel over chunks (per-thread accumulators); the GEMMs are ATen's (MKL/oneDNN).
+// Parallel over chunks (per-thread accumulators). The GEMMs are fusion_gemm_cpu.h's AVX-512
+// kernels for fp32 and fp16 weights, ATen's (MKL/oneDNN) otherwise.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -133,8 +134,8 @@ void contract_tile(const FusionShape& s, const Chunk& c, const acc_t* a, const a
 }
 
 // Whether fusion_gemm_cpu.h's fp32 kernels serve weights of this dtype: fp32, and fp16 through
-// fp32 copies of W (and dY) with the tile rounded to fp16 (CPUs have no fast fp16 GEMM; MKL's
-// took 10x the fp32 time). bf16 and fp64 go to ATen's GEMM, as do builds without AVX-512.
+// fp32 copies of W (and dY) with the tile rounded to fp16 (MKL has no fast fp16 GEMM on this
+// CPU). bf16 and fp64 go to ATen's GEMM, as do builds without AVX-512.
 bool own_gemm_for(at::ScalarType weight) {
 #if defined(MIBCORE_HAVE_FUSION_GEMM)
   return weight == at::kFloat || weight == at::kHalf;
