@@ -178,8 +178,9 @@ def test_autocast_runs_the_gemm_in_bf16(backend):
 
 
 @pytest.mark.parametrize("backend", FUSED)
-def test_empty_batch(backend):
-    inputs, weight, b = make(0, (3, 2), 4)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_empty_batch(backend, dtype):
+    inputs, weight, b = make(0, (3, 2), 4, dtype=dtype)
     with mibcore.backends.use(backend):
         y = MF.tensor_fusion(inputs, weight, b)
         assert y.shape == (0, 4)

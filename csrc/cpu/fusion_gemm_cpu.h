@@ -217,7 +217,8 @@ inline void small_left_gemm(int64_t rows, int64_t depth, int64_t width, const fl
         }
       }
     }
-    for (int64_t k = 0; k < depth; k += kDepth) {
+    // At least one pass: with an empty depth (an empty batch) c is still written, with zeros.
+    for (int64_t k = 0; k < std::max<int64_t>(depth, 1); k += kDepth) {
       const int64_t n_depth = std::min(kDepth, depth - k);
       for (int64_t blk = 0, m = 0; blk < blocks; ++blk) {
         const int64_t n = rows / blocks + (blk < rows % blocks ? 1 : 0);
