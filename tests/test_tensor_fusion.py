@@ -188,6 +188,19 @@ def test_empty_batch(backend, dtype):
     assert torch.equal(weight.grad, torch.zeros_like(weight))
 
 
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_zero_outputs(backend, dtype):
+    inputs, weight, b = make(3, (3, 2), 0, dtype=dtype)
+    with mibcore.backends.use(backend):
+        y = MF.tensor_fusion(inputs, weight, b)
+        assert y.shape == (3, 0)
+        y.sum().backward()
+    assert weight.grad.shape == weight.shape
+    for x in inputs:
+        assert torch.equal(x.grad, torch.zeros_like(x))
+
+
 # ---------------------------------------------------------------- Triton (interpreter on CPU)
 TRITON = "triton" in mibcore.backends.available("cpu")
 

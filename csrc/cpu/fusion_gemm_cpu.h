@@ -114,6 +114,7 @@ template <int kVecs, int kMaxOuts>
 inline void accumulate_rows(const float* zt, int64_t ldzt, int rows, const float* w, int64_t ldw, int64_t out,
                             int64_t width, float* y, int64_t ldy) {
   static constexpr auto kernels = accumulate_block_table<kVecs>(std::make_integer_sequence<int, kMaxOuts>{});
+  if (out == 0) return;
   const int64_t blocks = (out + kMaxOuts - 1) / kMaxOuts;
   const int per_block = static_cast<int>((out + blocks - 1) / blocks);
   for (int64_t o = 0; o < out; o += per_block) {
