@@ -62,16 +62,19 @@ inline void transpose16x16(const float* src, int64_t lds, float* dst, int64_t ld
 inline void transpose_tile(const float* z, int64_t ldz, int64_t rows_padded, int64_t cols_padded, float* zt,
                            int64_t ldzt) {
   for (int64_t c = 0; c < cols_padded; c += kFusionLanes) {
-    for (int64_t b = 0; b < rows_padded; b += kFusionLanes) transpose16x16(z + b * ldz + c, ldz, zt + c * ldzt + b, ldzt);
+    for (int64_t b = 0; b < rows_padded; b += kFusionLanes) {
+      transpose16x16(z + b * ldz + c, ldz, zt + c * ldzt + b, ldzt);
+    }
   }
 }
 
 // y[b * ldy + o] += sum_{c < width} zt[c * ldzt + b] * w_rows[o][c] for b < rows, o < outs:
 // kVecs vectors of batch rows by kOuts weight rows in registers (batch lanes past `rows`, and
-// rows of w_rows past `outs`, are computed and dropped). Not inlined: inside the caller's loops g++ spilled the accumulators.
+// rows of w_rows past `outs`, are computed and dropped). Not inlined: inside the caller's
+// loops g++ spilled the accumulators.
 template <int kVecs, int kOuts>
-__attribute__((noinline)) void accumulate_block(const float* zt, int64_t ldzt, const float* const* w_rows, int64_t width, float* y,
-                             int64_t ldy, int rows, int outs) {
+__attribute__((noinline)) void accumulate_block(const float* zt, int64_t ldzt, const float* const* w_rows,
+                                                int64_t width, float* y, int64_t ldy, int rows, int outs) {
   // Every loop over acc is unrolled fully: an indexed array lives in memory, and g++ would
   // then store the accumulators on every iteration.
   __m512 acc[kOuts][kVecs];

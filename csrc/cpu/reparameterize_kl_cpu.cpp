@@ -1,9 +1,10 @@
 // CPU kernels of mibcore::reparameterize_kl: at::parallel_for over rows, and within a row
 // tiles of kTile elements. fp32, fp16 and bf16 run the explicit AVX-512 code of
 // reparameterize_kl_avx512.h where built with AVX-512; fp64 and other builds run loops that
-// g++ auto-vectorizes (the shared math in csrc/include is branch-free for that reason). `#pragma GCC ivdep` rather than `omp simd`
-// for the element loops: omp simd privatizes the inlined callee's locals into per-lane
-// arrays and the loop turns into gathers; the KL row sum is a separate small reduction.
+// g++ auto-vectorizes (the shared math in csrc/include is branch-free for that reason).
+// `#pragma GCC ivdep` rather than `omp simd` for those element loops: omp simd privatizes the
+// inlined callee's locals into per-lane arrays and the loop turns into gathers; the KL row sum
+// is a separate small reduction.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -26,16 +27,20 @@ namespace {
 constexpr int64_t kTile = 512;                 // elements per inner tile, a multiple of 4
 constexpr int64_t kParallelGrain = 16384;      // elements per parallel task, at least
 
-// eps[k] = the standard normal of flat element first + k, for k < n <= kTile.
+// eps[k] = the standard normal of flat element first + k, for k < n <= kTile: Philox, then
+// Box-Muller in the AVX-512 code of reparameterize_kl_avx512.h where built with it (for every
+// dtype: eps is fp32), else in loops g++ vectorizes from philox.h.
 void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float* eps) {
-  constexpr int64_t kBlocks = cpu::philox_buffer_size(kTile / 4 + 1);
+  constexpr int64_t kBlocks = cpu::philox_buffer_size(kTile / 4 + 1);  // whole vectors of 16 blocks
   alignas(64) uint32_t r0[kBlocks], r1[kBlocks], r2[kBlocks], r3[kBlocks];
-  alignas(64) float n0[kBlocks], n1[kBlocks], n2[kBlocks], n3[kBlocks];
   alignas(64) float all[4 * kBlocks];
-  const uint64_t first_block = first >> 2;
   const int64_t skip = static_cast<int64_t>(first & 3);
   const int64_t blocks = (skip + n + 3) / 4;
-  cpu::philox_blocks(first_block, blocks, seed, offset, r0, r1, r2, r3);
+  cpu::philox_blocks(first >> 2, blocks, seed, offset, r0, r1, r2, r3);
+#if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
+  cpu::avx512::normals_from_blocks(r0, r1, r2, r3, (blocks + 15) / 16 * 16, all);
+#else
+  alignas(64) float n0[kBlocks], n1[kBlocks], n2[kBlocks], n3[kBlocks];
 #pragma GCC ivdep
   for (int64_t b = 0; b < blocks; ++b) {
     // (Writing each output directly; returning a 4-float struct here stops g++ vectorizing.)
@@ -52,22 +57,11 @@ void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, flo
     all[4 * b + 2] = n2[b];
     all[4 * b + 3] = n3[b];
   }
+#endif
   std::copy(all + skip, all + skip + n, eps);
 }
 
 #if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
-// fill_normals by the AVX-512 Box-Muller (reparameterize_kl_avx512.h).
-void fill_normals_avx512(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float* eps) {
-  constexpr int64_t kBlocks = cpu::philox_buffer_size(kTile / 4 + 1);  // whole vectors of 16 blocks
-  alignas(64) uint32_t r0[kBlocks], r1[kBlocks], r2[kBlocks], r3[kBlocks];
-  alignas(64) float all[4 * kBlocks];
-  const int64_t skip = static_cast<int64_t>(first & 3);
-  const int64_t blocks = (skip + n + 3) / 4;
-  cpu::philox_blocks(first >> 2, blocks, seed, offset, r0, r1, r2, r3);
-  cpu::avx512::normals_from_blocks(r0, r1, r2, r3, (blocks + 15) / 16 * 16, all);
-  std::copy(all + skip, all + skip + n, eps);
-}
-
 // 16 values (the lanes of `mask`; the others read as 0) as fp32, and back.
 __m512 load16(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
 __m512 load16(const c10::Half* p, __mmask16 mask) {
@@ -158,9 +152,9 @@ template <int64_t P, typename scalar_t, typename acc_t>
 MIB_ALWAYS_INLINE void forward_elements(const scalar_t* mu, const scalar_t* scale, scalar_t* z, acc_t* kl, float* eps,
                                         uint64_t first, int64_t n, acc_t shift, bool sample, uint64_t seed,
                                         uint64_t offset) {
+  if (sample) fill_normals(first, n, seed, offset, eps);
   if constexpr (kAvx512Tiles<scalar_t>) {
     if (sample) {
-      fill_normals_avx512(first, n, seed, offset, eps);
       forward_tile_avx512<P, true>(mu, scale, z, eps, kl, n, shift);
     } else {
       std::copy(mu, mu + n, z);  // exactly mu (std may be inf, and inf * 0 is NaN)
@@ -169,7 +163,6 @@ MIB_ALWAYS_INLINE void forward_elements(const scalar_t* mu, const scalar_t* scal
     return;
   }
   if (sample) {
-    fill_normals(first, n, seed, offset, eps);
 #pragma GCC ivdep
     for (int64_t j = 0; j < n; ++j) kl[j] = forward_element<P, true>(mu, scale, z, eps, j, shift);
   } else {
@@ -196,19 +189,14 @@ MIB_ALWAYS_INLINE void backward_elements(const scalar_t* grad_z, const acc_t* gr
                                          const scalar_t* scale, scalar_t* grad_mu, scalar_t* grad_scale, float* eps,
                                          uint64_t first, int64_t n, acc_t shift, bool sample, uint64_t seed,
                                          uint64_t offset) {
-  if constexpr (kAvx512Tiles<scalar_t>) {
-    if (sample) {
-      fill_normals_avx512(first, n, seed, offset, eps);
-    } else {
-      std::fill(eps, eps + n, 0.0f);
-    }
-    backward_tile_avx512<P>(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, n, shift);
-    return;
-  }
   if (sample) {
     fill_normals(first, n, seed, offset, eps);
   } else {
     std::fill(eps, eps + n, 0.0f);
+  }
+  if constexpr (kAvx512Tiles<scalar_t>) {
+    backward_tile_avx512<P>(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, n, shift);
+    return;
   }
 #pragma GCC ivdep
   for (int64_t j = 0; j < n; ++j) backward_element<P>(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, j, shift);

@@ -133,21 +133,22 @@ void contract_tile(const FusionShape& s, const Chunk& c, const acc_t* a, const a
   }
 }
 
-// Whether fusion_gemm_cpu.h's fp32 kernels serve weights of this dtype: fp32, and fp16 through
-// fp32 copies of W (and dY) with the tile rounded to fp16 (MKL has no fast fp16 GEMM on this
-// CPU). bf16 and fp64 go to ATen's GEMM, as do builds without AVX-512.
-bool own_gemm_for(at::ScalarType weight) {
-#if defined(MIBCORE_HAVE_FUSION_GEMM)
-  return weight == at::kFloat || weight == at::kHalf;
-#else
-  (void)weight;
-  return false;
-#endif
-}
+// How one call's GEMMs run: by fusion_gemm_cpu.h's fp32 kernels (`own`) for fp32 weights, and
+// for fp16 ones on an fp32 copy of W (and of dY) with each tile rounded to fp16 (MKL has no
+// fast fp16 GEMM on this CPU); by ATen's GEMM on the weight for bf16 and fp64, and in builds
+// without AVX-512.
+struct GemmPlan {
+  bool own, round_to_half;
+  at::Tensor W;  // what the GEMMs read
+};
 
-// The tensor the kernels read: x itself, or its fp32 copy for fp16 (exact).
-at::Tensor gemm_operand(const at::Tensor& x, bool own_gemm) {
-  return own_gemm && x.scalar_type() == at::kHalf ? x.to(at::kFloat) : x;
+GemmPlan plan_gemm(const at::Tensor& W) {
+  bool own = false;
+#if defined(MIBCORE_HAVE_FUSION_GEMM)
+  own = W.scalar_type() == at::kFloat || W.scalar_type() == at::kHalf;
+#endif
+  const bool half = own && W.scalar_type() == at::kHalf;
+  return {own, half, half ? W.to(at::kFloat) : W};
 }
 
 // Y += Z W[:, chunk]^T by fusion_gemm_cpu.h's kernels; false (nothing done) where they do not
@@ -203,10 +204,8 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
   std::vector<at::Tensor> partial(threads);
   for (auto& p : partial) p = at::zeros({s.B, s.out}, weight.options().dtype(acc_type));
   // The tile is transposed and contracted by fusion_gemm_cpu.h's kernels where they serve the
-  // dtype (own_gemm_for); otherwise by ATen's GEMM (bfloat16 in that dtype: autocast's choice).
-  const bool own_gemm = own_gemm_for(W.scalar_type());
-  const bool round_to_half = own_gemm && W.scalar_type() == at::kHalf;
-  const at::Tensor W_gemm = gemm_operand(W, own_gemm);
+  // dtype (plan_gemm); otherwise by ATen's GEMM (bfloat16 in that dtype: autocast's choice).
+  const GemmPlan gemm = plan_gemm(W);
   AT_DISPATCH_FLOATING_TYPES(acc_type, "tensor_fusion_cpu", [&] {
     using acc_t = scalar_t;
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
@@ -216,15 +215,15 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
       const int64_t rows_padded = round_up(s.B, kTransposeBlock);
       const int64_t ldz = round_up(max_width, kTransposeBlock);
       std::vector<acc_t> z_buf(static_cast<size_t>(rows_padded * ldz));
-      std::vector<acc_t> zt_buf(own_gemm ? z_buf.size() : 0);
+      std::vector<acc_t> zt_buf(gemm.own ? z_buf.size() : 0);
       std::vector<float> mask(z_buf.size());
       std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(max_width)));
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(), ldz,
                           mask.data(), scratch.data());
-        if (own_gemm &&
-            accumulate_tile_own_gemm(s, c, z_buf.data(), ldz, rows_padded, zt_buf.data(), W_gemm, round_to_half, Y)) {
+        if (gemm.own && accumulate_tile_own_gemm(s, c, z_buf.data(), ldz, rows_padded, zt_buf.data(), gemm.W,
+                                                 gemm.round_to_half, Y)) {
           continue;
         }
         const at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, {ldz, 1}, A.options());
@@ -255,12 +254,10 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
   // Detached: the ATen calls below are arithmetic, not part of a graph; in the worker threads
   // grad mode is on, and out= GEMMs refuse inputs that require grad.
   const at::Tensor W = weight.detach().contiguous();
-  const bool own_gemm = own_gemm_for(W.scalar_type());  // as in the forward
-  const bool round_to_half = own_gemm && W.scalar_type() == at::kHalf;
-  const at::Tensor W_gemm = gemm_operand(W, own_gemm);
-  const at::Tensor dY = gemm_operand(grad_y.detach().to(W.scalar_type()), own_gemm).contiguous();
+  const GemmPlan gemm = plan_gemm(W);  // as in the forward; dY in the dtype of gemm.W
+  const at::Tensor dY = grad_y.detach().to(W.scalar_type()).to(gemm.W.scalar_type()).contiguous();
   const at::Tensor dYt = dY.t().contiguous();
-  at::Tensor grad_weight = at::empty_like(W_gemm);
+  at::Tensor grad_weight = at::empty_like(gemm.W);
   const auto chunks = make_chunks(s);
   const int64_t max_width = chunks.front().width;  // the first chunk is the widest
   const int threads = at::get_num_threads();
@@ -284,7 +281,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
       std::vector<acc_t> z_buf(static_cast<size_t>(s.B * max_width));
       std::vector<float> mask(static_cast<size_t>(s.B * max_width));
       std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(max_width)));
-      const at::Tensor dz_buf = at::empty({s.B * max_width}, W_gemm.options());
+      const at::Tensor dz_buf = at::empty({s.B * max_width}, gemm.W.options());
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         at::Tensor Z = at::from_blob(z_buf.data(), {s.B, c.width}, acc_options);
@@ -292,9 +289,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
         // dW[:, chunk] = dY^T Z, written in place (row stride N); each chunk owns its columns.
         // dZ = dY W[:, chunk] (into a buffer reused across chunks), times the dropout scale,
         // contracted into dA, dV, dT.
-        at::Tensor dZ_tile = at::from_blob(dz_buf.data_ptr(), {s.B, c.width}, W_gemm.options());
-        if (!own_gemm ||
-            !backward_tile_own_gemm(s, c, z_buf.data(), dY, dYt, W_gemm, round_to_half, grad_weight, dZ_tile)) {
+        at::Tensor dZ_tile = at::from_blob(dz_buf.data_ptr(), {s.B, c.width}, gemm.W.options());
+        if (!gemm.own ||
+            !backward_tile_own_gemm(s, c, z_buf.data(), dY, dYt, gemm.W, gemm.round_to_half, grad_weight, dZ_tile)) {
           at::Tensor grad_weight_chunk = grad_weight.narrow(1, c.column, c.width);
           at::mm_out(grad_weight_chunk, dYt, Z.to(W.scalar_type()));
           at::mm_out(dZ_tile, dY, W.narrow(1, c.column, c.width));

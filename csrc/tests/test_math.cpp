@@ -135,10 +135,17 @@ static double ulps(float a, float b) {
   return std::fabs(static_cast<double>(a) - b) / step;
 }
 
-// Applies a vector function lane by lane to `in` (a multiple of 16 values).
-template <typename F>
-static void map16(const float* in, float* out, int n, F f) {
-  for (int i = 0; i < n; i += 16) _mm512_storeu_ps(out + i, f(_mm512_loadu_ps(in + i)));
+// The largest ulp distance between a vector function and its scalar twin over x[0..n) (n a
+// multiple of 16).
+template <typename Vector, typename Scalar>
+static double worst_ulps(const float* x, int n, Vector vector_fn, Scalar scalar_fn) {
+  double worst = 0;
+  for (int i = 0; i < n; i += 16) {
+    float got[16];
+    _mm512_storeu_ps(got, vector_fn(_mm512_loadu_ps(x + i)));
+    for (int l = 0; l < 16; ++l) worst = std::fmax(worst, ulps(got[l], scalar_fn(x[i + l])));
+  }
+  return worst;
 }
 
 // std_terms_ps<P> against std_terms<P> lane by lane: std, log std (forward), d std and
@@ -172,30 +179,27 @@ static void test_avx512_math() {
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   constexpr int kN = 16 * 4096;
-  static float x[kN], got[kN];
+  static float x[kN];
   // exp: the whole finite range, past both ends, subnormal results, NaN.
   for (int i = 0; i < kN - 16; ++i) x[i] = -110.0f + 200.0f * i / (kN - 16);
   const float exp_special[16] = {inf, -inf, nan, 0.0f, -0.0f, 88.7f, 88.73f, -103.9f, -104.0f, -87.4f,
                                  -95.5f, 1e-30f, -1e-30f, 1.0f, -1.0f, 89.0f};
   for (int i = 0; i < 16; ++i) x[kN - 16 + i] = exp_special[i];
-  map16(x, got, kN, [](__m512 v) { return cpu::avx512::exp_ps(v); });
-  double worst = 0;
-  for (int i = 0; i < kN; ++i) worst = std::fmax(worst, ulps(got[i], fast_exp(x[i])));
+  double worst = worst_ulps(x, kN, [](__m512 v) { return cpu::avx512::exp_ps(v); },
+                            [](float v) { return fast_exp(v); });
   CHECK(worst <= 1, "avx512 exp: %g ulp from fast_exp", worst);
   // log: positive normals and subnormals over the whole range, +inf, NaN.
   for (int i = 0; i < kN - 16; ++i) x[i] = std::ldexp(1.0f + (i % 977) / 977.0f, -149 + (i * 277) % 277);
   const float log_special[16] = {inf, nan, 1.0f, 2.0f, 0.5f, 1.4142135f, 1.4142137f, 0.70710677f,
                                  1e-45f, 1.17549435e-38f, 3.4e38f, 1e-40f, 1.0000001f, 0.99999994f, 7.0f, 1e10f};
   for (int i = 0; i < 16; ++i) x[kN - 16 + i] = log_special[i];
-  map16(x, got, kN, [](__m512 v) { return cpu::avx512::log_ps<cpu::avx512::kPositiveOrInf>(v); });
-  worst = 0;
-  for (int i = 0; i < kN; ++i) worst = std::fmax(worst, ulps(got[i], fast_log(x[i])));
+  worst = worst_ulps(x, kN, [](__m512 v) { return cpu::avx512::log_ps<cpu::avx512::kPositiveOrInf>(v); },
+                     [](float v) { return fast_log(v); });
   CHECK(worst <= 1, "avx512 log: %g ulp from fast_log", worst);
   // log1p_unit on [0, 1].
   for (int i = 0; i < kN; ++i) x[i] = static_cast<float>(i) / (kN - 1);
-  map16(x, got, kN, [](__m512 v) { return cpu::avx512::log1p_unit_ps(v); });
-  worst = 0;
-  for (int i = 0; i < kN; ++i) worst = std::fmax(worst, ulps(got[i], log1p_unit(x[i])));
+  worst = worst_ulps(x, kN, [](__m512 v) { return cpu::avx512::log1p_unit_ps(v); },
+                     [](float v) { return log1p_unit(v); });
   CHECK(worst <= 1, "avx512 log1p_unit: %g ulp", worst);
   // std terms of every parameterization across their branches, infinities and NaN (softplus:
   // deep, ordinary and linear; std: zero and negatives too).
