@@ -54,6 +54,15 @@ TORCH_LIBRARY(mibcore, m) {
   m.def(
       "tensor_fusion_backward(Tensor grad_y, Tensor[] inputs, Tensor weight, float dropout, Tensor rng) "
       "-> (Tensor[], Tensor, Tensor)");
+  // Inverted dropout on the Philox contract (philox.h): element j of the row-major flattened
+  // tensor is kept iff uniform(j) <= 1 - p, and kept elements are scaled by 1 / (1 - p).
+  // The backward of dropout is dropout of the gradient with the same rng (mask regenerated).
+  m.def("dropout(Tensor x, float p, Tensor rng) -> Tensor");
+  // x + dropout(h, p): the residual pattern (x and h of one shape).
+  m.def("dropout_add(Tensor x, Tensor h, float p, Tensor rng) -> Tensor");
+  // dropout(relu(x), p); its backward needs only the output: grad_x = grad_y * (y > 0) / (1 - p).
+  m.def("relu_dropout(Tensor x, float p, Tensor rng) -> Tensor");
+  m.def("relu_dropout_backward(Tensor grad_y, Tensor y, float p) -> Tensor");
   // LMF: sum_r w_r prod_m ([1; x_m] @ factors[m][r]) + bias (rank_weights: R values, bias: out values).
   m.def("low_rank_fusion(Tensor[] inputs, Tensor[] factors, Tensor rank_weights, Tensor bias) -> Tensor");
   // (grad_inputs, grad_factors, grad_rank_weights [R], grad_bias [out]).
