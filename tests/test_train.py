@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mibcore.__main__ import main as cli
-from mibcore.train import TrainConfig, regression_metrics, train, train_seeds
+from mibcore.train import TrainConfig, evaluate_checkpoint, regression_metrics, train, train_seeds
 
 TINY = dict(d=10, hidden=32, synthetic_samples=160, seq_len=6, batch_size=16, progress=False)
 
@@ -40,6 +40,19 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     history = json.load(open(os.path.join(part.out, "history.json")))
     assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_dev_best_is_the_best_dev_epoch_not_the_last(tmp_path):
+    # patience=1 stops after the first epoch that does not improve: the last epoch is not the best
+    config = TrainConfig(model="plain", epochs=12, patience=1, lr=3e-2, out=str(tmp_path), **TINY)
+    result, _ = train(config)
+    history = json.load(open(tmp_path / "history.json"))
+    assert result["epochs_run"] == len(history) < config.epochs
+    best = min(history, key=lambda h: h["dev"]["mae"])  # the first of equal scores, as the engine keeps
+    assert best["epoch"] != history[-1]["epoch"]
+    assert result["dev_best"] == best["dev"] and result["best_epoch"] == best["epoch"]
+    # best.pt holds that epoch's weights
+    assert evaluate_checkpoint(str(tmp_path), split="dev")["mae"] == pytest.approx(best["dev"]["mae"], rel=1e-6)
 
 
 def test_bf16_autocast_run(tmp_path):

@@ -184,88 +184,146 @@ def _dev_score(metrics):
     return metrics["mae"] if "mae" in metrics else 1.0 - metrics["mean_f1"]
 
 
+def _process_device(config, world):
+    """This process's device: under DDP on GPUs, the GPU torchrun gave it (LOCAL_RANK)."""
+    device = _device(config)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def _make_optimizer(config, model):
+    """Adam; a text backbone's parameters get their own (smaller) learning rate."""
+    backbone = [p for n, p in model.named_parameters() if n.startswith("text_backbone.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("text_backbone.")]
+    groups = [{"params": rest}] + ([{"params": backbone, "lr": config.backbone_lr}] if backbone else [])
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _resume(config, model, optimizer):
+    """(state, best weights): those of config.out's checkpoint when resuming, else a fresh start.
+
+    Resuming loads the model, the optimizer and the torch RNG state in place, so that the
+    remaining epochs run exactly as in an uninterrupted run."""
+    checkpoint_path = os.path.join(config.out, CHECKPOINT)
+    if not (config.resume and os.path.exists(checkpoint_path)):
+        return {"epoch": 0, "best_score": math.inf, "best_epoch": None, "bad_epochs": 0, "history": []}, None
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"])
+    best_state = torch.load(os.path.join(config.out, BEST), map_location="cpu", weights_only=True)["model"]
+    return ckpt["state"], best_state
+
+
+def _epoch_batches(config, n_samples, epoch, rank, world):
+    """This process's index batches for one epoch.
+
+    The shuffle comes from a generator seeded by (seed, epoch), not from the global RNG, so a
+    resumed run shuffles as an uninterrupted one; under DDP each process takes its slice of
+    every global batch."""
+    generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+    order = torch.randperm(n_samples, generator=generator)
+    batches = [order[i : i + config.batch_size] for i in range(0, n_samples, config.batch_size)]
+    if world == 1:
+        return batches
+    per_rank = max(config.batch_size // world, 1)
+    return [batch[rank * per_rank : (rank + 1) * per_rank] for batch in batches]
+
+
+def _with_progress(batches, config, epoch, rank):
+    """The batches behind a tqdm bar: on rank 0 only, when asked for, and shown on a terminal only."""
+    if not (config.progress and rank == 0):
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not sys.stderr.isatty())
+
+
+def _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device):
+    """One optimizer step per batch; returns the mean training loss over this process's samples."""
+    model.train()
+    total, count = 0.0, 0
+    for batch in batches:
+        text, audio, visual, label = (t.to(device) for t in train_ds[batch])
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(config, device):
+            out = ddp_model(text, audio, visual)  # through DDP, which all-reduces the gradients
+            loss = model.loss(out, label)
+        scaler.scale(loss.float()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.detach()) * len(batch)
+        count += len(batch)
+    return total / max(count, 1)
+
+
+def _record_epoch(state, epoch, train_loss, dev):
+    """Adds an epoch to state: its history entry, the best dev epoch and the early-stopping count.
+    Returns whether its dev score is a new best."""
+    score = _dev_score(dev)
+    improved = score < state["best_score"]  # strict: on a tie the earlier epoch stays the best
+    if improved:
+        state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
+    else:
+        state["bad_epochs"] += 1
+    state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "dev": dev})
+    state["epoch"] = epoch + 1
+    return improved
+
+
+def _save_checkpoint(config, model, optimizer, state, new_best):
+    """Writes best.pt (new_best: the weights of a new best epoch, else None), then checkpoint.pt.
+
+    Each file is written atomically, and best.pt first: an interruption between the two leaves
+    the previous checkpoint.pt, and the resumed run redoes that epoch identically."""
+    if new_best is not None:
+        _atomic_save({"model": new_best, "config": dataclasses.asdict(config)}, os.path.join(config.out, BEST))
+    _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                  "rng": torch.get_rng_state()}, os.path.join(config.out, CHECKPOINT))
+
+
+def _result(config, state, test):
+    """train()'s summary; dev_best is the dev metrics of best_epoch, the epoch kept in best.pt."""
+    best_epoch = state.get("best_epoch")  # .get: checkpoints from before it was recorded lack it
+    dev_best = state["history"][best_epoch - 1]["dev"] if best_epoch else {}  # history[i]: epoch i + 1
+    return {"test": test, "dev_best": dev_best, "best_epoch": best_epoch, "epochs_run": state["epoch"],
+            "config": dataclasses.asdict(config)}
+
+
 def train(config: TrainConfig, data=None):
     """Trains one seed; writes checkpoint.pt, best.pt, history.json and metrics.json to config.out."""
     config.validate()
     rank, world = _distributed()
-    device = _device(config)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    device = _process_device(config, world)
     _seed_everything(config.seed)
     if data is None:
         data = _load_data(config)
     model = build_model(config, data).to(device)
-    backbone = [p for n, p in model.named_parameters() if n.startswith("text_backbone.")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("text_backbone.")]
-    groups = [{"params": rest}] + ([{"params": backbone, "lr": config.backbone_lr}] if backbone else [])
-    optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _make_optimizer(config, model)
     train_mean = _train_label_mean(data)
-    state = {"epoch": 0, "best_score": math.inf, "bad_epochs": 0, "history": []}
-    best_state = None
     os.makedirs(config.out, exist_ok=True)
-    checkpoint_path = os.path.join(config.out, CHECKPOINT)
-    if config.resume and os.path.exists(checkpoint_path):
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-        torch.set_rng_state(ckpt["rng"])
-        best_state = torch.load(os.path.join(config.out, BEST), map_location="cpu", weights_only=True)["model"]
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+    state, best_state = _resume(config, model, optimizer)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     train_ds = MultimodalDataset(data["train"], token_ids=bool(config.text_backbone))
-    per_rank = max(config.batch_size // world, 1)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    progress = None
-    if config.progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        progress = tqdm
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
-        model.train()
-        order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
-        batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-        iterator = progress(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                            disable=not sys.stderr.isatty()) if progress else batches
-        total, count = 0.0, 0
-        for batch in iterator:
-            mine = batch[rank * per_rank : (rank + 1) * per_rank] if world > 1 else batch
-            text, audio, visual, label = (t.to(device) for t in train_ds[mine])
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(config, device):
-                out = ddp_model(text, audio, visual)
-                loss = model.loss(out, label)
-            scaler.scale(loss.float()).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(mine)
-            count += len(mine)
+        batches = _with_progress(_epoch_batches(config, len(train_ds), epoch, rank, world), config, epoch, rank)
+        train_loss = _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device)
         dev = evaluate(model, data["dev"], device, config, train_mean)
-        score = _dev_score(dev)
-        improved = score < state["best_score"]
+        improved = _record_epoch(state, epoch, train_loss, dev)
         if improved:
-            state["best_score"], state["bad_epochs"] = score, 0
             best_state = copy.deepcopy(model.state_dict())
-        else:
-            state["bad_epochs"] += 1
-        state["history"].append({"epoch": epoch + 1, "train_loss": total / max(count, 1), "dev": dev})
-        state["epoch"] = epoch + 1
         if rank == 0:
-            if improved:
-                _atomic_save({"model": best_state, "config": dataclasses.asdict(config)}, os.path.join(config.out, BEST))
-            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                          "rng": torch.get_rng_state()}, checkpoint_path)
+            _save_checkpoint(config, model, optimizer, state, best_state if improved else None)
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state)  # the test metrics are those of the best dev epoch
     test = evaluate(model, data["test"], device, config, train_mean)
-    result = {"test": test, "dev_best": state["history"][-1]["dev"] if state["history"] else {},
-              "epochs_run": state["epoch"], "config": dataclasses.asdict(config)}
     if rank == 0:
         _atomic_json(test, os.path.join(config.out, "metrics.json"))
         _atomic_json(state["history"], os.path.join(config.out, "history.json"))
-    return result, model
+    return _result(config, state, test), model
 
 
 def train_seeds(config: TrainConfig, seeds):
