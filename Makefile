@@ -37,12 +37,15 @@ run: build
 bench: build
 	$(BIN)/python -m benchmarks --out bench-results
 
-# nvcc compile check of csrc/cuda for sm_80 and sm_90 (skipped where nvcc is missing).
+# nvcc compile check of csrc/cuda for sm_80 and sm_90 (skipped where nvcc is missing, unless
+# MIBCORE_REQUIRE_CUDA_CHECKS=1, as .ci/run sets: then a missing nvcc fails).
 cuda-check:
 	@if command -v nvcc >/dev/null 2>&1; then \
 		cmake -S . -B build-cmake -DCMAKE_BUILD_TYPE=Release >/dev/null && \
 		cmake --build build-cmake -j 2 --target mibcore_cuda_check && \
 		echo "nvcc compile check of csrc/cuda: OK"; \
+	elif [ "$${MIBCORE_REQUIRE_CUDA_CHECKS:-0}" = 1 ]; then \
+		echo "nvcc not found but MIBCORE_REQUIRE_CUDA_CHECKS=1: the CUDA compile check FAILED"; exit 1; \
 	else echo "nvcc not found: CUDA compile check skipped"; fi
 
 # The extension with its CUDA sources, built against a CUDA build of torch (no GPU needed).

@@ -44,7 +44,11 @@ def _extension():
     arch = os.environ.get("MIBCORE_CPU_ARCH", "native")
     # -fno-trapping-math lets g++ inline floorf and if-convert the branch-free math in
     # csrc/include, which is what makes the `omp simd` loops vectorize (10x here).
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++20", f"-march={arch}", "-fno-math-errno", "-fno-trapping-math"]
+    # -Wno-maybe-uninitialized: g++ 12's AVX-512 intrinsics pass _mm512_undefined_*() as their
+    # unused merge source, which the warning reports at every inlined call (GCC bug 105593);
+    # a build flag rather than a pragma in a header, which would leak into every includer.
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++20", f"-march={arch}", "-fno-math-errno", "-fno-trapping-math",
+                 "-Wno-maybe-uninitialized"]
     sources = ["csrc/ops.cpp", "csrc/autograd.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     if _want_cuda():

@@ -1,10 +1,14 @@
 // Schemas of the mibcore operators (extension-cpp style). The CPU kernels register in
-// csrc/cpu, the CUDA kernels in csrc/cuda; fake tensors and autograd are registered
-// from Python (mibcore/ops). Importing this library needs torch to be imported first.
+// csrc/cpu, the CUDA kernels in csrc/cuda, the autograd of every C++ operator in
+// csrc/autograd.cpp; fake tensors are registered from Python (mibcore/ops). Importing this
+// library needs torch to be imported first.
 #include <Python.h>
 #include <torch/library.h>
 
 #include <string>
+
+#include "mibcore/host.h"
+#include "mibcore/math.h"
 
 extern "C" {
 // A minimal module so that `import mibcore._C` loads the shared library (and runs the
@@ -34,19 +38,33 @@ std::string build_info() {
   return info;
 }
 
+// The constants that Python, C++ and Triton share, as C++ sees them ("key=value;..."), for
+// tests/test_constants.py to compare with mibcore/constants.py.
+std::string constants() {
+  std::string out = "parameterization.softplus=" + std::to_string(kSoftplus) +
+                    ";parameterization.logvar=" + std::to_string(kLogVar) +
+                    ";parameterization.std=" + std::to_string(kStd) +
+                    ";softplus_threshold=" + std::to_string(kSoftplusThreshold);
+  for (auto t : {at::kHalf, at::kBFloat16, at::kFloat, at::kDouble}) {
+    out += std::string(";accumulation.") + c10::toString(t) + "=" + c10::toString(accumulation_dtype(t));
+  }
+  return out;
+}
+
 TORCH_LIBRARY(mibcore, m) {
   m.def("build_info() -> str", &build_info);
-  // z = mu + std(scale) * eps (or mu when sample is false) and the KL, float32 (float64
-  // for float64 inputs), reduced by `reduction` (0 none: per-row sums of shape mu.shape[:-1],
-  // 1 sum, 2 mean, 3 batchmean). rng = (seed, offset), see philox.h. Autograd: autograd.cpp.
+  m.def("constants() -> str", &constants);
+  // z = mu + std(scale) * eps (or mu when sample is false) and the KL of each row (summed
+  // over the last dim: shape mu.shape[:-1]), float32 (float64 for float64 inputs). The
+  // functional API reduces the rows. rng = (seed, offset), see philox.h.
   m.def(
       "reparameterize_kl(Tensor mu, Tensor scale, Tensor rng, int parameterization, float shift, "
-      "bool sample, int reduction) -> (Tensor, Tensor)");
-  // Gradients of mu and scale given the gradients of z and of the reduced KL;
+      "bool sample) -> (Tensor, Tensor)");
+  // Gradients of mu and scale given the gradients of z and of the row KLs;
   // eps is regenerated from rng, never stored.
   m.def(
       "reparameterize_kl_backward(Tensor? grad_z, Tensor? grad_kl, Tensor mu, Tensor scale, "
-      "Tensor rng, int parameterization, float shift, bool sample, int reduction) -> (Tensor, Tensor)");
+      "Tensor rng, int parameterization, float shift, bool sample) -> (Tensor, Tensor)");
   // linear(dropout(flatten(outer([1; x_1], [1; x_2], ...))), weight, bias) without ever forming
   // the outer product; dropout's keep-decisions come from rng (see philox.h).
   m.def("tensor_fusion(Tensor[] inputs, Tensor weight, Tensor? bias, float dropout, Tensor rng) -> Tensor");

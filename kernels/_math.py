@@ -7,10 +7,12 @@ as the C++ float64 path uses the C library.
 import triton
 import triton.language as tl
 
-SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
-SOFTPLUS = tl.constexpr(0)
-LOGVAR = tl.constexpr(1)
-STD = tl.constexpr(2)
+from mibcore import constants
+
+SOFTPLUS_THRESHOLD = tl.constexpr(constants.SOFTPLUS_THRESHOLD)
+SOFTPLUS = tl.constexpr(constants.PARAMETERIZATION_IDS["softplus"])
+LOGVAR = tl.constexpr(constants.PARAMETERIZATION_IDS["logvar"])
+STD = tl.constexpr(constants.PARAMETERIZATION_IDS["std"])
 
 
 @triton.jit

@@ -12,7 +12,7 @@ import triton.language as tl
 
 from mibcore.kernels._launch import device_context
 from mibcore.kernels._math import normal_at, std_terms
-from mibcore.reference.reparameterize_kl import compute_dtype as _kl_dtype
+from mibcore.constants import accumulation_dtype
 
 _MAX_BLOCK_C = 2048
 _BLOCK_ELEMENTS = 4096
@@ -82,7 +82,7 @@ def _launch_shape(rows, cols):
 def forward(mu, scale, rng, parameterization, shift, sample):
     mu, scale = mu.contiguous(), scale.contiguous()
     z = torch.empty_like(mu)
-    kl = torch.empty(mu.shape[:-1], dtype=_kl_dtype(mu.dtype), device=mu.device)
+    kl = torch.empty(mu.shape[:-1], dtype=accumulation_dtype(mu.dtype), device=mu.device)
     rows, cols = math.prod(mu.shape[:-1]), mu.shape[-1]
     if rows == 0:
         return z, kl
@@ -100,7 +100,7 @@ def forward(mu, scale, rng, parameterization, shift, sample):
 
 def backward(grad_z, grad_kl, mu, scale, rng, parameterization, shift, sample):
     mu, scale = mu.contiguous(), scale.contiguous()
-    kl_dtype = _kl_dtype(mu.dtype)
+    kl_dtype = accumulation_dtype(mu.dtype)
     grad_z = torch.zeros_like(mu) if grad_z is None else grad_z.to(mu.dtype).expand(mu.shape).contiguous()
     if grad_kl is None:
         grad_kl = torch.zeros(mu.shape[:-1], dtype=kl_dtype, device=mu.device)

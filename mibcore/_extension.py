@@ -5,6 +5,7 @@ pure-PyTorch `reference` backend, and one warning says why the fused CPU/CUDA ba
 are off.
 """
 import functools
+import os
 import warnings
 
 import torch  # noqa: F401  (libtorch must be loaded before the extension)
@@ -12,7 +13,12 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 
 @functools.lru_cache(maxsize=None)
 def load():
-    """Returns the build-info dict of mibcore._C, or None when it cannot be loaded."""
+    """Returns the build-info dict of mibcore._C, or None when it cannot be loaded (or is
+    hidden with MIBCORE_DISABLE_EXTENSION=1, which tests use to check what happens without it)."""
+    if os.environ.get("MIBCORE_DISABLE_EXTENSION") == "1":
+        warnings.warn("mibcore: the C++ extension is disabled by MIBCORE_DISABLE_EXTENSION=1; only the "
+                      "'reference' (and, with a GPU, 'triton') backends are available.", RuntimeWarning, stacklevel=2)
+        return None
     try:
         from mibcore import _C  # noqa: F401  (registers the torch.ops.mibcore operators)
     except ImportError as error:

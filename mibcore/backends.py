@@ -18,10 +18,12 @@ import functools
 import importlib.util
 import os
 import threading
+from typing import Callable
 
 import torch
 
 from mibcore import _extension
+from mibcore.ops import OPERATORS
 
 NAMES = ("reference", "cpu", "triton", "cuda", "auto")
 
@@ -35,43 +37,55 @@ def _triton_installed():
     return importlib.util.find_spec("triton") is not None
 
 
+def _device_present(device_type):
+    return device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_available())
+
+
 class BackendError(ValueError):
     """A backend was asked for that does not exist or cannot serve the given tensors."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Backend:
+    """A backend: what it needs to run on this machine (`ready`). Which operators it implements
+    and on which devices comes from the operator modules' IMPLEMENTATIONS (mibcore.ops)."""
+
     name: str
-    ops: frozenset  # operator names it implements
     description: str
+    ready: Callable[[], bool]
+
+    @property
+    def ops(self):
+        """Names of the operators it implements (the reference implements every one)."""
+        if self.name == "reference":
+            return frozenset(OPERATORS)
+        return frozenset(op for op, implementations in OPERATORS.items() if self.name in implementations)
+
+    def serves(self, op, device_type):
+        """Whether it can run operator `op` on `device_type` tensors on this machine now."""
+        if not (self.ready() and _device_present(device_type)):
+            return False
+        return self.name == "reference" or (
+            self.name in OPERATORS[op] and device_type in OPERATORS[op][self.name].devices
+        )
 
     def devices(self):
-        """Device types this backend serves on this machine right now."""
-        if self.name == "reference":
-            return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
-        if self.name == "cpu":
-            return ("cpu",) if _extension.available() else ()
-        if self.name == "cuda":
-            ok = _extension.has_cuda_kernels() and torch.cuda.is_available()
-            return ("cuda",) if ok else ()
-        if self.name == "triton":
-            if not _triton_installed():
-                return ()
-            if os.environ.get("TRITON_INTERPRET") == "1":
-                return ("cpu",)
-            return ("cuda",) if torch.cuda.is_available() else ()
-        return ()
+        """Device types it serves (for at least one operator) on this machine right now."""
+        return tuple(d for d in ("cpu", "cuda") if any(self.serves(op, d) for op in OPERATORS))
 
-
-_FUSED = frozenset({"reparameterize_kl"})
-_ALL = _FUSED | {"tensor_fusion", "low_rank_fusion"}
 
 BACKENDS = {
-    "reference": Backend("reference", _ALL, "pure PyTorch, the paper's formulas; the test oracle"),
-    "cpu": Backend("cpu", _ALL, "C++ extension mibcore._C (OpenMP + SIMD)"),
-    "triton": Backend("triton", _ALL, "Triton kernels (GPU; CPU through TRITON_INTERPRET=1)"),
-    "cuda": Backend("cuda", _FUSED | {"tensor_fusion"}, "CUDA C++ extension mibcore._C"),
+    "reference": Backend("reference", "pure PyTorch, the paper's formulas; the test oracle", lambda: True),
+    "cpu": Backend("cpu", "C++ extension mibcore._C (OpenMP + SIMD)", _extension.available),
+    "triton": Backend("triton", "Triton kernels (GPU; CPU through TRITON_INTERPRET=1)", _triton_installed),
+    "cuda": Backend("cuda", "CUDA C++ extension mibcore._C", _extension.has_cuda_kernels),
 }
+
+
+def implementation(op, backend):
+    """The torch operator that fused backend `backend` runs for `op`."""
+    return OPERATORS[op][backend].operator()
+
 
 _state = threading.local()
 _global_choice = None
@@ -136,8 +150,7 @@ def resolve(op, device):
     choice = current()
     if choice == "auto":
         for name in _AUTO_ORDER.get(device_type, ("reference",)):
-            backend = BACKENDS[name]
-            if op in backend.ops and device_type in backend.devices():
+            if BACKENDS[name].serves(op, device_type):
                 return name
         raise BackendError(f"no backend implements {op} for {device_type} tensors")
     backend = BACKENDS[choice]
@@ -147,8 +160,8 @@ def resolve(op, device):
             f"backend {choice!r} does not implement {op}; it is implemented by: "
             f"{', '.join(implementers)} (select one of those or 'auto')"
         )
-    if device_type not in backend.devices():
-        served = backend.devices()
+    if not backend.serves(op, device_type):
+        served = [d for d in ("cpu", "cuda") if backend.serves(op, d)]
         why = f"it serves {', '.join(served)} tensors" if served else "it is not available on this machine"
         raise BackendError(
             f"backend {choice!r} cannot run {op} on {device_type} tensors: {why}. "

@@ -4,13 +4,10 @@ The backend is chosen here (mibcore.backends), before autograd records anything.
 """
 import torch
 
-from mibcore import _checks, backends, reference
-from mibcore.ops import low_rank_fusion as _low_rank_fusion_op
-from mibcore.ops import reparameterize_kl as _reparameterize_kl_op
-from mibcore.ops import tensor_fusion as _tensor_fusion_op
+from mibcore import _checks, backends, constants, reference
 from mibcore.ops.rng import draw_rng
 
-__all__ = ["reparameterize_kl", "tensor_fusion", "low_rank_fusion"]
+__all__ = ["reparameterize_kl", "tensor_fusion", "low_rank_fusion", "dropout", "dropout_add", "relu_dropout"]
 
 
 @torch.compiler.assume_constant_result
@@ -73,15 +70,10 @@ def reparameterize_kl(
             generator=generator,
         )
     rng = draw_rng(mu.device, generator)
-    return _reparameterize_kl_op.operator(backend)(
-        mu,
-        scale,
-        rng,
-        _reparameterize_kl_op.PARAMETERIZATION_IDS[parameterization],
-        shift,
-        sample,
-        _reparameterize_kl_op.REDUCTION_IDS[reduction],
+    z, kl_rows = backends.implementation(fn, backend)(
+        mu, scale, rng, constants.PARAMETERIZATION_IDS[parameterization], shift, sample
     )
+    return z, reference.reduce_kl(kl_rows, reduction, mu.numel())
 
 
 def _check_fusion_inputs(fn, inputs):
@@ -136,7 +128,7 @@ def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, gene
             list(inputs), weight, bias, dropout=dropout, training=training, generator=generator
         )
     rng = draw_rng(inputs[0].device, generator)
-    return _tensor_fusion_op.operator(backend)(inputs, weight, bias, dropout if training else 0.0, rng)
+    return backends.implementation(fn, backend)(inputs, weight, bias, dropout if training else 0.0, rng)
 
 
 def _autocast_operands(*groups):
@@ -184,4 +176,53 @@ def low_rank_fusion(inputs, factors, rank_weights, bias):
     backend = _backend_for(fn, inputs[0].device)
     if backend == "reference":
         return reference.low_rank_fusion(list(inputs), list(factors), rank_weights, bias)
-    return _low_rank_fusion_op.operator(backend)(inputs, factors, rank_weights, bias)
+    return backends.implementation(fn, backend)(inputs, factors, rank_weights, bias)
+
+
+def _check_dropout_args(fn, x, p, training, generator):
+    _checks.floating(fn, "x", x)
+    p = _checks.probability(fn, "p", p)
+    _checks.flag(fn, "training", training)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{fn}: `generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    return p
+
+
+def dropout(x, p, *, training=True, generator=None):
+    """Inverted dropout: x * keep / (1 - p), the keep decisions from Philox (one (seed, offset)
+    draw per call; element j of the row-major flattened x is kept iff its 24-bit uniform is
+    <= 1 - p). The mask is never stored: the backward regenerates it. Identity when not
+    training or p = 0. Output: contiguous, x's dtype (computed in fp32, fp64 for fp64)."""
+    fn = "dropout"
+    p = _check_dropout_args(fn, x, p, training, generator)
+    if not training or p == 0.0:
+        return x
+    backend = _backend_for(fn, x.device)
+    if backend == "reference":
+        return reference.dropout(x, p, generator=generator)
+    return backends.implementation(fn, backend)(x, p, draw_rng(x.device, generator))
+
+
+def dropout_add(x, h, p, *, training=True, generator=None):
+    """x + dropout(h, p) in one pass (the residual pattern); `h`'s mask as `dropout(h)`'s."""
+    fn = "dropout_add"
+    p = _check_dropout_args(fn, h, p, training, generator)
+    _checks.like(fn, "x", x, "h", h)
+    if not training or p == 0.0:
+        return x + h
+    backend = _backend_for(fn, h.device)
+    if backend == "reference":
+        return reference.dropout_add(x, h, p, generator=generator)
+    return backends.implementation(fn, backend)(x, h, p, draw_rng(h.device, generator))
+
+
+def relu_dropout(x, p, *, training=True, generator=None):
+    """dropout(relu(x), p) in one pass; the backward needs only the output (no mask, no x)."""
+    fn = "relu_dropout"
+    p = _check_dropout_args(fn, x, p, training, generator)
+    if not training or p == 0.0:
+        return torch.relu(x)
+    backend = _backend_for(fn, x.device)
+    if backend == "reference":
+        return reference.relu_dropout(x, p, generator=generator)
+    return backends.implementation(fn, backend)(x, p, draw_rng(x.device, generator))

@@ -8,6 +8,19 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import mibcore  # noqa: E402
+from tests import utils  # noqa: E402
+
+
+def pytest_configure(config):
+    # CI names the backends it requires (MIBCORE_REQUIRE_BACKENDS): a missing one fails the run
+    # instead of silently dropping its tests.
+    missing = [b for b in utils.required_backends() if b not in mibcore.backends.available()]
+    if missing:
+        raise pytest.UsageError(
+            f"MIBCORE_REQUIRE_BACKENDS names backends that are not available here: {', '.join(missing)} "
+            f"(available: {', '.join(mibcore.backends.available())}). Build the extension "
+            "(`make build`) or install triton, or change MIBCORE_REQUIRE_BACKENDS."
+        )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,14 +3,6 @@ import math
 
 import torch
 
-TOLERANCES = {  # (rtol, atol) against a float64 oracle
-    torch.float64: (1e-10, 1e-12),
-    torch.float32: (2e-5, 1e-6),
-    torch.float16: (2e-3, 2e-3),
-    torch.bfloat16: (1.6e-2, 1.6e-2),  # 2 ulp: the Triton interpreter truncates bf16
-}
-
-
 def std_float64(scale, parameterization, shift):
     s = scale.double()
     if parameterization == "softplus":

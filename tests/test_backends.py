@@ -1,4 +1,5 @@
 """Backend selection: use/set/env/auto, and clear errors instead of silent fallbacks."""
+import os
 import re
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import torch
 import mibcore
 from mibcore import backends
 from mibcore import functional as MF
+from mibcore.ops import OPERATORS
 
 
 def test_reference_always_available():
@@ -18,7 +20,7 @@ def test_reference_always_available():
 
 def test_auto_prefers_the_compiled_cpu_backend():
     expected = "cpu" if "cpu" in backends.available("cpu") else "reference"
-    for op in ("reparameterize_kl", "tensor_fusion", "low_rank_fusion"):
+    for op in OPERATORS:
         assert backends.resolve(op, "cpu") == expected
 
 
@@ -55,10 +57,30 @@ def test_backend_that_cannot_serve_the_device_is_an_error():
 
 
 def test_backend_without_the_operator_is_an_error_not_a_fallback(monkeypatch):
-    limited = backends.Backend("cpu", frozenset({"reparameterize_kl"}), "test double")
-    monkeypatch.setitem(backends.BACKENDS, "cpu", limited)
+    # Removing the one declaration (ops/tensor_fusion.py IMPLEMENTATIONS) is all it takes.
+    without_cpu = {k: v for k, v in OPERATORS["tensor_fusion"].items() if k != "cpu"}
+    monkeypatch.setitem(OPERATORS, "tensor_fusion", without_cpu)
+    assert "tensor_fusion" not in backends.BACKENDS["cpu"].ops
     with backends.use("cpu"), pytest.raises(backends.BackendError, match="does not implement tensor_fusion"):
         MF.tensor_fusion([torch.zeros(2, 3), torch.zeros(2, 3)], torch.zeros(1, 16))
+
+
+def test_the_registry_is_derived_from_the_operator_modules():
+    for op, implementations in OPERATORS.items():
+        assert op in backends.BACKENDS["reference"].ops
+        for name, implementation in implementations.items():
+            assert op in backends.BACKENDS[name].ops
+            assert implementation.op.startswith("mibcore::")
+    assert "low_rank_fusion" not in backends.BACKENDS["cuda"].ops  # no CUDA kernel declared
+
+
+@pytest.mark.skipif("cpu" not in backends.available("cpu"), reason="needs the cpu backend")
+def test_every_declared_cpp_operator_has_a_kernel_and_autograd():
+    for op, implementations in OPERATORS.items():
+        if "cpu" in implementations:
+            name = implementations["cpu"].op
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"), name
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd"), name
 
 
 @pytest.mark.gpu
@@ -75,3 +97,19 @@ def test_info_command():
     assert f"torch {torch.__version__}" in out
     assert re.search(r"^  cpu: .*reference$", out, re.M)
     assert "extension mibcore._C:" in out
+
+
+def test_a_required_backend_that_is_missing_fails_the_run(tmp_path):
+    # What .ci/run relies on: with the extension hidden, requiring the cpu backend fails the
+    # test run at once instead of running a suite shrunk to the reference backend.
+    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    env = {**os.environ, "MIBCORE_DISABLE_EXTENSION": "1", "MIBCORE_REQUIRE_BACKENDS": "cpu,triton"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", root,
+         "-c", os.path.join(root, "pyproject.toml"), "--confcutdir", root, str(tmp_path / "test_nothing.py"),
+         "-p", "tests.conftest"],
+        capture_output=True, text=True, cwd=root, env=env, timeout=300,
+    )
+    assert out.returncode != 0
+    assert "MIBCORE_REQUIRE_BACKENDS names backends that are not available here: cpu" in out.stdout + out.stderr

@@ -12,8 +12,7 @@ pytestmark = pytest.mark.gpu
 def gpu_backends(op):
     if not torch.cuda.is_available():
         return []
-    return [b for b in ("cuda", "triton") if b in mibcore.backends.available("cuda")
-            and op in mibcore.backends.BACKENDS[b].ops]
+    return [b for b in ("cuda", "triton") if mibcore.backends.BACKENDS[b].serves(op, "cuda")]
 
 
 @pytest.mark.parametrize("backend", gpu_backends("tensor_fusion") or ["none"])
@@ -33,11 +32,9 @@ def test_tensor_fusion_gpu_matches_cpu_including_dropout(backend, dtype, tol):
                              dropout=0.0, generator=g)
     y_ref = mibcore.reference.tensor_fusion(inputs, weight, bias)
     torch.testing.assert_close(y.float().cpu(), y_ref, rtol=tol, atol=tol)
-    from mibcore.ops import tensor_fusion as op
-
     rng = torch.tensor([11, 12])
-    y_cpu = op.operator("cpu")(inputs, weight, bias, 0.5, rng)
-    y_gpu = op.operator(backend)([x.cuda() for x in inputs], weight.cuda(), bias.cuda(), 0.5, rng.cuda())
+    y_cpu = mibcore.backends.implementation("tensor_fusion", "cpu")(inputs, weight, bias, 0.5, rng)
+    y_gpu = mibcore.backends.implementation("tensor_fusion", backend)([x.cuda() for x in inputs], weight.cuda(), bias.cuda(), 0.5, rng.cuda())
     torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-3, atol=1e-3)
 
 

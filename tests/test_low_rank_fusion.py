@@ -4,11 +4,11 @@ import torch
 
 import mibcore
 from mibcore import functional as MF
+from tests import utils
 
-FUSED = [b for b in ("cpu", "triton") if b in mibcore.backends.available("cpu")]
+FUSED = utils.backends("low_rank_fusion", fused=True)
 # The Triton kernels compute in fp32 (tl.dot); the CPU kernel in the inputs' precision.
 TOL = {"cpu": 1e-9, "triton": 2e-4}
-pytestmark = pytest.mark.skipif(not FUSED, reason="no fused low_rank_fusion backend built")
 
 
 def make(batch, dims, out, rank, dtype=torch.float64, flat=False):

@@ -10,13 +10,13 @@ import mibcore
 from mibcore import functional as MF
 from mibcore.ops.rng import draw_rng
 from mibcore.reference import philox
-from tests import oracle
+from tests import oracle, utils
+from tests.utils import DTYPES
 
-BACKENDS = [b for b in ("reference", "cpu", "triton") if b in mibcore.backends.available("cpu")]
-FUSED = [b for b in BACKENDS if b != "reference"]
-PARAMS = ("softplus", "logvar", "std")
+BACKENDS = utils.backends("reparameterize_kl")
+FUSED = utils.backends("reparameterize_kl", fused=True)
+PARAMS = mibcore.constants.PARAMETERIZATIONS
 SHAPES = [(1, 1), (3, 7), (33, 257), (2, 3, 5), (7,)]
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
 def make_inputs(shape, parameterization, dtype=torch.float32, requires_grad=False):
@@ -42,9 +42,7 @@ def run(backend, mu, scale, seed=7, **kwargs):
         return MF.reparameterize_kl(mu, scale, generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
-def assert_close(actual, expected, dtype, scale_tol=1.0):
-    rtol, atol = oracle.TOLERANCES[dtype]
-    torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol * scale_tol, atol=atol * scale_tol)
+assert_close = utils.assert_close
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -295,19 +293,14 @@ def test_gradcheck_float64(backend, parameterization, sample):
 
 @pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
-@pytest.mark.parametrize("reduction", ("none", "mean", "batchmean"))
-def test_opcheck(backend, dtype, reduction):
-    from mibcore.ops import reparameterize_kl as op
-
+def test_opcheck(backend, dtype):
+    forward = mibcore.backends.implementation("reparameterize_kl", backend)
+    backward = getattr(torch.ops.mibcore, forward._schema.name.split("::")[1] + "_backward").default
     mu, scale = make_inputs((4, 9), "softplus", dtype, requires_grad=True)
     rng = torch.tensor([123, 456])
-    reduction_id = op.REDUCTION_IDS[reduction]
-    torch.library.opcheck(op.operator(backend), (mu, scale, rng, 0, -5.0, True, reduction_id))
-    kl_shape = (4,) if reduction == "none" else ()
-    grads = (torch.randn_like(mu.detach()), torch.randn(kl_shape, dtype=op.kl_dtype(dtype)))
-    torch.library.opcheck(
-        op.backward_operator(backend), (*grads, mu.detach(), scale.detach(), rng, 1, 0.0, True, reduction_id)
-    )
+    torch.library.opcheck(forward, (mu, scale, rng, 0, -5.0, True))
+    grads = (torch.randn_like(mu.detach()), torch.randn(4, dtype=mibcore.constants.accumulation_dtype(dtype)))
+    torch.library.opcheck(backward, (*grads, mu.detach(), scale.detach(), rng, 1, 0.0, True))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -331,10 +324,13 @@ def test_torch_compile_fullgraph(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_autocast_follows_input_dtype(backend):
-    mu, scale = make_inputs((4, 8), "softplus", torch.bfloat16)
+    # fp32 inputs under bf16 autocast: an operator that followed autocast would return bf16.
+    mu, scale = make_inputs((4, 8), "softplus", torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        z, kl = run(backend, mu, scale)
-    assert z.dtype == torch.bfloat16 and kl.dtype == torch.float32
+        z, kl = run(backend, mu, scale, reduction="none")
+    assert z.dtype == torch.float32 and kl.dtype == torch.float32
+    z_ref, kl_ref = run(backend, mu, scale, reduction="none")
+    assert torch.equal(z, z_ref) and torch.equal(kl, kl_ref)
 
 
 # ---------------------------------------------------------------- bad input
@@ -371,8 +367,7 @@ def test_cuda_backends_match_cpu_samples():
     for backend in ("cuda", "triton"):
         if backend not in mibcore.backends.available("cuda"):
             continue
-        from mibcore.ops import reparameterize_kl as op
-
-        z, kl = op.operator(backend)(mu.cuda(), scale.cuda(), rng_cpu.cuda(), 0, -5.0, True, 0)
+        op = mibcore.backends.implementation("reparameterize_kl", backend)
+        z, kl = op(mu.cuda(), scale.cuda(), rng_cpu.cuda(), 0, -5.0, True)
         torch.testing.assert_close(z.cpu(), z_cpu, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(kl.cpu(), kl_cpu, rtol=1e-5, atol=1e-5)

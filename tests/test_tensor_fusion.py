@@ -8,9 +8,11 @@ import mibcore
 from mibcore import functional as MF
 from mibcore.ops.rng import draw_rng
 from mibcore.reference import philox
+from tests import utils
 
-FUSED = [b for b in ("cpu",) if b in mibcore.backends.available("cpu")]
-pytestmark = pytest.mark.skipif(not FUSED, reason="no fused tensor_fusion backend built")
+# The Triton backend (interpreted here, slow) has its own small-shape tests below.
+FUSED = [b for b in utils.backends("tensor_fusion", fused=True) if b != "triton"]
+TRITON = "triton" in utils.backends("tensor_fusion")
 
 
 def make(batch, dims, out, dtype=torch.float64, bias=True):
@@ -191,7 +193,6 @@ def test_empty_shapes(backend, dtype, batch, out):
 
 
 # ---------------------------------------------------------------- Triton (interpreter on CPU)
-TRITON = "triton" in mibcore.backends.available("cpu")
 
 
 @pytest.mark.skipif(not TRITON, reason="triton not available")

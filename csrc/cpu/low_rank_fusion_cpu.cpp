@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "mibcore/host.h"
 #include "vec_cpu.h"
 
 namespace mibcore {
@@ -51,8 +52,6 @@ LmfShape check_lmf_args(at::TensorList inputs, at::TensorList factors, const at:
   TORCH_CHECK(rank_weights.numel() == s.R, "low_rank_fusion: rank_weights must hold rank values");
   return s;
 }
-
-at::ScalarType lmf_acc(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 int64_t rows_per_task(const LmfShape& s) {
   int64_t macs_per_row = 0;
@@ -344,7 +343,7 @@ at::Tensor low_rank_fusion_cpu(at::TensorList inputs, at::TensorList factors, co
                                const at::Tensor& bias) {
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
   TORCH_CHECK(bias.numel() == s.out, "low_rank_fusion: bias must hold out values");
-  const auto acc = lmf_acc(factors[0].scalar_type());
+  const auto acc = accumulation_dtype(factors[0].scalar_type());
   const int64_t op = padded(s.out);
   const auto x = as_contiguous(inputs, acc);
   const at::Tensor w = rank_weights.reshape({-1}).to(acc).contiguous();
@@ -361,7 +360,7 @@ at::Tensor low_rank_fusion_cpu(at::TensorList inputs, at::TensorList factors, co
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Tensor> low_rank_fusion_backward_cpu(
     const at::Tensor& grad_y, at::TensorList inputs, at::TensorList factors, const at::Tensor& rank_weights) {
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
-  const auto acc = lmf_acc(factors[0].scalar_type());
+  const auto acc = accumulation_dtype(factors[0].scalar_type());
   const int64_t op = padded(s.out);
   const auto x = as_contiguous(inputs, acc);
   const at::Tensor w = rank_weights.reshape({-1}).to(acc).contiguous();

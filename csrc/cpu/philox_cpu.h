@@ -16,9 +16,6 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
-// g++ 12's _mm512_mul_epu32 passes _mm512_undefined_epi32() as its (unused) merge source,
-// which -Wmaybe-uninitialized reports at every inlined call.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 #include "mibcore/philox.h"

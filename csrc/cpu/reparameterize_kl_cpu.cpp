@@ -132,10 +132,8 @@ constexpr bool kAvx512Tiles =
     false;
 #endif
 
-#define MIB_ALWAYS_INLINE inline __attribute__((always_inline))
-
 template <int64_t P, bool kSample, typename scalar_t, typename acc_t>
-MIB_ALWAYS_INLINE acc_t forward_element(const scalar_t* mu, const scalar_t* scale, scalar_t* z,
+MIB_CPU_INLINE acc_t forward_element(const scalar_t* mu, const scalar_t* scale, scalar_t* z,
                                         const float* eps, int64_t j, acc_t shift) {
   const acc_t m = static_cast<acc_t>(mu[j]);
   const StdTerms<acc_t> t = std_terms<P>(static_cast<acc_t>(scale[j]), shift);
@@ -149,7 +147,7 @@ MIB_ALWAYS_INLINE acc_t forward_element(const scalar_t* mu, const scalar_t* scal
 
 // z and the per-element KL of the n elements from flat index `first` (eps: scratch).
 template <int64_t P, typename scalar_t, typename acc_t>
-MIB_ALWAYS_INLINE void forward_elements(const scalar_t* mu, const scalar_t* scale, scalar_t* z, acc_t* kl, float* eps,
+MIB_CPU_INLINE void forward_elements(const scalar_t* mu, const scalar_t* scale, scalar_t* z, acc_t* kl, float* eps,
                                         uint64_t first, int64_t n, acc_t shift, bool sample, uint64_t seed,
                                         uint64_t offset) {
   if (sample) fill_normals(first, n, seed, offset, eps);
@@ -172,7 +170,7 @@ MIB_ALWAYS_INLINE void forward_elements(const scalar_t* mu, const scalar_t* scal
 }
 
 template <int64_t P, typename scalar_t, typename acc_t>
-MIB_ALWAYS_INLINE void backward_element(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_t* mu,
+MIB_CPU_INLINE void backward_element(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_t* mu,
                                         const scalar_t* scale, scalar_t* grad_mu, scalar_t* grad_scale,
                                         const float* eps, int64_t j, acc_t shift) {
   const acc_t m = static_cast<acc_t>(mu[j]);
@@ -185,7 +183,7 @@ MIB_ALWAYS_INLINE void backward_element(const scalar_t* grad_z, const acc_t* gra
 
 // grad_mu and grad_scale of the n elements from flat index `first` (eps: scratch).
 template <int64_t P, typename scalar_t, typename acc_t>
-MIB_ALWAYS_INLINE void backward_elements(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_t* mu,
+MIB_CPU_INLINE void backward_elements(const scalar_t* grad_z, const acc_t* grad_kl, const scalar_t* mu,
                                          const scalar_t* scale, scalar_t* grad_mu, scalar_t* grad_scale, float* eps,
                                          uint64_t first, int64_t n, acc_t shift, bool sample, uint64_t seed,
                                          uint64_t offset) {
@@ -209,7 +207,7 @@ int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, kParallelGrain
 // whole rows, so a row's KL sum is never shared between threads. For each row segment
 // [begin, end) of the tile at flat index `first`, calls fn(row, begin, end).
 template <typename Fn>
-MIB_ALWAYS_INLINE void for_each_row_segment(int64_t first, int64_t n, int64_t cols, Fn&& fn) {
+MIB_CPU_INLINE void for_each_row_segment(int64_t first, int64_t n, int64_t cols, Fn&& fn) {
   for (int64_t j = 0; j < n;) {
     const int64_t row = (first + j) / cols;
     const int64_t end = std::min(n, (row + 1) * cols - first);
@@ -285,16 +283,15 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_in
                                                          const at::Tensor& scale_in,
                                                          const at::Tensor& rng,
                                                          int64_t parameterization, double shift,
-                                                         bool sample, int64_t reduction) {
+                                                         bool sample) {
   check_reparameterize_kl_args(mu_in, scale_in, rng, parameterization, at::kCPU);
-  check_reduction(reduction);
   const auto [seed, offset] = read_rng(rng);
   const at::Tensor mu = mu_in.contiguous();
   const at::Tensor scale = scale_in.contiguous();
   const int64_t cols = mu.size(-1);
   const int64_t rows = leading_numel(mu);
   at::Tensor z = at::empty_like(mu);
-  at::Tensor kl = at::empty(mu.sizes().slice(0, mu.dim() - 1), mu.options().dtype(kl_dtype(mu.scalar_type())));
+  at::Tensor kl = at::empty(mu.sizes().slice(0, mu.dim() - 1), mu.options().dtype(accumulation_dtype(mu.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparameterize_kl_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     dispatch_parameterization(parameterization, [&](auto p) {
@@ -303,19 +300,18 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_in
           kl.data_ptr<acc_t>(), rows, cols, static_cast<acc_t>(shift), sample, seed, offset);
     });
   });
-  return {z, reduce_kl_rows(kl, reduction, mu.numel())};
+  return {z, kl};
 }
 
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
     const std::optional<at::Tensor>& grad_z_in, const std::optional<at::Tensor>& grad_kl_in,
     const at::Tensor& mu_in, const at::Tensor& scale_in, const at::Tensor& rng,
-    int64_t parameterization, double shift, bool sample, int64_t reduction) {
+    int64_t parameterization, double shift, bool sample) {
   check_reparameterize_kl_args(mu_in, scale_in, rng, parameterization, at::kCPU);
-  check_reduction(reduction);
   const auto [seed, offset] = read_rng(rng);
   const at::Tensor mu = mu_in.contiguous();
   const at::Tensor scale = scale_in.contiguous();
-  const auto [grad_z, grad_kl] = dense_backward_grads(grad_z_in, grad_kl_in, mu, reduction);
+  const auto [grad_z, grad_kl] = dense_backward_grads(grad_z_in, grad_kl_in, mu);
   const int64_t cols = mu.size(-1);
   const int64_t rows = leading_numel(mu);
   at::Tensor grad_mu = at::empty_like(mu);

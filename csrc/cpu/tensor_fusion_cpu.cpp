@@ -193,7 +193,7 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
   // The GEMMs below run in the operands' dtype: autocast already chose it before the operator.
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const Dropout d = read_dropout(rng, dropout);
-  const auto acc_type = fusion_acc_dtype(weight.scalar_type());
+  const auto acc_type = accumulation_dtype(weight.scalar_type());
   const auto [A, V, T] = padded_factors(inputs, acc_type);
   // Detached: the ATen calls below are arithmetic, not part of a graph; in the worker threads
   // grad mode is on, and out= GEMMs refuse inputs that require grad.
@@ -249,7 +249,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
               "tensor_fusion_backward: grad_y must be [", s.B, ", ", s.out, "]");
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const Dropout d = read_dropout(rng, dropout);
-  const auto acc_type = fusion_acc_dtype(weight.scalar_type());
+  const auto acc_type = accumulation_dtype(weight.scalar_type());
   const auto [A, V, T] = padded_factors(inputs, acc_type);
   // Detached: the ATen calls below are arithmetic, not part of a graph; in the worker threads
   // grad mode is on, and out= GEMMs refuse inputs that require grad.

@@ -34,29 +34,26 @@ cuda::ReparamArgs make_args(const at::Tensor& mu, const at::Tensor& scale, const
 
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cuda(const at::Tensor& mu_in, const at::Tensor& scale_in,
                                                           const at::Tensor& rng_in, int64_t parameterization,
-                                                          double shift, bool sample, int64_t reduction) {
+                                                          double shift, bool sample) {
   check_reparameterize_kl_args(mu_in, scale_in, rng_in, parameterization, at::kCUDA);
-  check_reduction(reduction);
   const c10::cuda::CUDAGuard guard(mu_in.device());
   const at::Tensor mu = mu_in.contiguous(), scale = scale_in.contiguous(), rng = rng_in.contiguous();
   at::Tensor z = at::empty_like(mu);
-  at::Tensor kl = at::zeros(mu.sizes().slice(0, mu.dim() - 1), mu.options().dtype(kl_dtype(mu.scalar_type())));
+  at::Tensor kl = at::zeros(mu.sizes().slice(0, mu.dim() - 1), mu.options().dtype(accumulation_dtype(mu.scalar_type())));
   const auto status = cuda::reparameterize_kl_forward(make_args(mu, scale, rng, parameterization, shift, sample),
                                                       z.data_ptr(), kl.data_ptr(),
                                                       c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(status == cudaSuccess, "reparameterize_kl: CUDA launch failed: ", cudaGetErrorString(status));
-  return {z, reduce_kl_rows(kl, reduction, mu.numel())};
+  return {z, kl};
 }
 
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cuda(
     const std::optional<at::Tensor>& grad_z_in, const std::optional<at::Tensor>& grad_kl_in, const at::Tensor& mu_in,
-    const at::Tensor& scale_in, const at::Tensor& rng_in, int64_t parameterization, double shift, bool sample,
-    int64_t reduction) {
+    const at::Tensor& scale_in, const at::Tensor& rng_in, int64_t parameterization, double shift, bool sample) {
   check_reparameterize_kl_args(mu_in, scale_in, rng_in, parameterization, at::kCUDA);
-  check_reduction(reduction);
   const c10::cuda::CUDAGuard guard(mu_in.device());
   const at::Tensor mu = mu_in.contiguous(), scale = scale_in.contiguous(), rng = rng_in.contiguous();
-  const auto [grad_z, grad_kl] = dense_backward_grads(grad_z_in, grad_kl_in, mu, reduction);
+  const auto [grad_z, grad_kl] = dense_backward_grads(grad_z_in, grad_kl_in, mu);
   at::Tensor grad_mu = at::empty_like(mu), grad_scale = at::empty_like(mu);
   const auto status = cuda::reparameterize_kl_backward(make_args(mu, scale, rng, parameterization, shift, sample),
                                                        grad_z.data_ptr(), grad_kl.data_ptr(), grad_mu.data_ptr(),

@@ -38,7 +38,7 @@ Prepared prepare(at::TensorList inputs, const at::Tensor& weight, const std::opt
   Prepared p;
   p.s = check_tensor_fusion_args(inputs, weight, bias, dropout, rng, at::kCUDA);
   TORCH_CHECK(rng.device() == weight.device(), "tensor_fusion: rng must be on the weight's device for cuda");
-  auto [A, V, T] = padded_factors(inputs, fusion_acc_dtype(weight.scalar_type()));
+  auto [A, V, T] = padded_factors(inputs, accumulation_dtype(weight.scalar_type()));
   p.A = A;
   p.V = V;
   p.T = T;

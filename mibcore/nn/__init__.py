@@ -1,5 +1,6 @@
-"""nn.Module wrappers of mibcore's operators: the bottleneck head and the fusion methods."""
+"""nn.Module wrappers of mibcore's operators: the bottleneck head, the fusion methods, dropout."""
 from mibcore.nn.bottleneck import BottleneckOutput, VariationalBottleneck
+from mibcore.nn.dropout import Dropout, DropoutAdd, ReLUDropout
 from mibcore.nn.fusion import (
     FUSIONS,
     AdditionFusion,
@@ -17,10 +18,13 @@ __all__ = [
     "AdditionFusion",
     "BottleneckOutput",
     "ConcatFusion",
+    "Dropout",
+    "DropoutAdd",
     "GraphFusion",
     "LowRankFusion",
     "MultiplicationFusion",
     "PoEFusion",
+    "ReLUDropout",
     "TensorFusion",
     "VariationalBottleneck",
     "build_fusion",

@@ -1,15 +1,21 @@
-"""The fused low-rank fusion (LMF) operator: fake tensors, autograd, backend entry.
+"""The fused low-rank fusion (LMF) operator: implementations, fake tensors, Triton autograd.
 
-  mibcore::low_rank_fusion[_backward]          C++ (csrc/ops.cpp schemas; CPU kernel csrc/cpu/low_rank_fusion_cpu.cpp;
-                                               autograd csrc/autograd.cpp)
+  mibcore::low_rank_fusion[_backward]          C++ (schemas csrc/ops.cpp; CPU kernel
+                                               csrc/cpu/low_rank_fusion_cpu.cpp; autograd csrc/autograd.cpp)
   mibcore::low_rank_fusion_triton[_backward]   Triton (kernels/low_rank_fusion.py)
 
 Autograd saves the inputs, factors and rank weights; the backward recomputes the per-modality
-projections (one small GEMM each) instead of saving them.
+projections (one small GEMM each) instead of saving them. (No CUDA kernel: `auto` picks
+triton on GPUs.)
 """
 import torch
 
-from mibcore import _extension
+from mibcore.ops._declare import TRITON_DEVICES, Implementation, register_cpp_fakes, triton_operator
+
+IMPLEMENTATIONS = {
+    "cpu": Implementation("mibcore::low_rank_fusion", ("cpu",)),
+    "triton": Implementation("mibcore::low_rank_fusion_triton", TRITON_DEVICES),
+}
 
 
 def _fake_forward(inputs, factors, rank_weights, bias):
@@ -25,26 +31,13 @@ def _fake_backward(grad_y, inputs, factors, rank_weights):
     )
 
 
-def _setup_context(ctx, inputs, output):
-    xs, factors, rank_weights, bias = inputs
-    ctx.save_for_backward(*xs, *factors, rank_weights)
-    ctx.n = len(xs)
-    ctx.shapes = (rank_weights.shape, bias.shape)
+register_cpp_fakes({
+    "mibcore::low_rank_fusion": _fake_forward,
+    "mibcore::low_rank_fusion_backward": _fake_backward,
+})
 
 
-def _make_backward(backward_op):
-    def backward(ctx, grad_y):
-        saved = ctx.saved_tensors
-        xs, factors, rank_weights = saved[: ctx.n], saved[ctx.n : 2 * ctx.n], saved[2 * ctx.n]
-        grad_x, grad_f, grad_w, grad_b = backward_op(grad_y, list(xs), list(factors), rank_weights)
-        w_shape, b_shape = ctx.shapes
-        return list(grad_x), list(grad_f), grad_w.reshape(w_shape), grad_b.reshape(b_shape)
-
-    return backward
-
-
-@torch.library.custom_op("mibcore::low_rank_fusion_triton", mutates_args=())
-def low_rank_fusion_triton(
+def _triton_forward(
     inputs: list[torch.Tensor], factors: list[torch.Tensor], rank_weights: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
     from mibcore.kernels import low_rank_fusion as kernels
@@ -52,8 +45,7 @@ def low_rank_fusion_triton(
     return kernels.forward(inputs, factors, rank_weights, bias)
 
 
-@torch.library.custom_op("mibcore::low_rank_fusion_triton_backward", mutates_args=())
-def low_rank_fusion_triton_backward(
+def _triton_backward(
     grad_y: torch.Tensor, inputs: list[torch.Tensor], factors: list[torch.Tensor], rank_weights: torch.Tensor
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
     from mibcore.kernels import low_rank_fusion as kernels
@@ -61,17 +53,22 @@ def low_rank_fusion_triton_backward(
     return kernels.backward(grad_y, inputs, factors, rank_weights)
 
 
-low_rank_fusion_triton.register_fake(_fake_forward)
-low_rank_fusion_triton_backward.register_fake(_fake_backward)
-low_rank_fusion_triton.register_autograd(_make_backward(low_rank_fusion_triton_backward), setup_context=_setup_context)
-
-if _extension.available():
-    torch.library.register_fake("mibcore::low_rank_fusion")(_fake_forward)
-    torch.library.register_fake("mibcore::low_rank_fusion_backward")(_fake_backward)
-    # Autograd of the C++ operator: csrc/autograd.cpp (C++: cheap at the paper's tiny shapes).
+def _setup_context(ctx, inputs, output):
+    xs, factors, rank_weights, bias = inputs
+    ctx.save_for_backward(*xs, *factors, rank_weights)
+    ctx.n = len(xs)
+    ctx.shapes = (rank_weights.shape, bias.shape)
 
 
-def operator(backend):
-    if backend == "triton":
-        return torch.ops.mibcore.low_rank_fusion_triton.default
-    return torch.ops.mibcore.low_rank_fusion.default
+def _gradients(ctx, backward_op, grad_y):
+    saved = ctx.saved_tensors
+    xs, factors, rank_weights = saved[: ctx.n], saved[ctx.n : 2 * ctx.n], saved[2 * ctx.n]
+    grad_x, grad_f, grad_w, grad_b = backward_op(grad_y, list(xs), list(factors), rank_weights)
+    w_shape, b_shape = ctx.shapes
+    return list(grad_x), list(grad_f), grad_w.reshape(w_shape), grad_b.reshape(b_shape)
+
+
+triton_operator(
+    "low_rank_fusion_triton", _triton_forward, _triton_backward, fake_forward=_fake_forward,
+    fake_backward=_fake_backward, setup_context=_setup_context, gradients=_gradients,
+)

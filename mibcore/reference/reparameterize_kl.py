@@ -8,24 +8,16 @@ finite where softplus underflows, and fp32 (fp64 for fp64 inputs) arithmetic.
 import torch
 import torch.nn.functional as F
 
-PARAMETERIZATIONS = ("softplus", "logvar", "std")
-REDUCTIONS = ("none", "sum", "mean", "batchmean")
-
-# Below this, softplus(x) = e^x to working precision, so log softplus(x) = x.
-SOFTPLUS_DEEP = -20.0
-
-
-def compute_dtype(dtype):
-    """Arithmetic dtype for inputs of `dtype`: float64 stays float64, the rest use float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from mibcore.constants import PARAMETERIZATIONS, REDUCTIONS, SOFTPLUS_THRESHOLD
+from mibcore.constants import accumulation_dtype
 
 
 def std_and_log_std(scale, parameterization="softplus", shift=-5.0):
     """(std, log std) for a scale tensor, computed in scale's dtype."""
     if parameterization == "softplus":
         x = scale + shift
-        std = F.softplus(x)
-        deep = x < SOFTPLUS_DEEP
+        std = F.softplus(x, threshold=SOFTPLUS_THRESHOLD)
+        deep = x < -SOFTPLUS_THRESHOLD  # there softplus(x) = e^x to working precision
         # The log's input is 1 where the other branch is taken, so that its gradient is finite.
         log_std = torch.where(deep, x, torch.log(torch.where(deep, torch.ones_like(std), std)))
         return std, log_std
@@ -61,7 +53,7 @@ def reparameterize_kl(
     eps=None,
 ):
     """Returns (z, kl). `eps` (optional) replaces the standard-normal draw, for tests."""
-    ct = compute_dtype(mu.dtype)
+    ct = accumulation_dtype(mu.dtype)
     mu_c, scale_c = mu.to(ct), scale.to(ct)
     std, log_std = std_and_log_std(scale_c, parameterization, shift)
     if sample:

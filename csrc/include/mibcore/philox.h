@@ -1,7 +1,7 @@
 // Counter-based random numbers shared by the CPU and CUDA kernels of mibcore.
 //
 // The randomness contract (DESIGN.md section 5), mirrored exactly by
-// mibcore/reference/philox.py (pure PyTorch) and kernels/_random.py (Triton):
+// mibcore/reference/philox.py (pure PyTorch) and kernels/_math.py (Triton):
 //
 //   key     = (seed & 0xffffffff, seed >> 32)             seed:   int64 drawn from the torch generator
 //   counter = (q & 0xffffffff, q >> 32,                      q:      block index = element index / 4
@@ -11,8 +11,9 @@
 //   Box-Muller on (r0, r1) and on (r2, r3), the angle taken in turns:
 //     rad = sqrt(-2 log u_a),  (n_a, n_b) = (rad cos(2 pi u_b), rad sin(2 pi u_b))
 //   element i gets (n0, n1, n2, n3)[i % 4]   (n0, n1 from (r0, r1); n2, n3 from (r2, r3))
-//   dropout (tensor_fusion): element j of the flattened [B, N] outer product is kept iff
-//     uniform(r[j % 4]) of block j / 4 <= keep_prob, and then scaled by 1 / keep_prob
+//   dropout (tensor_fusion's outer product, and the dropout operators): element j of the
+//     row-major flattened tensor is kept iff uniform(r[j % 4]) of block j / 4 <= keep_prob,
+//     and then scaled by 1 / keep_prob (keep_prob = float(1 - p))
 #pragma once
 
 #include "mibcore/math.h"

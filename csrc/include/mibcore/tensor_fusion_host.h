@@ -8,6 +8,8 @@
 #include <tuple>
 #include <vector>
 
+#include "mibcore/host.h"
+
 namespace mibcore {
 
 // Sizes of the implicit outer product: factors A [B, I], V [B, J], T [B, K] (with the
@@ -21,10 +23,6 @@ struct Dropout {
   float keep_prob, inv_keep;
   uint64_t seed, offset;
 };
-
-inline at::ScalarType fusion_acc_dtype(at::ScalarType weight) {
-  return weight == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 inline FusionShape check_tensor_fusion_args(at::TensorList inputs, const at::Tensor& weight,
                                             const std::optional<at::Tensor>& bias, double dropout,
