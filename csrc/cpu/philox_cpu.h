@@ -11,6 +11,7 @@
 // then masks the garbage off; slower, same numbers).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -91,6 +92,29 @@ inline void philox_blocks(uint64_t first_block, int64_t blocks, uint64_t seed, u
 // `blocks` rounded up to whole interleaved steps: the size philox_blocks writes.
 constexpr int64_t philox_buffer_size(int64_t blocks) {
   return (blocks + kPhiloxGroup - 1) / kPhiloxGroup * kPhiloxGroup;
+}
+
+// scale[c] = dropout scale of flat elements first .. first + n - 1 (Philox, see philox.h).
+// `scratch` holds at least dropout_scratch_size(n) words.
+constexpr int64_t dropout_scratch_size(int64_t n) { return 8 * philox_buffer_size(n / 4 + 2); }
+
+inline void fill_dropout_scale(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float keep_prob,
+                               float inv_keep, float* scale, uint32_t* scratch) {
+  const uint64_t first_block = first >> 2;
+  const int64_t skip = static_cast<int64_t>(first & 3);
+  const int64_t blocks = (skip + n + 3) / 4;
+  const int64_t stride = philox_buffer_size(blocks);
+  uint32_t *r0 = scratch, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
+  float* out = reinterpret_cast<float*>(r3 + stride);
+  philox_blocks(first_block, blocks, seed, offset, r0, r1, r2, r3);
+#pragma GCC ivdep
+  for (int64_t b = 0; b < blocks; ++b) {
+    out[4 * b] = uniform_from_bits(r0[b]) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 1] = uniform_from_bits(r1[b]) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 2] = uniform_from_bits(r2[b]) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 3] = uniform_from_bits(r3[b]) <= keep_prob ? inv_keep : 0.0f;
+  }
+  std::copy(out + skip, out + skip + n, scale);
 }
 
 }  // namespace cpu
