@@ -11,6 +11,7 @@
 // then masks the garbage off; slower, same numbers).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -89,6 +90,59 @@ inline void philox_blocks(uint64_t first_block, int64_t blocks, uint64_t seed, u
 constexpr int64_t philox_buffer_size(int64_t blocks) {
   return (blocks + kPhiloxGroup - 1) / kPhiloxGroup * kPhiloxGroup;
 }
+
+// scale[c] = dropout scale of flat elements first .. first + n - 1 (Philox, see philox.h).
+// `scratch` holds at least dropout_scratch_size(n) words.
+constexpr int64_t dropout_scratch_size(int64_t n) { return 8 * philox_buffer_size(n / 4 + 2); }
+
+inline void fill_dropout_scale(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float keep_prob,
+                               float inv_keep, float* scale, uint32_t* scratch) {
+  const uint64_t first_block = first >> 2;
+  const int64_t skip = static_cast<int64_t>(first & 3);
+  const int64_t blocks = (skip + n + 3) / 4;
+  const int64_t stride = philox_buffer_size(blocks);
+  uint32_t *r0 = scratch, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
+  float* out = reinterpret_cast<float*>(r3 + stride);
+  philox_blocks(first_block, blocks, seed, offset, r0, r1, r2, r3);
+#pragma GCC ivdep
+  for (int64_t b = 0; b < blocks; ++b) {
+    out[4 * b] = uniform_from_bits(r0[b]) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 1] = uniform_from_bits(r1[b]) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 2] = uniform_from_bits(r2[b]) <= keep_prob ? inv_keep : 0.0f;
+    out[4 * b + 3] = uniform_from_bits(r3[b]) <= keep_prob ? inv_keep : 0.0f;
+  }
+  std::copy(out + skip, out + skip + n, scale);
+}
+
+#if defined(__AVX512F__) && defined(__BMI2__)
+#define MIBCORE_HAVE_DROPOUT_KEEP_BITS 1
+
+// Words of scratch dropout_keep_bits needs for n elements.
+constexpr int64_t keep_bits_scratch_size(int64_t n) { return 4 * philox_buffer_size((n + 3) / 4); }
+
+// The keep-decisions of flat elements first .. first + n - 1 (first % 4 == 0) as bits: bit i of
+// bits[k] is element first + 64 k + i (bits past n are garbage). Bits rather than a float scale
+// per element: the decisions of 16 blocks are 4 compare masks, and pdep interleaves them into
+// element order (bit 4 b + w = word w of block b) without shuffling vectors.
+inline void dropout_keep_bits(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float keep_prob,
+                              uint64_t* bits, uint32_t* scratch) {
+  const int64_t blocks = (n + 3) / 4;
+  const int64_t stride = philox_buffer_size(blocks);  // a multiple of 16: whole vectors below
+  uint32_t *r0 = scratch, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
+  philox_blocks(first >> 2, blocks, seed, offset, r0, r1, r2, r3);
+  const __m512 keep = _mm512_set1_ps(keep_prob);
+  // uniform_from_bits(r) <= keep_prob for 16 words (the same exact float arithmetic).
+  auto kept = [&](const uint32_t* r) -> uint64_t {
+    const __m512i w = _mm512_add_epi32(_mm512_srli_epi32(_mm512_loadu_si512(r), 8), _mm512_set1_epi32(1));
+    const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(w), _mm512_set1_ps(5.9604644775390625e-08f));
+    return _mm512_cmp_ps_mask(u, keep, _CMP_LE_OQ);
+  };
+  for (int64_t b = 0; b < blocks; b += 16) {
+    bits[b / 16] = _pdep_u64(kept(r0 + b), 0x1111111111111111ull) | _pdep_u64(kept(r1 + b), 0x2222222222222222ull) |
+                   _pdep_u64(kept(r2 + b), 0x4444444444444444ull) | _pdep_u64(kept(r3 + b), 0x8888888888888888ull);
+  }
+}
+#endif
 
 }  // namespace cpu
 }  // namespace mibcore

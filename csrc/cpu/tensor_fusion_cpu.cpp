@@ -35,29 +35,6 @@ constexpr int64_t kTransposeBlock = 16;  // the forward tile's padding (fusion_g
 
 constexpr int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// scale[c] = dropout scale of flat elements first .. first + n - 1 (Philox, see philox.h).
-// `scratch` holds at least dropout_scratch_size(n) words.
-constexpr int64_t dropout_scratch_size(int64_t n) { return 8 * cpu::philox_buffer_size(n / 4 + 2); }
-
-void fill_dropout_scale(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float keep_prob,
-                        float inv_keep, float* scale, uint32_t* scratch) {
-  const uint64_t first_block = first >> 2;
-  const int64_t skip = static_cast<int64_t>(first & 3);
-  const int64_t blocks = (skip + n + 3) / 4;
-  const int64_t stride = cpu::philox_buffer_size(blocks);
-  uint32_t *r0 = scratch, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
-  float* out = reinterpret_cast<float*>(r3 + stride);
-  cpu::philox_blocks(first_block, blocks, seed, offset, r0, r1, r2, r3);
-#pragma GCC ivdep
-  for (int64_t b = 0; b < blocks; ++b) {
-    out[4 * b] = uniform_from_bits(r0[b]) <= keep_prob ? inv_keep : 0.0f;
-    out[4 * b + 1] = uniform_from_bits(r1[b]) <= keep_prob ? inv_keep : 0.0f;
-    out[4 * b + 2] = uniform_from_bits(r2[b]) <= keep_prob ? inv_keep : 0.0f;
-    out[4 * b + 3] = uniform_from_bits(r3[b]) <= keep_prob ? inv_keep : 0.0f;
-  }
-  std::copy(out + skip, out + skip + n, scale);
-}
-
 struct Chunk {
   int64_t first_pair, pairs, column, width;  // pairs [first_pair, first_pair + pairs), columns [column, column + width)
 };
@@ -91,7 +68,7 @@ void build_tile(const FusionShape& s, const Chunk& c, const acc_t* A, const acc_
     }
     if (d.active) {
       float* m_row = mask + b * ldz;
-      fill_dropout_scale(static_cast<uint64_t>(b * s.N + c.column), c.width, d.seed, d.offset, d.keep_prob,
+      cpu::fill_dropout_scale(static_cast<uint64_t>(b * s.N + c.column), c.width, d.seed, d.offset, d.keep_prob,
                          d.inv_keep, m_row, scratch);
 #pragma GCC ivdep
       for (int64_t k = 0; k < c.width; ++k) z_row[k] *= static_cast<acc_t>(m_row[k]);
@@ -217,7 +194,7 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
       std::vector<acc_t> z_buf(static_cast<size_t>(rows_padded * ldz));
       std::vector<acc_t> zt_buf(gemm.own ? z_buf.size() : 0);
       std::vector<float> mask(z_buf.size());
-      std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(max_width)));
+      std::vector<uint32_t> scratch(static_cast<size_t>(cpu::dropout_scratch_size(max_width)));
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
         build_tile<acc_t>(s, c, A.data_ptr<acc_t>(), V.data_ptr<acc_t>(), T.data_ptr<acc_t>(), d, z_buf.data(), ldz,
@@ -280,7 +257,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
       const acc_t* t = T.data_ptr<acc_t>();
       std::vector<acc_t> z_buf(static_cast<size_t>(s.B * max_width));
       std::vector<float> mask(static_cast<size_t>(s.B * max_width));
-      std::vector<uint32_t> scratch(static_cast<size_t>(dropout_scratch_size(max_width)));
+      std::vector<uint32_t> scratch(static_cast<size_t>(cpu::dropout_scratch_size(max_width)));
       const at::Tensor dz_buf = at::empty({s.B * max_width}, gemm.W.options());
       for (int64_t ci = begin; ci < end; ++ci) {
         const Chunk& c = chunks[ci];
