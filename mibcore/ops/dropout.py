@@ -15,12 +15,18 @@ import torch
 from mibcore.ops._declare import TRITON_DEVICES, Implementation, register_cpp_fakes, triton_operator
 
 IMPLEMENTATIONS = {
+    "cpu": Implementation("mibcore::dropout", ("cpu",)),
+    "cuda": Implementation("mibcore::dropout", ("cuda",)),
     "triton": Implementation("mibcore::dropout_triton", TRITON_DEVICES),
 }
 ADD_IMPLEMENTATIONS = {
+    "cpu": Implementation("mibcore::dropout_add", ("cpu",)),
+    "cuda": Implementation("mibcore::dropout_add", ("cuda",)),
     "triton": Implementation("mibcore::dropout_add_triton", TRITON_DEVICES),
 }
 RELU_IMPLEMENTATIONS = {
+    "cpu": Implementation("mibcore::relu_dropout", ("cpu",)),
+    "cuda": Implementation("mibcore::relu_dropout", ("cuda",)),
     "triton": Implementation("mibcore::relu_dropout_triton", TRITON_DEVICES),
 }
 
