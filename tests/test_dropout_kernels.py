@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mibcore.reference import philox
+from tests.utils import DTYPES
 
 ops = torch.ops.mibcore
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 SIZES = [1, 3, 7, 64, 4097]
 PS = [0.5, 0.9, 0.1]
 RNG = torch.tensor([0x1234_5678_9ABC, 77])
