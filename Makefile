@@ -17,11 +17,12 @@ $(DEPS): requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
+# The package, editable, without compiling the extension (that is $(BUILT)'s job, once).
 $(INSTALLED): $(DEPS) setup.py pyproject.toml
-	$(BIN)/pip install -q --no-build-isolation -e .
-	touch $@ $(BUILT)
+	MIBCORE_SKIP_EXTENSION=1 $(BIN)/pip install -q --no-build-isolation --no-deps -e .
+	touch $@
 
-# Rebuild of mibcore._C when csrc changed after the editable install (ninja: only what changed).
+# mibcore._C built in place (ninja in build/: a rebuild compiles only what changed).
 $(BUILT): $(INSTALLED) $(SOURCES)
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@

@@ -5,6 +5,9 @@ CUDA and nvcc is found, or when forced with MIBCORE_BUILD_CUDA=1 (MIBCORE_BUILD_
 turns it off). Set MIBCORE_CPU_ARCH to change -march (default: native, since the
 extension is built on the machine that runs it; use e.g. x86-64-v3 for portable builds).
 Install with `pip install --no-build-isolation .` (build isolation hides torch).
+MIBCORE_SKIP_EXTENSION=1 installs the Python package only: the Makefile builds the extension
+in place with `setup.py build_ext --inplace` (ninja: only what changed) and then installs the
+package editable without compiling it a second time.
 """
 import glob
 import os
@@ -97,6 +100,6 @@ setup(
         "mibcore.kernels",
     ],
     package_dir={"mibcore.kernels": "kernels"},
-    ext_modules=[_extension()],
+    ext_modules=[] if os.environ.get("MIBCORE_SKIP_EXTENSION") == "1" else [_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

@@ -24,6 +24,15 @@ c10::TypedOperatorHandle<Signature> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
 
+// The backward kernels are not themselves differentiable: a double backward (create_graph=True,
+// e.g. a gradient penalty) would silently get zero second derivatives, so it is an error.
+void check_no_double_backward(const char* op) {
+  TORCH_CHECK(!at::GradMode::is_enabled(), "mibcore::", op,
+              ": double backward (a backward with create_graph=True) is not supported by the fused "
+              "cpu/cuda operators; use the 'reference' backend (mibcore.backends.use(\"reference\")) "
+              "for higher-order gradients");
+}
+
 std::vector<at::Tensor> slice(const variable_list& v, size_t begin, size_t end) {
   return std::vector<at::Tensor>(v.begin() + begin, v.begin() + end);
 }
@@ -47,6 +56,7 @@ class ReparameterizeKL : public torch::autograd::Function<ReparameterizeKL> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_no_double_backward("reparameterize_kl");
     static auto op = find_op<ReparamOut(const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
                                         const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double,
                                         bool)>("mibcore::reparameterize_kl_backward");
@@ -90,6 +100,7 @@ class TensorFusion : public torch::autograd::Function<TensorFusion> {
 
   // Gradients in the order autograd flattened the arguments: inputs..., weight, bias, dropout, rng.
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_no_double_backward("tensor_fusion");
     static auto op = find_op<FusionBackward(const at::Tensor&, at::TensorList, const at::Tensor&, double,
                                             const at::Tensor&)>("mibcore::tensor_fusion_backward");
     const auto saved = ctx->get_saved_variables();
@@ -134,6 +145,7 @@ class LowRankFusion : public torch::autograd::Function<LowRankFusion> {
 
   // Gradients in the order autograd flattened the arguments: inputs..., factors..., rank_weights, bias.
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_no_double_backward("low_rank_fusion");
     static auto op = find_op<LowRankFusionBackward(const at::Tensor&, at::TensorList, at::TensorList,
                                                    const at::Tensor&)>("mibcore::low_rank_fusion_backward");
     const auto saved = ctx->get_saved_variables();
@@ -172,6 +184,7 @@ class Dropout : public torch::autograd::Function<Dropout> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_no_double_backward("dropout");
     const auto rng = ctx->get_saved_variables()[0];
     return {dropout_of(grads[0], ctx->saved_data["p"].toDouble(), rng), at::Tensor(), at::Tensor()};
   }
@@ -190,6 +203,7 @@ class DropoutAdd : public torch::autograd::Function<DropoutAdd> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_no_double_backward("dropout_add");
     const auto rng = ctx->get_saved_variables()[0];
     return {grads[0], dropout_of(grads[0], ctx->saved_data["p"].toDouble(), rng), at::Tensor(), at::Tensor()};
   }
@@ -208,6 +222,7 @@ class ReluDropout : public torch::autograd::Function<ReluDropout> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_no_double_backward("relu_dropout");
     static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, double)>("mibcore::relu_dropout_backward");
     const auto y = ctx->get_saved_variables()[0];
     return {op.call(grads[0], y, ctx->saved_data["p"].toDouble()), at::Tensor(), at::Tensor()};

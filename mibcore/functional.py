@@ -139,7 +139,10 @@ def _autocast_operands(*groups):
     if not tensors or not torch.is_autocast_enabled(tensors[0].device.type):
         return groups
     dtype = torch.get_autocast_dtype(tensors[0].device.type)
-    cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+    # As autocast itself: float64 is not an autocast dtype and stays float64.
+    cast = lambda t: (  # noqa: E731
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64 else t
+    )
     return tuple([cast(t) for t in group] if isinstance(group, (list, tuple)) else group for group in groups)
 
 
@@ -168,10 +171,10 @@ def low_rank_fusion(inputs, factors, rank_weights, bias):
             raise ValueError(f"{fn}: `factors[{i}]` must be [rank, {d + 1}, out] = [{rank}, {d + 1}, {out}], "
                              f"got {list(factor.shape)}")
     _checks.like(fn, "rank_weights", rank_weights, "inputs[0]", inputs[0], shape=False)
-    if rank_weights.numel() != rank or rank_weights.dim() > 2:
+    if list(rank_weights.shape) not in ([rank], [1, rank]):
         raise ValueError(f"{fn}: `rank_weights` must be [{rank}] or [1, {rank}], got {list(rank_weights.shape)}")
     _checks.like(fn, "bias", bias, "inputs[0]", inputs[0], shape=False)
-    if bias.numel() != out or bias.dim() > 2:
+    if list(bias.shape) not in ([out], [1, out]):
         raise ValueError(f"{fn}: `bias` must be [{out}] or [1, {out}], got {list(bias.shape)}")
     backend = _backend_for(fn, inputs[0].device)
     if backend == "reference":

@@ -106,3 +106,20 @@ def test_float32_bf16_gradcheck_opcheck_compile(backend):
 def test_triton_opcheck():
     inputs, factors, w, b = make(4, (3, 5, 2), 6, 3, dtype=torch.float32)
     torch.library.opcheck(torch.ops.mibcore.low_rank_fusion_triton.default, (inputs, factors, w, b))
+
+
+@pytest.mark.parametrize("backend", ["reference", *FUSED])
+@pytest.mark.parametrize("shape", [(2, 2), (4, 1), (1, 1, 4)])
+def test_rank_weights_of_the_right_size_but_wrong_shape_are_refused(backend, shape):
+    inputs, factors, _, b = make(3, (2, 3), 4, 4)
+    with mibcore.backends.use(backend), pytest.raises(ValueError, match=r"`rank_weights` must be \[4\] or \[1, 4\]"):
+        MF.low_rank_fusion(inputs, factors, torch.ones(shape, dtype=torch.float64), b)
+
+
+@pytest.mark.parametrize("backend", ["reference", *[b for b in FUSED if b != "triton"]])
+def test_autocast_keeps_float64_as_autocast_does(backend):
+    # F.linear under autocast keeps float64 operands; so do the fusion operators.
+    inputs, factors, w, b = make(3, (2, 3), 4, 2)
+    with mibcore.backends.use(backend), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.nn.functional.linear(inputs[0], torch.ones(4, 2, dtype=torch.float64)).dtype == torch.float64
+        assert MF.low_rank_fusion(inputs, factors, w, b).dtype == torch.float64

@@ -48,7 +48,21 @@ def triton_operator(name, forward, backward, *, fake_forward, fake_backward, set
     backward_op = torch.library.custom_op(f"mibcore::{name}_backward", backward, mutates_args=())
     forward_op.register_fake(fake_forward)
     backward_op.register_fake(fake_backward)
-    forward_op.register_autograd(
-        lambda ctx, *grads: gradients(ctx, backward_op, *grads), setup_context=setup_context
-    )
+    forward_op.register_autograd(_once_differentiable(name, gradients, backward_op), setup_context=setup_context)
     return forward_op
+
+
+def _once_differentiable(name, gradients, backward_op):
+    """The autograd formula, refusing a double backward: the backward operator has no autograd
+    of its own, so second derivatives through it would silently be zero."""
+
+    def backward(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                f"mibcore::{name}: double backward (a backward with create_graph=True) is not supported "
+                "by the fused triton operators; use the 'reference' backend "
+                "(mibcore.backends.use(\"reference\")) for higher-order gradients"
+            )
+        return gradients(ctx, backward_op, *grads)
+
+    return backward
