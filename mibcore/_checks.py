@@ -1,5 +1,12 @@
 """Argument checks of the public API: every error names the argument at fault."""
+import numbers
+
 import torch
+
+
+def _is_real(value):
+    # Python and numpy numbers alike; a bool is not a number here.
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, torch.Tensor))
 
 
 def tensor(fn, name, value):
@@ -36,15 +43,27 @@ def choice(fn, name, value, allowed):
 
 
 def probability(fn, name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if not _is_real(value) or not 0.0 <= value < 1.0:
         raise ValueError(f"{fn}: `{name}` must be a number in [0, 1), got {value!r}")
     return float(value)
 
 
 def finite_number(fn, name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+    if not _is_real(value) or value != value or abs(value) == float("inf"):
         raise ValueError(f"{fn}: `{name}` must be a finite number, got {value!r}")
     return float(value)
+
+
+def positive_int(fn, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{fn}: `{name}` must be a positive int, got {value!r}")
+    return int(value)
+
+
+def generator(fn, value):
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{fn}: `generator` must be a torch.Generator or None, got {type(value).__name__}")
+    return value
 
 
 def flag(fn, name, value):

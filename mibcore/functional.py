@@ -51,8 +51,7 @@ def reparameterize_kl(
     _checks.choice(fn, "reduction", reduction, reference.REDUCTIONS)
     shift = _checks.finite_number(fn, "shift", shift)
     _checks.flag(fn, "sample", sample)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{fn}: `generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    _checks.generator(fn, generator)
     if parameterization == "std" and mu.device.type == "cpu" and not torch.compiler.is_compiling():
         # (Skipped on GPUs, where it would cost a device sync each call: there std <= 0 gives NaN.)
         if bool((scale <= 0).any()):
@@ -84,7 +83,9 @@ def _check_fusion_inputs(fn, inputs):
     first = _checks.floating(fn, "inputs[0]", inputs[0])
     for i, x in enumerate(inputs):
         _checks.like(fn, f"inputs[{i}]", x, "inputs[0]", first, shape=False)
-        if x.dim() != 2 or x.shape[0] != first.shape[0]:
+        if x.dim() != 2:
+            raise ValueError(f"{fn}: `inputs[{i}]` must be [B, d] (2 dimensions), got shape {list(x.shape)}")
+        if x.shape[0] != first.shape[0]:
             raise ValueError(
                 f"{fn}: `inputs[{i}]` must be [B, d] with B = {first.shape[0]} (from inputs[0]), "
                 f"got {list(x.shape)}"
@@ -122,6 +123,7 @@ def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, gene
             raise ValueError(f"{fn}: `bias` must be [{weight.shape[0]}] (weight's out), got {list(bias.shape)}")
     dropout = _checks.probability(fn, "dropout", dropout)
     _checks.flag(fn, "training", training)
+    _checks.generator(fn, generator)
     backend = _backend_for(fn, inputs[0].device)
     if backend == "reference":
         return reference.tensor_fusion(
@@ -186,8 +188,7 @@ def _check_dropout_args(fn, x, p, training, generator):
     _checks.floating(fn, "x", x)
     p = _checks.probability(fn, "p", p)
     _checks.flag(fn, "training", training)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{fn}: `generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    _checks.generator(fn, generator)
     return p
 
 

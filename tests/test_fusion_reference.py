@@ -8,6 +8,13 @@ import mibcore
 from mibcore import functional as MF
 
 
+@pytest.fixture(autouse=True)
+def _reference_backend():
+    # This file tests the reference backend (the fused ones have their own files).
+    with mibcore.backends.use("reference"):
+        yield
+
+
 def mmsa_style_outer(a, v, t):
     """The TFN code of MMSA / the MIB repo, with bmm and views (audio, video, text order)."""
     B = a.shape[0]

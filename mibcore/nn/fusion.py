@@ -10,7 +10,9 @@ import math
 import torch
 from torch import nn
 
+from mibcore import _checks
 from mibcore import functional as MF
+from mibcore.constants import accumulation_dtype
 
 
 class ConcatFusion(nn.Module):
@@ -18,7 +20,9 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, in_features, out_features, n_inputs=3):
         super().__init__()
-        self.linear = nn.Linear(sum(_as_list(in_features, n_inputs)), out_features)
+        in_features = _as_list("ConcatFusion", in_features, n_inputs)
+        out_features = _checks.positive_int("ConcatFusion", "out_features", out_features)
+        self.linear = nn.Linear(sum(in_features), out_features)
 
     def forward(self, inputs):
         return torch.relu(self.linear(torch.cat(list(inputs), dim=-1)))
@@ -54,9 +58,9 @@ class TensorFusion(nn.Module):
 
     def __init__(self, in_features, out_features, dropout=0.0, n_inputs=3, bias=True):
         super().__init__()
-        self.in_features = _as_list(in_features, n_inputs)
-        self.out_features = out_features
-        self.dropout = dropout
+        self.in_features = _as_list("TensorFusion", in_features, n_inputs, (2, 3))
+        self.out_features = _checks.positive_int("TensorFusion", "out_features", out_features)
+        self.dropout = _checks.probability("TensorFusion", "dropout", dropout)
         fused = math.prod(d + 1 for d in self.in_features)
         self.weight = nn.Parameter(torch.empty(out_features, fused))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
@@ -82,7 +86,9 @@ class LowRankFusion(nn.Module):
 
     def __init__(self, in_features, out_features, rank=5, n_inputs=3):
         super().__init__()
-        self.in_features = _as_list(in_features, n_inputs)
+        self.in_features = _as_list("LowRankFusion", in_features, n_inputs, (2, 3))
+        out_features = _checks.positive_int("LowRankFusion", "out_features", out_features)
+        rank = _checks.positive_int("LowRankFusion", "rank", rank)
         self.factors = nn.ParameterList(
             [nn.Parameter(torch.empty(rank, d + 1, out_features)) for d in self.in_features]
         )
@@ -102,7 +108,9 @@ class GraphFusion(nn.Module):
 
     def __init__(self, in_features, out_features, hidden=64):
         super().__init__()
-        d = in_features
+        d = _checks.positive_int("GraphFusion", "in_features", in_features)
+        out_features = _checks.positive_int("GraphFusion", "out_features", out_features)
+        hidden = _checks.positive_int("GraphFusion", "hidden", hidden)
         self.score = nn.Linear(d, 1)
         self.bimodal = nn.Sequential(nn.Linear(2 * d, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, d), nn.Tanh())
         self.trimodal = nn.Sequential(nn.Linear(2 * d, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, d), nn.Tanh())
@@ -138,7 +146,8 @@ class GraphFusion(nn.Module):
 class PoEFusion(nn.Module):
     """Product of Gaussian experts (the paper's Eq. 19) with a N(0, I) prior expert:
     precision-weighted mean of the experts' means. Takes (mu, std) pairs; inputs without a
-    distribution (plain tensors) count as unit-variance experts."""
+    distribution (plain tensors) count as unit-variance experts. The precisions are computed in
+    float32 (float64 for float64): in fp16, 1 / std^2 overflows already at std = 0.004."""
 
     def __init__(self, eps=1e-8):
         super().__init__()
@@ -147,17 +156,30 @@ class PoEFusion(nn.Module):
     def forward(self, inputs, stds=None):
         mus = list(inputs)
         stds = list(stds) if stds is not None else [torch.ones_like(m) for m in mus]
-        precision = torch.ones_like(mus[0])  # the prior expert N(0, 1)
-        weighted = torch.zeros_like(mus[0])
+        if len(stds) != len(mus):
+            raise ValueError(f"PoEFusion: `stds` must hold one std per input ({len(mus)}), got {len(stds)}")
+        acc = accumulation_dtype(mus[0].dtype)
+        precision = torch.ones_like(mus[0], dtype=acc)  # the prior expert N(0, 1)
+        weighted = torch.zeros_like(mus[0], dtype=acc)
         for mu, std in zip(mus, stds):
+            std = std.to(acc)
             p = 1.0 / (std * std + self.eps)
             precision = precision + p
-            weighted = weighted + mu * p
-        return weighted / precision
+            weighted = weighted + mu.to(acc) * p
+        return (weighted / precision).to(mus[0].dtype)
 
 
-def _as_list(in_features, n):
-    return list(in_features) if isinstance(in_features, (list, tuple)) else [in_features] * n
+def _as_list(module, in_features, n_inputs, counts=None):
+    """The input sizes as a list of positive ints, one per input; `counts` (e.g. (2, 3)) are the
+    numbers of inputs the module supports (None: any positive number)."""
+    sizes = list(in_features) if isinstance(in_features, (list, tuple)) else None
+    if sizes is None:
+        n_inputs = _checks.positive_int(module, "n_inputs", n_inputs)
+        sizes = [in_features] * n_inputs
+    if counts is not None and len(sizes) not in counts:
+        raise ValueError(f"{module}: it fuses {' or '.join(map(str, counts))} inputs, got {len(sizes)} "
+                         "(`n_inputs`, or the length of `in_features`)")
+    return [_checks.positive_int(module, "in_features", d) for d in sizes]
 
 
 FUSIONS = {

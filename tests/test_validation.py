@@ -1,0 +1,72 @@
+"""Bad arguments to modules and functional ops: a clear error naming the argument, never a
+crash in the middle or a silently accepted nonsense value."""
+import numpy as np
+import pytest
+import torch
+
+import mibcore
+from mibcore import functional as MF
+from mibcore import nn as mnn
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: mnn.TensorFusion(-1, 4), "`in_features` must be a positive int"),
+        (lambda: mnn.TensorFusion(4, 4, dropout=1.5), r"`dropout` must be a number in \[0, 1\)"),
+        (lambda: mnn.TensorFusion(4, 4, n_inputs=1), "fuses 2 or 3 inputs, got 1"),
+        (lambda: mnn.TensorFusion(4, 4, n_inputs=4), "fuses 2 or 3 inputs, got 4"),
+        (lambda: mnn.TensorFusion(4, 0), "`out_features` must be a positive int"),
+        (lambda: mnn.LowRankFusion(4, 4, rank=0), "`rank` must be a positive int"),
+        (lambda: mnn.LowRankFusion([3, 4, 5, 6], 4), "fuses 2 or 3 inputs, got 4"),
+        (lambda: mnn.ConcatFusion(0, 3), "`in_features` must be a positive int"),
+        (lambda: mnn.ConcatFusion(3, 3, n_inputs=0), "`n_inputs` must be a positive int"),
+        (lambda: mnn.GraphFusion(True, 3), "`in_features` must be a positive int"),
+    ],
+)
+def test_fusion_modules_refuse_nonsense(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_numpy_scalars_are_numbers():
+    assert mnn.TensorFusion(4, 4, dropout=np.float32(0.25)).dropout == 0.25
+    mu = torch.zeros(2, 3)
+    z, kl = MF.reparameterize_kl(mu, mu, shift=np.float64(-5.0), sample=False)
+    assert torch.equal(z, mu)
+
+
+def test_poe_needs_one_std_per_expert():
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"`stds` must hold one std per input \(3\), got 2"):
+        mnn.PoEFusion()([x, x, x], [x + 1, x + 1])
+
+
+def test_poe_precisions_do_not_overflow_in_fp16():
+    # 1 / 0.003^2 = 111111 > 65504: an fp16 precision sum overflowed (std 0.0067 gave 0, 0.003 NaN).
+    mus = [torch.full((2, 3), v, dtype=torch.float16) for v in (1.0, 3.0)]
+    for std in (0.0067, 0.003):
+        stds = [torch.full((2, 3), std, dtype=torch.float16)] * 2
+        out = mnn.PoEFusion()(mus, stds)
+        assert out.dtype == torch.float16
+        expected = mnn.PoEFusion()([m.float() for m in mus], [s.float() for s in stds])
+        torch.testing.assert_close(out.float(), expected, rtol=1e-3, atol=1e-3)
+        assert torch.isfinite(out).all() and (out > 1.5).all()
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_fusion_inputs_of_the_wrong_rank_name_the_input(backend):
+    if backend not in mibcore.backends.available("cpu"):
+        pytest.skip("needs the cpu backend")
+    with mibcore.backends.use(backend):
+        with pytest.raises(ValueError, match=r"`inputs\[0\]` must be \[B, d\] \(2 dimensions\), got shape \[\]"):
+            MF.tensor_fusion([torch.tensor(1.0), torch.zeros(2, 3)], torch.zeros(1, 8))
+        with pytest.raises(ValueError, match=r"`inputs\[1\]` must be \[B, d\] \(2 dimensions\)"):
+            MF.low_rank_fusion([torch.zeros(2, 3), torch.zeros(3)], [torch.zeros(1, 4, 2)] * 2, torch.ones(1),
+                               torch.zeros(2))
+
+
+def test_generator_of_the_wrong_type_names_the_argument():
+    inputs = [torch.zeros(2, 3), torch.zeros(2, 3)]
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator or None, got str"):
+        MF.tensor_fusion(inputs, torch.zeros(1, 16), dropout=0.5, generator="g")
