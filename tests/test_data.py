@@ -1,6 +1,7 @@
 """Data: the synthetic generator, the restricted unpickler, and format round trips."""
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -105,3 +106,47 @@ def test_bad_layouts_are_clear_errors(tmp_path):
         f.attrs["mibcore_format"] = 99
     with pytest.raises(ValueError, match="not a mibcore HDF5 file"):
         hdf5.load(str(h5))
+
+
+def _write(path, obj=None, raw=None):
+    with open(path, "wb") as f:
+        f.write(raw if raw is not None else pickle.dumps(obj, protocol=4))
+    return str(path)
+
+
+class _Allocation:
+    def __reduce__(self):
+        return (bytes, (3_000_000_000,))
+
+
+def _shared_lists_bomb(path, levels=40):
+    layer = [0.0]
+    for _ in range(levels):
+        layer = [layer, layer]  # 2^levels leaves from a few hundred bytes
+    return _write(path, {"train": {"text": layer, "audio": layer, "vision": layer, "regression_labels": layer,
+                                   "id": layer},
+                         "valid": {}, "test": {}})
+
+
+def test_pickle_bombs_are_refused_quickly(tmp_path):
+    shared = _shared_lists_bomb(tmp_path / "shared.pkl")
+    assert os.path.getsize(shared) < 2000
+    deep = [[]]
+    for _ in range(200):
+        deep = [deep]
+    nested = _write(tmp_path / "deep.pkl", {"train": deep, "dev": [], "test": []})
+    # bytes(3_000_000_000) as a tiny pickle: GLOBAL builtins.bytes, an int, REDUCE.
+    alloc = _write(tmp_path / "alloc.pkl", raw=pickle.dumps(_Allocation(), protocol=2))
+    assert os.path.getsize(alloc) < 40
+    for path, match in ((shared, "referenced more than once"), (nested, "nested deeper than"),
+                        (alloc, "refused to unpickle global builtins.bytes")):
+        start = time.time()
+        with pytest.raises(pickle.UnpicklingError, match=match):
+            pickles.load(path)
+        assert time.time() - start < 1.0
+
+
+def test_plain_shared_scalars_and_empty_tuples_still_load(tmp_path):
+    word = "same-word"
+    raw = {"train": {"ids": [word, word, word], "shapes": [(), (), ()]}, "dev": [], "test": []}
+    assert pickles.restricted_load(_write(tmp_path / "ok.pkl", raw)) == raw

@@ -16,9 +16,12 @@ import pickle
 
 import numpy as np
 
+# Plain containers and numpy arrays. Not bytes/bytearray: bytes(3_000_000_000) is a 28-byte
+# pickle that allocates 3 GB before any check could run (pickles of protocol 3+ store bytes
+# with their own opcodes and never need the global).
 _ALLOWED = {
-    ("builtins", name) for name in ("list", "dict", "tuple", "set", "frozenset", "str", "bytes", "int",
-                                     "float", "bool", "complex", "slice", "bytearray")
+    ("builtins", name) for name in ("list", "dict", "tuple", "set", "frozenset", "str", "int", "float", "bool",
+                                     "complex", "slice")
 } | {
     (module, name)
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -26,6 +29,11 @@ _ALLOWED = {
 } | {("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict")} | {
     (module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")
 }
+# Bounds on what a loaded pickle may hold. A container referenced twice is refused: shared
+# references let a 1 KB pickle describe 2^30 elements (which converting it then builds), and a
+# dataset never shares them. Without sharing, what a pickle holds is bounded by its size.
+MAX_DEPTH = 64
+MAX_OBJECTS = 50_000_000
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -37,9 +45,42 @@ class RestrictedUnpickler(pickle.Unpickler):
         )
 
 
+def check_structure(obj, source):
+    """Refuses shared containers, nesting deeper than MAX_DEPTH and more than MAX_OBJECTS
+    objects (containers and object-array elements), without recursion."""
+    seen, count, stack = set(), 0, [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, np.ndarray):
+            if item.dtype != object:
+                continue
+            children = item.ravel().tolist()
+        elif isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = item
+        else:
+            continue
+        if not len(children):  # (empty containers amplify nothing; () is even a shared singleton)
+            continue
+        if id(item) in seen:
+            raise pickle.UnpicklingError(
+                f"{source}: refused: a container is referenced more than once (shared references can "
+                "describe exponentially large data)")
+        seen.add(id(item))
+        if depth >= MAX_DEPTH:
+            raise pickle.UnpicklingError(f"{source}: refused: containers nested deeper than {MAX_DEPTH} levels")
+        count += len(children)
+        if count > MAX_OBJECTS:
+            raise pickle.UnpicklingError(f"{source}: refused: more than {MAX_OBJECTS} objects")
+        stack.extend((child, depth + 1) for child in children)
+    return obj
+
+
 def restricted_load(path):
     with open(path, "rb") as f:
-        return RestrictedUnpickler(io.BufferedReader(f)).load()
+        obj = RestrictedUnpickler(io.BufferedReader(f)).load()
+    return check_structure(obj, path)
 
 
 def load(path, glove=None, text_dim=300, text_backbone=None, max_length=50):
