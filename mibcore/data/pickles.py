@@ -10,6 +10,7 @@
 Untrusted pickles can run arbitrary code when unpickled; only plain containers and numpy
 arrays are allowed here, anything else is refused with an error naming the global.
 """
+import _compat_pickle
 import hashlib
 import io
 import pickle
@@ -38,10 +39,13 @@ MAX_OBJECTS = 50_000_000
 
 class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
-        if (module, name) in _ALLOWED:
+        # Python 2 names (protocol < 3: __builtin__.set) checked as the Python 3 ones pickle maps them to.
+        mapped, mapped_name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        mapped = _compat_pickle.IMPORT_MAPPING.get(mapped, mapped)
+        if (mapped, mapped_name) in _ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(
-            f"refused to unpickle global {module}.{name}: only plain containers and numpy arrays are allowed"
+            f"refused to unpickle global {mapped}.{mapped_name}: only plain containers and numpy arrays are allowed"
         )
 
 
