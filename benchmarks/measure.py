@@ -78,11 +78,7 @@ def time_train(trainer, batches, device, repeats, split=True):
     or an epoch) and, with `split`, of its parts on the first batch: "forward" (forward + loss,
     recording autograd as a step does; a no_grad forward would recompile a compiled model),
     "backward" alone, and "full" (forward + loss + backward, without the optimizer)."""
-    def train(_):
-        for batch in batches():
-            trainer.step(*batch)
-
-    times = {"train": median_time(train, device, repeats, warmup=3 if split else 1)}
+    times = {"train": median_time(lambda _: trainer.run(batches()), device, repeats, warmup=3 if split else 1)}
     if not split:
         return times
     first = next(iter(batches()))

@@ -25,8 +25,7 @@ def test_forward_backward(benchmark, case, provider):
         trainer, batches = case.make(DEVICE, provider)
 
         def train():
-            for batch in batches():
-                trainer.step(*batch)
+            trainer.run(batches())
             if DEVICE == "cuda":
                 torch.cuda.synchronize()
 
