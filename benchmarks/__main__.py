@@ -1,9 +1,10 @@
 """Benchmark runner: `python -m benchmarks [--quick] [--device cpu] [--out bench-results]`.
 
-Times every case for every provider (forward, backward, forward+backward), reports
-speedups against the eager reference measured in the same run, the roofline fraction
-(copy bandwidth and GEMM throughput measured in the same run) and memory, and writes
-results.csv, results.md and results.png to --out.
+Times every case for every provider (forward, backward, forward+backward; training cases
+also the whole step with Adam, or the epoch), reports speedups against the case's baseline
+(its first provider) measured in the same run, the roofline fraction (copy bandwidth and GEMM
+throughput measured in the same run) and memory, profiles each training step's components,
+and writes results.csv, results.md, results.png (and breakdown.csv) to --out.
 """
 import argparse
 import os
@@ -13,13 +14,41 @@ import sys
 import torch
 
 from benchmarks import cases as bench_cases
-from benchmarks import measure, report
+from benchmarks import breakdown, measure, report
 from mibcore._io import atomic_write_text
+
+
+def _time_op(case, provider, device, repeats, bandwidth, gemm):
+    fn, tensors = case.make(device, provider)
+    times = measure.time_modes(fn, tensors, device, repeats)
+    floor = case.bytes_moved / bandwidth if case.bytes_moved else case.flops / gemm
+    peak = measure.peak_memory_bytes(fn, tensors, device)
+    return {
+        "op": case.op, "shape": case.shape, "kind": case.kind, "provider": provider, "device": device,
+        "forward_ms": 1e3 * times["forward"], "backward_ms": 1e3 * times["backward"],
+        "full_ms": 1e3 * times["full"],
+        "roofline_full": floor / times["full"] if floor else None,
+        "saved_MB": measure.saved_for_backward_bytes(fn, tensors) / 2**20,
+        "peak_MB": None if peak is None else peak / 2**20,
+    }
+
+
+def _time_train(case, provider, device, repeats):
+    """A training case's row (train_ms: the step, or the epoch), its trainer and batches."""
+    trainer, batches = case.make(device, provider)
+    split = case.op == "train_step"
+    times = measure.time_train(trainer, batches, device, repeats if split else max(3, repeats // 2), split=split)
+    row = {"op": case.op, "shape": case.shape, "kind": case.kind, "provider": provider, "device": device,
+           "train_ms": 1e3 * times["train"], "note": trainer.note}
+    for mode in ("forward", "backward", "full"):
+        row[f"{mode}_ms"] = 1e3 * times[mode] if mode in times else None
+    return row, trainer, batches
 
 
 def run(args):
     device = args.device
     repeats = args.repeats or (5 if args.quick else 15)
+    train_repeats = args.repeats or (5 if args.quick else 7)  # a step is 0.1-1 s: 7 medians take minutes
     bandwidth = measure.copy_bandwidth(device)
     gemm = measure.gemm_throughput(device)
     machine = (
@@ -27,45 +56,44 @@ def run(args):
         f"device {device}; copy bandwidth {bandwidth / 1e9:.1f} GB/s, fp32 GEMM {gemm / 1e9:.0f} GFLOP/s"
     )
     print(machine, flush=True)
-    rows = []
+    rows, breakdowns = [], []
     for case in bench_cases.all_cases(quick=args.quick):
         if args.op and case.op not in args.op:
             continue
         baseline = None
         for provider in bench_cases.providers(case, device):
             torch.manual_seed(0)
-            fn, tensors = case.make(device, provider)
-            times = measure.time_modes(fn, tensors, device, repeats)
-            if provider == "reference":
-                baseline = times
-            floor = case.bytes_moved / bandwidth if case.bytes_moved else case.flops / gemm
-            roofline = floor / times["full"] if floor else None
-            peak = measure.peak_memory_bytes(fn, tensors, device)
-            row = {
-                "op": case.op, "shape": case.shape, "kind": case.kind, "provider": provider, "device": device,
-                "forward_ms": 1e3 * times["forward"], "backward_ms": 1e3 * times["backward"],
-                "full_ms": 1e3 * times["full"],
-                "speedup_full": baseline["full"] / times["full"],
-                "speedup_forward": baseline["forward"] / times["forward"],
-                "roofline_full": roofline,
-                "saved_MB": measure.saved_for_backward_bytes(fn, tensors) / 2**20,
-                "peak_MB": None if peak is None else peak / 2**20,
-            }
+            if case.train:
+                row, trainer, batches = _time_train(case, provider, device, train_repeats)
+                if case.op == "train_step":
+                    breakdowns.append({"shape": case.shape, "provider": provider,
+                                       **breakdown.profile_step(trainer, next(iter(batches())))})
+            else:
+                row = _time_op(case, provider, device, repeats, bandwidth, gemm)
+            baseline = baseline or row  # the first provider is the case's baseline
+            for mode in ("full", "forward", "train"):
+                if row.get(f"{mode}_ms"):
+                    row[f"speedup_{mode}"] = baseline[f"{mode}_ms"] / row[f"{mode}_ms"]
             rows.append(row)
+            roofline = row.get("roofline_full")
             print(
-                f"{case.op:18s} {case.shape:26s} {provider:10s} fwd {row['forward_ms']:9.3f} ms  "
-                f"fwd+bwd {row['full_ms']:9.3f} ms  x{row['speedup_full']:.2f}"
-                + (f"  roofline {100 * roofline:.0f}%" if roofline is not None else ""),
+                f"{case.op:18s} {case.shape:26s} {provider:17s} fwd {row['forward_ms'] or 0:9.3f} ms  "
+                f"fwd+bwd {row['full_ms'] or 0:9.3f} ms  x{row.get('speedup_full') or 0:.2f}"
+                + (f"  roofline {100 * roofline:.0f}%" if roofline is not None else "")
+                + (f"  train {row['train_ms']:9.3f} ms  x{row['speedup_train']:.2f}" if case.train else "")
+                + (f"  [{row['note']}]" if row.get("note") else ""),
                 flush=True,
             )
     os.makedirs(args.out, exist_ok=True)
     atomic_write_text(os.path.join(args.out, "results.csv"), report.to_csv(rows))
-    markdown = report.to_markdown(rows, machine)
+    if breakdowns:
+        atomic_write_text(os.path.join(args.out, "breakdown.csv"), report.breakdown_to_csv(breakdowns))
+    markdown = report.to_markdown(rows, machine) + report.breakdown_to_markdown(breakdowns)
     atomic_write_text(os.path.join(args.out, "results.md"), markdown)
     report.to_png(rows, os.path.join(args.out, "results.png"))
     print()
     print(markdown)
-    print(f"wrote {args.out}/results.csv, results.md, results.png")
+    print(f"wrote {args.out}/results.csv, results.md, results.png" + (", breakdown.csv" if breakdowns else ""))
     return rows
 
 

@@ -73,6 +73,26 @@ def time_modes(fn, tensors, device, repeats):
     }
 
 
+def time_train(trainer, batches, device, repeats, split=True):
+    """Median seconds of a training unit ("train": one step per batch of batches(), i.e. a step
+    or an epoch) and, with `split`, of its parts on the first batch: "forward" (forward + loss,
+    recording autograd as a step does; a no_grad forward would recompile a compiled model),
+    "backward" alone, and "full" (forward + loss + backward, without the optimizer)."""
+    times = {"train": median_time(lambda _: trainer.run(batches()), device, repeats, warmup=3 if split else 1)}
+    if not split:
+        return times
+    first = next(iter(batches()))
+
+    def forward(_=None):
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return trainer.loss(*first)
+
+    times["forward"] = median_time(forward, device, repeats)
+    times["backward"] = median_time(lambda loss: loss.backward(), device, repeats, setup=forward)
+    times["full"] = median_time(lambda _: forward().backward(), device, repeats)
+    return times
+
+
 def saved_for_backward_bytes(fn, tensors):
     """Bytes autograd keeps between forward and backward beyond the inputs, plus the outputs:
     the memory a forward costs until its backward runs."""

@@ -1,6 +1,7 @@
 """pytest-benchmark view of the benchmark cases: `pytest benchmarks --benchmark-only`.
 
-Each case x provider is one benchmark of forward + backward; the runner
+Each case x provider is one benchmark of forward + backward (a training case: of its step or
+epoch, with Adam); the runner
 (`python -m benchmarks`) adds forward/backward splits, ratios, roofline and the table.
 """
 import pytest
@@ -19,6 +20,17 @@ PARAMS = [
 
 @pytest.mark.parametrize("case, provider", PARAMS)
 def test_forward_backward(benchmark, case, provider):
+    benchmark.group = f"{case.op} {case.shape}"
+    if case.train:
+        trainer, batches = case.make(DEVICE, provider)
+
+        def train():
+            trainer.run(batches())
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
+
+        benchmark(train)
+        return
     fn, tensors = case.make(DEVICE, provider)
 
     def step():
@@ -29,5 +41,4 @@ def test_forward_backward(benchmark, case, provider):
         if DEVICE == "cuda":
             torch.cuda.synchronize()
 
-    benchmark.group = f"{case.op} {case.shape}"
     benchmark(step)
