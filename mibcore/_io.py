@@ -45,10 +45,7 @@ def atomic_write_bytes(path, data):
 
 def remove_temporaries(directory):
     """Deletes the temporary files that interrupted atomic writes left in `directory` (a kill
-    gives the cleanup above no chance to run); returns their names. Only call it where no other
-    process writes (the training engine does, holding the run folder's lock)."""
-    removed = []
-    for tmp in sorted(glob.glob(os.path.join(glob.escape(directory), TMP_PREFIX + "*" + TMP_SUFFIX))):
+    gives the cleanup above no chance to run). Only call it where no other process writes (the
+    training engine does, holding the run folder's lock)."""
+    for tmp in glob.glob(os.path.join(glob.escape(directory), TMP_PREFIX + "*" + TMP_SUFFIX)):
         os.unlink(tmp)
-        removed.append(os.path.basename(tmp))
-    return removed

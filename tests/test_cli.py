@@ -1,6 +1,5 @@
 """The CLI's user errors: one line `mibcore: error: ...` naming the file, key or option, and a
 distinct exit code (mibcore.errors); no traceback unless --debug."""
-import json
 import pickle
 
 import h5py

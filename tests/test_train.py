@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -201,7 +202,7 @@ def test_diverging_loss_stops_at_its_epoch_and_step(tmp_path, monkeypatch):
     calls, loss = [], MIB.loss
     monkeypatch.setattr(MIB, "loss", lambda self, out, target: loss(self, out, target) * (
         float("nan") if calls.append(1) or len(calls) == 3 else 1.0))  # the third step: epoch 2, step 1 of 2
-    with pytest.raises(DivergedError, match="the loss is nan at epoch 2, step 1 of 2 .* keeps the checkpoint of epoch 1"):
+    with pytest.raises(DivergedError, match="loss is nan at epoch 2, step 1 of 2 .* keeps the checkpoint of epoch 1"):
         train(TrainConfig(model="plain", out=str(tmp_path), **dict(ONE, epochs=2)))
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]["epoch"] == 1
     assert not os.path.exists(tmp_path / "metrics.json")
@@ -217,7 +218,9 @@ def test_a_second_training_on_a_locked_folder_fails_at_once(tmp_path, capsys):
     try:
         assert holder.stdout.readline() == "locked\n"
         args = ["train", "--out", str(out), "--d", "10", "--hidden", "16", "--epochs", "1", "--no-progress"]
+        start = time.monotonic()
         assert cli(args) == 6
+        assert time.monotonic() - start < 10  # at once: before the data is loaded or a model built
         assert f"is in use by another training (PID {holder.pid} on " in capsys.readouterr().err
     finally:
         holder.kill()  # as kill -9 would: the OS releases the lock
