@@ -5,17 +5,32 @@
   python -m mibcore eval runs/x [--data PATH] [--split test]
   python -m mibcore convert data.pkl data.h5 [--glove glove.txt]
   torchrun --nproc_per_node 2 -m mibcore train ...      (DDP; gloo on CPU)
+
+A mistake of the user's (mibcore.errors.UserError) prints one line `mibcore: error: ...` and
+exits with its code: 2 usage or config, 3 data, 4 checkpoint, 5 training diverged, 6 run folder
+locked by another training. `--debug` prints the traceback too.
 """
 import argparse
 import dataclasses
 import json
+import os
 import sys
+import traceback
+
+from mibcore.errors import UsageError, UserError
 
 
-def _train_parser(commands):
+class _Parser(argparse.ArgumentParser):
+    """Raises UsageError (printed by main() as one line, exit code 2) instead of printing the usage."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _train_parser(commands, common):
     from mibcore.train import TrainConfig
 
-    p = commands.add_parser("train", help="train a MIB model; writes OUT/metrics.json")
+    p = commands.add_parser("train", parents=[common], help="train a MIB model; writes OUT/metrics.json")
     p.add_argument("--config", help="JSON config (TrainConfig fields or MMSA-style sections)")
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
@@ -27,25 +42,54 @@ def _train_parser(commands):
             p.add_argument(name, action=argparse.BooleanOptionalAction, default=None)
         else:
             p.add_argument(name, type=type(default), default=None)
+    p.add_argument("--restart", dest="resume", action="store_false",
+                   help="start over: delete OUT's checkpoint, best.pt, history and metrics (same as --no-resume)")
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed; writes OUT/results.md (mean +- std)")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="mibcore", description="Multimodal Information Bottleneck toolkit")
+def _parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the traceback of an error, not only its one-line message")
+    parser = _Parser(prog="mibcore", description="Multimodal Information Bottleneck toolkit", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="versions, build, and which backend serves which device")
-    _train_parser(commands)
-    ev = commands.add_parser("eval", help="evaluate a run folder or best.pt")
+    commands.add_parser("info", parents=[common], help="versions, build, and which backend serves which device")
+    _train_parser(commands, common)
+    ev = commands.add_parser("eval", parents=[common], help="evaluate a run folder or best.pt")
     ev.add_argument("checkpoint")
     ev.add_argument("--data", default=None)
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    cv = commands.add_parser("convert", help="convert an MMSA or MAG-BERT pickle to mibcore's HDF5")
+    ev.add_argument("--device", default=None, help="where to evaluate (default: the run's --device)")
+    cv = commands.add_parser("convert", parents=[common], help="convert an MMSA or MAG-BERT pickle to mibcore's HDF5")
     cv.add_argument("input")
     cv.add_argument("output")
     cv.add_argument("--glove", default=None, help="GloVe text file to embed MAG-BERT words")
     cv.add_argument("--text-backbone", default=None, help="local Hugging Face model dir: also store token ids")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv=None):
+    """Runs one command; returns its exit code (0, or a UserError's: see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _run(_parser().parse_args(argv))
+    except UserError as e:
+        if "--debug" in argv:
+            traceback.print_exc()
+        print(f"mibcore: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def _check_output_file(path):
+    """convert's output: a file name in an existing folder."""
+    if os.path.isdir(path):
+        raise UsageError(f"convert: the output {path!r} is a directory; name the .h5 file to write")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise UsageError(f"convert: the output's folder {folder!r} does not exist")
+
+
+def _run(args):
     if args.command == "info":
         from mibcore.info import report
 
@@ -55,7 +99,7 @@ def main(argv=None):
         from mibcore.train.engine import load_config
 
         overrides = {k: v for k, v in vars(args).items()
-                     if k not in ("command", "config", "seeds") and v is not None}
+                     if k not in ("command", "config", "seeds", "debug") and v is not None}
         if "no_ib" in overrides:
             overrides["no_ib"] = tuple(overrides["no_ib"])
         config = load_config(args.config, overrides) if args.config else TrainConfig(**overrides).validate()
@@ -68,11 +112,13 @@ def main(argv=None):
     elif args.command == "eval":
         from mibcore.train import evaluate_checkpoint
 
-        print(json.dumps(evaluate_checkpoint(args.checkpoint, args.data, args.split), indent=2, sort_keys=True))
+        metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device)
+        print(json.dumps(metrics, indent=2, sort_keys=True))
     elif args.command == "convert":
-        from mibcore.data import check_dataset, hdf5, pickles
+        from mibcore.data import hdf5, load_dataset
 
-        data = check_dataset(pickles.load(args.input, glove=args.glove, text_backbone=args.text_backbone), args.input)
+        _check_output_file(args.output)
+        data = load_dataset(args.input, glove=args.glove, text_backbone=args.text_backbone)
         hdf5.save(data, args.output)
         print(f"wrote {args.output}: " + ", ".join(f"{s} {len(p['label'])}" for s, p in data.items()))
     return 0

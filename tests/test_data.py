@@ -8,6 +8,7 @@ import pytest
 
 from mibcore.data import check_dataset, hdf5, load_dataset, make_synthetic, pickles
 from mibcore.__main__ import main as cli
+from mibcore.errors import DataError
 
 
 def test_synthetic_is_deterministic_and_well_formed():
@@ -92,7 +93,7 @@ def test_bad_layouts_are_clear_errors(tmp_path):
         pickle.dump({"foo": 1}, f)
     with pytest.raises(ValueError, match="unknown pickle layout"):
         pickles.load(str(path))
-    with pytest.raises(FileNotFoundError, match="neither 'synthetic' nor an existing file"):
+    with pytest.raises(DataError, match="neither 'synthetic' nor an existing file"):
         load_dataset("nope.h5")
     data = make_synthetic(n_train=4, n_dev=2, n_test=2, seq_len=3)
     data["dev"]["label"][0] = np.nan

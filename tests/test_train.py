@@ -5,12 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from mibcore.__main__ import main as cli
+from mibcore.data import make_synthetic
 from mibcore.train import TrainConfig, evaluate_checkpoint, regression_metrics, train, train_seeds
 
 TINY = dict(d=10, hidden=32, synthetic_samples=160, seq_len=6, batch_size=16, progress=False)
@@ -129,3 +131,101 @@ def test_ddp_two_processes_match_one(tmp_path):
     # can grow to ~1e-4 over the 8 steps; the weights themselves move by ~8e-3 (8 steps x lr).
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=5e-4)
+
+
+# --- Robustness: validation, divergence, resume provenance, exact eval, the run folder ---
+
+from mibcore.errors import CheckpointError, DataError, DivergedError  # noqa: E402
+
+ONE = dict(TINY, synthetic_samples=32, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def faithful_run(tmp_path_factory):
+    """A finished one-epoch faithful-mode run (tests copy it before changing it)."""
+    config = TrainConfig(model="cmib", mode="faithful", out=str(tmp_path_factory.mktemp("run") / "run"), **ONE)
+    train(config)
+    return config
+
+
+def copy_of(run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(run.out, out)
+    return dataclasses.replace(run, out=str(out))
+
+
+def test_eval_reproduces_a_faithful_run_exactly(faithful_run, capsys):
+    capsys.readouterr()
+    assert cli(["eval", faithful_run.out]) == 0
+    assert json.loads(capsys.readouterr().out) == json.load(open(os.path.join(faithful_run.out, "metrics.json")))
+
+
+def test_eval_of_the_resume_checkpoint_is_refused(faithful_run, capsys):
+    assert cli(["eval", os.path.join(faithful_run.out, "checkpoint.pt")]) == 4
+    assert "is the resume checkpoint of a run; evaluate its folder" in capsys.readouterr().err
+
+
+def test_resume_with_another_config_is_refused(faithful_run, tmp_path):
+    run = copy_of(faithful_run, tmp_path)
+    with pytest.raises(CheckpointError, match=r"another config \(fusion 'concat' -> 'tensor'; lr 0.001 -> 0.01\)"):
+        train(dataclasses.replace(run, lr=0.01, fusion="tensor"))
+    # --restart: the run starts over with the new config, which best.pt then records
+    result, _ = train(dataclasses.replace(run, lr=0.01, resume=False))
+    assert result["epochs_run"] == 1
+    assert torch.load(os.path.join(run.out, "best.pt"), weights_only=True)["config"]["lr"] == 0.01
+
+
+def test_damaged_checkpoint_is_reported_and_restart_cleans_the_folder(faithful_run, tmp_path):
+    run = copy_of(faithful_run, tmp_path)
+    checkpoint = os.path.join(run.out, "checkpoint.pt")
+    with open(checkpoint, "r+b") as f:
+        f.truncate(os.path.getsize(checkpoint) // 2)
+    stale = os.path.join(run.out, "tmp-killed.part")  # what a write killed mid-way leaves
+    open(stale, "wb").write(b"partial")
+    with pytest.raises(CheckpointError, match="checkpoint.pt: damaged or not a checkpoint .*--restart"):
+        train(dataclasses.replace(run, epochs=2))
+    assert not os.path.exists(stale)  # deleted at the start, under the lock
+    train(dataclasses.replace(run, resume=False))
+    assert json.load(open(os.path.join(run.out, "history.json")))[0]["epoch"] == 1
+
+
+def test_nan_features_are_refused(tmp_path):
+    data = make_synthetic(n_train=8, n_dev=2, n_test=2, seq_len=3)
+    data["train"]["audio"][3, 1, 2] = np.nan
+    with pytest.raises(DataError, match=r"train/audio holds NaN or Inf \(1 values\)"):
+        train(TrainConfig(out=str(tmp_path), **ONE), data=data)
+
+
+def test_diverging_loss_stops_at_its_epoch_and_step(tmp_path, monkeypatch):
+    from mibcore.models.mib import MIB
+
+    calls, loss = [], MIB.loss
+    monkeypatch.setattr(MIB, "loss", lambda self, out, target: loss(self, out, target) * (
+        float("nan") if calls.append(1) or len(calls) == 3 else 1.0))  # the third step: epoch 2, step 1 of 2
+    with pytest.raises(DivergedError, match="loss is nan at epoch 2, step 1 of 2 .* keeps the checkpoint of epoch 1"):
+        train(TrainConfig(model="plain", out=str(tmp_path), **dict(ONE, epochs=2)))
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]["epoch"] == 1
+    assert not os.path.exists(tmp_path / "metrics.json")
+
+
+def test_a_second_training_on_a_locked_folder_fails_at_once(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mibcore.train.engine import lock_run_folder\n"
+         f"with lock_run_folder({str(out)!r}):\n    print('locked', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        args = ["train", "--out", str(out), "--d", "10", "--hidden", "16", "--epochs", "1", "--no-progress"]
+        start = time.monotonic()
+        assert cli(args) == 6
+        assert time.monotonic() - start < 10  # at once: before the data is loaded or a model built
+        assert f"is in use by another training (PID {holder.pid} on " in capsys.readouterr().err
+    finally:
+        holder.kill()  # as kill -9 would: the OS releases the lock
+        holder.wait()
+    from mibcore.train.engine import lock_run_folder
+
+    with lock_run_folder(str(out)):
+        pass

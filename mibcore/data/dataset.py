@@ -1,48 +1,68 @@
 """Dataset checks, loading by path or name, and the torch Dataset over a split."""
 import os
+import pickle
 
 import numpy as np
 import torch
+
+from mibcore.errors import DataError
 
 SPLITS = ("train", "dev", "test")
 MODALITY_KEYS = ("text", "audio", "visual")
 
 
 def check_dataset(data, source="dataset"):
-    """Validates the in-memory layout (see mibcore.data); returns it."""
+    """Validates the in-memory layout (see mibcore.data): every split present and non-empty,
+    arrays of matching sizes, features and labels finite. Returns `data`; raises DataError."""
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: expected a dict of splits, got {type(data).__name__}")
+        raise DataError(f"{source}: expected a dict of splits, got {type(data).__name__}")
     for split in SPLITS:
         if split not in data:
-            raise ValueError(f"{source}: missing split {split!r} (has {sorted(data)})")
+            raise DataError(f"{source}: missing split {split!r} (has {sorted(data)})")
         part = data[split]
+        if not isinstance(part, dict) or "label" not in part:
+            raise DataError(f"{source}: split {split!r} must be a dict with a 'label' array")
         n = len(part["label"])
+        if n == 0:
+            raise DataError(f"{source}: split {split!r} is empty")
         for key in MODALITY_KEYS:
             arr = part.get(key)
             if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[0] != n:
                 shape = getattr(arr, "shape", None)
-                raise ValueError(f"{source}: {split}/{key} must be an array [N={n}, T, D], got {shape}")
+                raise DataError(f"{source}: {split}/{key} must be an array [N={n}, T, D], got {shape}")
         if len(part.get("id", [])) != n:
-            raise ValueError(f"{source}: {split}/id must hold {n} ids")
-        if not np.isfinite(part["label"]).all():
-            raise ValueError(f"{source}: {split}/label holds NaN or Inf")
+            raise DataError(f"{source}: {split}/id must hold {n} ids")
+        for key in (*MODALITY_KEYS, "label"):
+            bad = int(np.size(part[key]) - np.count_nonzero(np.isfinite(part[key])))
+            if bad:
+                raise DataError(f"{source}: {split}/{key} holds NaN or Inf ({bad} values)")
     return data
 
 
-def load_dataset(spec, text_backbone=None, max_text_length=50, **synthetic_options):
+def load_dataset(spec, text_backbone=None, max_text_length=50, glove=None, **synthetic_options):
     """`spec`: 'synthetic' (optionally 'synthetic-emotion'), or a path to a .h5, an MMSA pickle
-    or a MAG-BERT pickle (detected by content). `text_backbone` (pickles): also tokenize text."""
+    or a MAG-BERT pickle (detected by content). `text_backbone` (pickles): also tokenize text;
+    `glove` (MAG-BERT pickles): the word embedding file. Raises DataError naming the file."""
     from mibcore.data import hdf5, pickles, synthetic
 
     if spec in ("synthetic", "synthetic-regression"):
-        return synthetic.make_synthetic(**synthetic_options)
+        return check_dataset(synthetic.make_synthetic(**synthetic_options), spec)
     if spec == "synthetic-emotion":
-        return synthetic.make_synthetic(task="emotion", **synthetic_options)
-    if not os.path.exists(spec):
-        raise FileNotFoundError(f"data: {spec!r} is neither 'synthetic' nor an existing file")
-    if spec.endswith((".h5", ".hdf5")):
-        return check_dataset(hdf5.load(spec), spec)
-    return check_dataset(pickles.load(spec, text_backbone=text_backbone, max_length=max_text_length), spec)
+        return check_dataset(synthetic.make_synthetic(task="emotion", **synthetic_options), spec)
+    if not os.path.isfile(spec):
+        what = "a directory" if os.path.isdir(spec) else "neither 'synthetic' nor an existing file"
+        raise DataError(f"data: {spec!r} is {what}")
+    try:
+        if spec.endswith((".h5", ".hdf5")):
+            data = hdf5.load(spec)
+        else:
+            data = pickles.load(spec, glove=glove, text_backbone=text_backbone, max_length=max_text_length)
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, IndexError, TypeError) as e:
+        # Unreadable or truncated files (h5py reports them as OSError) and layouts without a key
+        # the loaders expect: name the file, not only the internal exception.
+        reason = "the file is empty or truncated" if isinstance(e, EOFError) else f"{type(e).__name__}: {e}"
+        raise DataError(f"{spec}: cannot read the data ({reason})") from e
+    return check_dataset(data, spec)
 
 
 class MultimodalDataset(torch.utils.data.Dataset):
@@ -52,7 +72,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def __init__(self, split, token_ids=False):
         if token_ids:
             if "text_ids" not in split:
-                raise ValueError("a text backbone needs token ids: load the data with text_backbone=PATH")
+                raise DataError("a text backbone needs token ids: load the data with text_backbone=PATH")
             self.text = torch.from_numpy(np.ascontiguousarray(split["text_ids"], dtype=np.int64))
         else:
             self.text = torch.from_numpy(np.ascontiguousarray(split["text"], dtype=np.float32))

@@ -3,6 +3,7 @@
 import numpy as np
 
 from mibcore._io import atomic_write
+from mibcore.errors import DataError
 
 FORMAT_VERSION = 1
 
@@ -30,10 +31,13 @@ def load(path):
     with h5py.File(path, "r") as f:
         version = f.attrs.get("mibcore_format")
         if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: not a mibcore HDF5 file (mibcore_format={version!r}, expected {FORMAT_VERSION})")
+            raise DataError(f"{path}: not a mibcore HDF5 file (mibcore_format={version!r}, expected {FORMAT_VERSION})")
         out = {}
         for split in f:
             g = f[split]
+            missing = [key for key in ("text", "audio", "visual", "label", "id") if key not in g]
+            if missing:
+                raise DataError(f"{path}: /{split} has no {', '.join(missing)} (has {sorted(g)})")
             out[split] = {key: g[key][()] for key in ("text", "audio", "visual", "label")}
             out[split]["id"] = [s.decode() if isinstance(s, bytes) else str(s) for s in g["id"][()]]
             if "text_ids" in g:

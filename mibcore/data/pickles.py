@@ -17,6 +17,8 @@ import pickle
 
 import numpy as np
 
+from mibcore.errors import DataError
+
 # Plain containers and numpy arrays. Not bytes/bytearray: bytes(3_000_000_000) is a 28-byte
 # pickle that allocates 3 GB before any check could run (pickles of protocol 3+ store bytes
 # with their own opcodes and never need the global).
@@ -92,25 +94,37 @@ def load(path, glove=None, text_dim=300, text_backbone=None, max_length=50):
     MAG-BERT words are tokenized like the paper's pipeline; MMSA's text_bert ids are used."""
     raw = restricted_load(path)
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a dict of splits, got {type(raw).__name__}")
+        raise DataError(f"{path}: expected a dict of splits, got {type(raw).__name__}")
     if "valid" in raw:
         return from_mmsa(raw, path, with_ids=bool(text_backbone))
     if "dev" in raw:
         return from_mag_bert(raw, path, glove=glove, text_dim=text_dim, text_backbone=text_backbone,
                              max_length=max_length)
-    raise ValueError(f"{path}: unknown pickle layout (splits {sorted(raw)}); expected MMSA or MAG-BERT")
+    raise DataError(f"{path}: unknown pickle layout (splits {sorted(raw)}); expected MMSA or MAG-BERT")
+
+
+def _split(raw, name, kinds, source):
+    """raw[name], which must exist and be an instance of `kinds`."""
+    if name not in raw:
+        raise DataError(f"{source}: missing split {name!r} (has {sorted(map(str, raw))})")
+    if not isinstance(raw[name], kinds):
+        raise DataError(f"{source}: split {name!r} has an unexpected type ({type(raw[name]).__name__})")
+    return raw[name]
 
 
 def from_mmsa(raw, source="MMSA pickle", with_ids=False):
     out = {}
     for split, name in (("train", "train"), ("dev", "valid"), ("test", "test")):
-        part = raw[name]
+        part = _split(raw, name, dict, source)
+        for key in ("audio", "vision"):
+            if key not in part:
+                raise DataError(f"{source}: {name} has no {key!r} array (has {sorted(map(str, part))})")
         text = part.get("text")
         if text is None or np.asarray(text).ndim != 3:
-            raise ValueError(f"{source}: {name}/text must hold [N, T, D] text features (text_bert ids are not read)")
+            raise DataError(f"{source}: {name}/text must hold [N, T, D] text features (text_bert ids are not read)")
         labels = part.get("regression_labels", part.get("labels", {}).get("M") if isinstance(part.get("labels"), dict) else None)
         if labels is None:
-            raise ValueError(f"{source}: {name} has no regression_labels")
+            raise DataError(f"{source}: {name} has no regression_labels")
         n = len(labels)
         out[split] = {
             "text": np.asarray(text, dtype=np.float32),
@@ -121,7 +135,7 @@ def from_mmsa(raw, source="MMSA pickle", with_ids=False):
         }
         if with_ids:
             if "text_bert" not in part:
-                raise ValueError(f"{source}: {name} has no text_bert token ids for the text backbone")
+                raise DataError(f"{source}: {name} has no text_bert token ids for the text backbone")
             out[split]["text_ids"] = np.asarray(part["text_bert"])[:, 0, :].astype(np.int64)
     return out
 
@@ -143,6 +157,8 @@ def read_glove(path):
         for line in f:
             parts = line.rstrip().split(" ")
             table[parts[0]] = np.asarray(parts[1:], dtype=np.float32)
+    if not table:
+        raise DataError(f"{path}: the GloVe file holds no word vectors")
     dim = len(next(iter(table.values())))
     return lambda word: table.get(word, table.get(word.lower(), np.zeros(dim, np.float32))), dim
 
@@ -151,18 +167,18 @@ def from_mag_bert(raw, source="MAG-BERT pickle", glove=None, text_dim=300, text_
     embed, dim = read_glove(glove) if glove else (HashingEmbedding(text_dim), text_dim)
     out = {}
     for split in ("train", "dev", "test"):
-        rows = raw[split]
+        rows = _split(raw, split, (list, tuple), source)
         if not rows:
-            raise ValueError(f"{source}: split {split!r} is empty")
+            raise DataError(f"{source}: split {split!r} is empty")
         text, audio, visual, labels, ids = [], [], [], [], []
         for k, item in enumerate(rows):
             try:
                 (words, vis, aco), label, segment = item
             except (TypeError, ValueError):
-                raise ValueError(f"{source}: {split}[{k}] is not ((words, visual, acoustic), label, segment)") from None
+                raise DataError(f"{source}: {split}[{k}] is not ((words, visual, acoustic), label, segment)") from None
             vis, aco = np.asarray(vis, np.float32), np.asarray(aco, np.float32)
             if len(words) != vis.shape[0] or len(words) != aco.shape[0]:
-                raise ValueError(f"{source}: {split}[{k}] is not word-aligned ({len(words)} words, "
+                raise DataError(f"{source}: {split}[{k}] is not word-aligned ({len(words)} words, "
                                  f"visual {vis.shape}, acoustic {aco.shape})")
             text.append(np.stack([embed(w) for w in words]) if len(words) else np.zeros((0, dim), np.float32))
             audio.append(aco)

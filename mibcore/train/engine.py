@@ -4,7 +4,12 @@ exact resume, AMP, DDP through torchrun (gloo on CPU), and results over seeds.
 Exact resume: the checkpoint written after each epoch holds the model, the optimizer, the
 early-stopping state and the torch RNG state; each epoch's shuffling comes from a generator
 seeded by (seed, epoch). An interrupted run resumed from its checkpoint therefore ends with the
-same weights as an uninterrupted one.
+same weights as an uninterrupted one. The checkpoint also holds the run's config: resuming with
+another config is refused (see RESUMABLE), as is a damaged checkpoint; `resume=False` starts over.
+
+The run folder: rank 0 holds an OS lock on its train.lock (with its PID and host) for the whole
+training, so a second training on the same folder fails at once; under the lock, temporary files
+that killed writes left are deleted. Errors a user can fix are mibcore.errors.UserError's.
 """
 import contextlib
 import copy
@@ -20,12 +25,20 @@ import torch
 import torch.distributed as dist
 
 from mibcore import models
-from mibcore._io import atomic_write, atomic_write_text
-from mibcore.data import MultimodalDataset, load_dataset
+from mibcore._io import atomic_write, atomic_write_text, remove_temporaries
+from mibcore.data import MultimodalDataset, check_dataset, load_dataset
+from mibcore.errors import CheckpointError, DivergedError, RunLockedError, UsageError
 from mibcore.train.metrics import emotion_metrics, regression_metrics
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+LOCK = "train.lock"
+RUN_FILES = (CHECKPOINT, BEST, "history.json", "metrics.json")  # what starting over deletes
+# The config fields a resumed run may change: the stopping rules (a resumed run then equals an
+# uninterrupted run with the new values, as no schedule depends on them), the progress display,
+# the resume flag and the folder's path. Any other difference is refused.
+RESUMABLE = ("epochs", "patience", "progress", "resume", "out")
+RESTART_HINT = "rerun with --restart (or --no-resume) to start the run over"
 
 
 @dataclasses.dataclass
@@ -57,38 +70,70 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self):
+        """Raises UsageError naming the first bad field (types, choices, ranges); returns self."""
+        _check_field_types(self)
         if self.model not in models.VARIANTS:
-            raise ValueError(f"model must be one of {models.VARIANTS}, got {self.model!r}")
+            raise UsageError(f"model must be one of {models.VARIANTS}, got {self.model!r}")
+        if self.mode not in ("faithful", "clean"):
+            raise UsageError(f"mode must be faithful or clean, got {self.mode!r}")
         if self.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
-        for name in ("epochs", "batch_size", "patience", "synthetic_samples", "seq_len"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+            raise UsageError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+        for name in ("epochs", "batch_size", "patience", "synthetic_samples", "seq_len", "d", "hidden",
+                     "max_text_length"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name, positive in (("lr", True), ("backbone_lr", True), ("beta", False), ("weight_decay", False)):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+                raise UsageError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
         return self
+
+
+def _check_field_types(config):
+    """Each field has its default's type (ints for floats too; no_ib: a tuple of str)."""
+    for field in dataclasses.fields(config):
+        value, default = getattr(config, field.name), field.default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float) if isinstance(default, float) else int) and not isinstance(value, bool)
+        elif isinstance(default, tuple):
+            ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise UsageError(f"{field.name} must be of type {type(default).__name__}, got {value!r}")
 
 
 def load_config(path, overrides=None):
     """A TrainConfig from a JSON file: flat TrainConfig fields, or MMSA-style
     {model: {"commonParams": {...}, "datasetParams": {data: {...}}}} sections."""
-    with open(path) as f:
-        raw = json.load(f)
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except OSError as e:
+        raise UsageError(f"config {path}: cannot read it ({e.strerror})") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise UsageError(f"config {path}: not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise UsageError(f"config {path}: expected a JSON object, got {type(raw).__name__}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     stray = set(raw) - fields - set(models.VARIANTS)
     if stray:
-        raise ValueError(f"{path}: unknown config keys {sorted(stray)}")
+        raise UsageError(f"{path}: unknown config keys {sorted(stray)}")
     values = {k: v for k, v in raw.items() if k in fields}
     model = (overrides or {}).get("model", values.get("model", TrainConfig.model))
     section = raw.get(model, {})
+    if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+        raise UsageError(f"{path}: section {model!r} must map commonParams / datasetParams to objects")
     values.update(section.get("commonParams", {}))
     data = (overrides or {}).get("data", values.get("data", TrainConfig.data))
     values.update(section.get("datasetParams", {}).get(data, {}))
     unknown = set(values) - fields
     if unknown:
-        raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+        raise UsageError(f"{path}: unknown config keys {sorted(unknown)}")
     values.update(overrides or {})
-    if "no_ib" in values:
+    if isinstance(values.get("no_ib"), list):
         values["no_ib"] = tuple(values["no_ib"])
     return TrainConfig(**values).validate()
 
@@ -118,9 +163,16 @@ def _distributed():
 
 
 def _device(config):
-    if config.device != "auto":
-        return torch.device(config.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(config.device)
+    except RuntimeError:
+        raise UsageError(f"device {config.device!r} is not a device name (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise UsageError(f"device {config.device!r}: this machine has {torch.cuda.device_count()} usable CUDA "
+                         "devices (use --device cpu or auto)")
+    return device
 
 
 def _autocast(config, device):
@@ -128,7 +180,7 @@ def _autocast(config, device):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
     if dtype == torch.float16 and device.type != "cuda":
-        raise ValueError("amp='fp16' needs a GPU; use amp='bf16' on CPU")
+        raise UsageError("amp='fp16' needs a GPU; use amp='bf16' on CPU")
     return torch.autocast(device.type, dtype=dtype)
 
 
@@ -152,12 +204,15 @@ def build_model(config, data):
     label = data["train"]["label"]
     off = {} if config.dropouts else {"attn_dropout": 0.0, "relu_dropout": 0.0, "res_dropout": 0.0,
                                        "embed_dropout": 0.0, "tensor_dropout": 0.0}
-    return models.build(
-        config.model, fusion=config.fusion, mode=config.mode, beta=config.beta, no_ib=config.no_ib, d=config.d, **off,
-        hidden=config.hidden, text_dim=data["train"]["text"].shape[2], audio_dim=data["train"]["audio"].shape[2],
-        visual_dim=data["train"]["visual"].shape[2], output_dim=1 if label.ndim == 1 else label.shape[1],
-        text_backbone=config.text_backbone or None,
-    )
+    try:
+        return models.build(
+            config.model, fusion=config.fusion, mode=config.mode, beta=config.beta, no_ib=config.no_ib, d=config.d,
+            **off, hidden=config.hidden, text_dim=data["train"]["text"].shape[2],
+            audio_dim=data["train"]["audio"].shape[2], visual_dim=data["train"]["visual"].shape[2],
+            output_dim=1 if label.ndim == 1 else label.shape[1], text_backbone=config.text_backbone or None,
+        )
+    except (ValueError, FileNotFoundError) as e:  # the model's own checks of its options (d % heads, fusion, ...)
+        raise UsageError(f"invalid model options: {e}") from e
 
 
 @torch.no_grad()
@@ -172,8 +227,23 @@ def predict(model, split, device, config, batch_size=256):
     return torch.cat(preds).numpy() if preds else np.zeros((0, 1), np.float32)
 
 
+@contextlib.contextmanager
+def _evaluation_rng(config, device):
+    """Faithful mode samples z at evaluation. Its draws come from the default generators seeded
+    by the run's seed inside a fork of the RNG state: evaluating the same weights always gives
+    the same numbers (so `eval` reproduces metrics.json exactly), and the training's RNG stream
+    is left as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        yield
+
+
 def evaluate(model, split, device, config, train_label_mean):
-    pred = predict(model, split, device, config)
+    with _evaluation_rng(config, device):
+        pred = predict(model, split, device, config)
+    bad = int(pred.size - np.count_nonzero(np.isfinite(pred)))
+    if bad:
+        raise DivergedError(f"{bad} of the model's {pred.size} predictions are NaN or Inf: its weights have diverged")
     if split["label"].ndim == 1:
         return regression_metrics(pred[:, 0], split["label"], train_label_mean)
     return emotion_metrics(pred, split["label"])
@@ -208,12 +278,49 @@ def _resume(config, model, optimizer):
     checkpoint_path = os.path.join(config.out, CHECKPOINT)
     if not (config.resume and os.path.exists(checkpoint_path)):
         return {"epoch": 0, "best_score": math.inf, "best_epoch": None, "bad_epochs": 0, "history": []}, None
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    ckpt = _read_checkpoint(checkpoint_path, hint=RESTART_HINT)
+    _check_same_config(ckpt, config, checkpoint_path)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     torch.set_rng_state(ckpt["rng"])
-    best_state = torch.load(os.path.join(config.out, BEST), map_location="cpu", weights_only=True)["model"]
+    best_state = _read_checkpoint(os.path.join(config.out, BEST), hint=RESTART_HINT)["model"]
     return ckpt["state"], best_state
+
+
+def _read_checkpoint(path, hint=""):
+    """The dict in a checkpoint file (on the CPU); CheckpointError when it is missing, empty,
+    damaged (a truncated file) or not one of mibcore's."""
+    hint = f"; {hint}" if hint else ""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file{hint}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty{hint}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch reports truncation and foreign files in many ways (zip, pickle, EOF)
+        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise CheckpointError(f"{path}: damaged or not a checkpoint ({type(e).__name__}: {reason}){hint}") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a mibcore checkpoint (no model weights){hint}")
+    return ckpt
+
+
+def _check_same_config(ckpt, config, path):
+    """Refuses to resume a checkpoint written with another config (but for RESUMABLE fields):
+    resuming would keep its optimizer state and weights under a config they did not come from."""
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: written without its config (an older mibcore), so it cannot be checked "
+                              f"to be this run's; {RESTART_HINT}")
+    plain = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+    defaults = dataclasses.asdict(TrainConfig())  # a field added since the checkpoint had its default
+    changes = [f"{name} {stored.get(name, defaults[name])!r} -> {value!r}"
+               for name, value in dataclasses.asdict(config).items()
+               if name not in RESUMABLE and plain(stored.get(name, defaults[name])) != plain(value)]
+    if changes:
+        raise CheckpointError(f"{path} was written with another config ({'; '.join(changes)}); only "
+                              f"{', '.join(RESUMABLE)} may change when resuming: rerun with the checkpoint's "
+                              f"values, or {RESTART_HINT}")
 
 
 def _epoch_batches(config, n_samples, epoch, rank, world):
@@ -240,20 +347,26 @@ def _with_progress(batches, config, epoch, rank):
     return tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not sys.stderr.isatty())
 
 
-def _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device):
-    """One optimizer step per batch; returns the mean training loss over this process's samples."""
+def _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device, epoch):
+    """One optimizer step per batch; returns the mean training loss over this process's samples.
+    Raises DivergedError at the first loss that is not finite, before it reaches the weights."""
     model.train()
     total, count = 0.0, 0
-    for batch in batches:
+    for step, batch in enumerate(batches, 1):
         text, audio, visual, label = (t.to(device) for t in train_ds[batch])
         optimizer.zero_grad(set_to_none=True)
         with _autocast(config, device):
             out = ddp_model(text, audio, visual)  # through DDP, which all-reduces the gradients
             loss = model.loss(out, label)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            kept = f"; {config.out} keeps the checkpoint of epoch {epoch}" if epoch else ""
+            raise DivergedError(f"training diverged: the loss is {value} at epoch {epoch + 1}, step {step} of "
+                                f"{len(batches)} (try a smaller --lr){kept}")
         scaler.scale(loss.float()).backward()
         scaler.step(optimizer)
         scaler.update()
-        total += float(loss.detach()) * len(batch)
+        total += value * len(batch)
         count += len(batch)
     return total / max(count, 1)
 
@@ -280,7 +393,8 @@ def _save_checkpoint(config, model, optimizer, state, new_best):
     if new_best is not None:
         _atomic_save({"model": new_best, "config": dataclasses.asdict(config)}, os.path.join(config.out, BEST))
     _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                  "rng": torch.get_rng_state()}, os.path.join(config.out, CHECKPOINT))
+                  "rng": torch.get_rng_state(), "config": dataclasses.asdict(config)},
+                 os.path.join(config.out, CHECKPOINT))
 
 
 def _result(config, state, test):
@@ -295,10 +409,58 @@ def train(config: TrainConfig, data=None):
     """Trains one seed; writes checkpoint.pt, best.pt, history.json and metrics.json to config.out."""
     config.validate()
     rank, world = _distributed()
+    with _run_folder(config, rank):
+        return _train(config, data, rank, world)
+
+
+@contextlib.contextmanager
+def _run_folder(config, rank):
+    """On rank 0 (the one that writes): holds the lock of config.out while the run lasts, and
+    under it deletes the temporary files of killed writes and, when not resuming, the files of
+    the run that was there."""
+    if rank != 0:
+        yield
+        return
+    os.makedirs(config.out, exist_ok=True)
+    with lock_run_folder(config.out):
+        remove_temporaries(config.out)
+        if not config.resume:
+            for name in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(config.out, name))
+        yield
+
+
+@contextlib.contextmanager
+def lock_run_folder(folder):
+    """An exclusive OS lock (flock) on folder/train.lock, which holds the holder's PID and host;
+    RunLockedError at once when another process holds it. The OS releases it when the process
+    ends, however it ends."""
+    import fcntl
+    import socket
+
+    fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").split() or ["?"]
+            raise RunLockedError(f"{folder} is in use by another training (PID {' on '.join(holder[:2])}); "
+                                 "wait for it to end or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _train(config, data, rank, world):
     device = _process_device(config, world)
     _seed_everything(config.seed)
     if data is None:
         data = _load_data(config)
+    else:
+        check_dataset(data, "data")
     model = build_model(config, data).to(device)
     optimizer = _make_optimizer(config, model)
     train_mean = _train_label_mean(data)
@@ -310,7 +472,7 @@ def train(config: TrainConfig, data=None):
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"]
         batches = _with_progress(_epoch_batches(config, len(train_ds), epoch, rank, world), config, epoch, rank)
-        train_loss = _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device)
+        train_loss = _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device, epoch)
         dev = evaluate(model, data["dev"], device, config, train_mean)
         improved = _record_epoch(state, epoch, train_loss, dev)
         if improved:
@@ -329,6 +491,8 @@ def train(config: TrainConfig, data=None):
 def train_seeds(config: TrainConfig, seeds):
     """Trains one run per seed (config.out/seed-S) and writes results.md / results.csv with
     mean +- std of the test metrics over seeds."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"seeds: give each seed once (n counts runs), got {list(seeds)}")
     runs = []
     for seed in seeds:
         cfg = dataclasses.replace(config, seed=seed, out=os.path.join(config.out, f"seed-{seed}"))
@@ -346,18 +510,27 @@ def train_seeds(config: TrainConfig, seeds):
     return {k: (m, s) for k, m, s in rows}
 
 
-def evaluate_checkpoint(path, data_spec=None, split="test"):
-    """Evaluates best.pt (or a run folder) on a split; returns the metrics."""
+def evaluate_checkpoint(path, data_spec=None, split="test", device=None):
+    """Evaluates best.pt (or a run folder) on a split; returns the metrics. `device`: where to
+    evaluate (default: the run's device setting)."""
     if os.path.isdir(path):
         path = os.path.join(path, BEST)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    config = TrainConfig(**{**ckpt["config"], "no_ib": tuple(ckpt["config"]["no_ib"])})
-    if data_spec:
-        config = dataclasses.replace(config, data=data_spec)
+    ckpt = _read_checkpoint(path)
+    if "optimizer" in ckpt:
+        raise CheckpointError(f"{path} is the resume checkpoint of a run; evaluate its folder or its {BEST}")
+    if not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path}: not a mibcore {BEST} (it holds no config)")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in fields})
+    config = dataclasses.replace(config, no_ib=tuple(config.no_ib), data=data_spec or config.data,
+                                 device=device or config.device)
+    device = _device(config)
     data = _load_data(config)
     model = build_model(config, data)
-    model.load_state_dict(ckpt["model"])
-    device = _device(config)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not fit the model for data {config.data!r} "
+                              f"({str(e).splitlines()[0]} ...)") from e
     train_mean = _train_label_mean(data)
-    torch.manual_seed(config.seed)  # faithful mode samples z at evaluation: make it repeatable
     return evaluate(model.to(device), data[split], device, config, train_mean)
