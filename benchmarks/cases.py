@@ -1,8 +1,10 @@
 """Benchmark cases: an operator, a shape, and how to build inputs for each provider.
 
-A provider is a backend name ('reference', 'cpu', 'triton', 'cuda') or 'compile' (the
-reference under torch.compile). Every case calls the public functional API, so the
-timings include argument checks and dispatch, as a user sees them.
+A provider is a backend name ('reference', 'cpu', 'triton', 'cuda'), 'compile' (the
+reference under torch.compile) or, for tensor fusion on GPUs, 'cublas' (torch's GEMM on the
+outer product materialized beforehand: the GEMMs alone, no dropout; a floor, not a drop-in).
+Every other case calls the public functional API, so the timings include argument checks
+and dispatch, as a user sees them.
 """
 import dataclasses
 import math
@@ -63,6 +65,10 @@ def _tensor_fusion_case(batch, dims, out, dropout, kind, dtype=torch.float32):
         inputs = [torch.randn(batch, d, device=device, dtype=dtype, requires_grad=True) for d in dims]
         weight = (torch.randn(out, fused_dim, device=device) / fused_dim**0.5).to(dtype).requires_grad_()
         bias = torch.zeros(out, device=device, dtype=dtype, requires_grad=True)
+        if provider == "cublas":  # the GEMMs alone, on the outer product materialized beforehand
+            with torch.no_grad():
+                fused = reference.outer_product(inputs)
+            return (lambda z, w, b: torch.nn.functional.linear(z, w, b)), (fused.requires_grad_(), weight, bias)
 
         def fn(*tensors):
             *xs, w, b = tensors
@@ -170,6 +176,8 @@ def providers(case, device):
         interpreted = name == "triton" and torch.device(device).type == "cpu"
         if name != "reference" and (case.op == "train_step" or case.op in backend.ops) and not interpreted:
             names.append(name)
+    if case.op == "tensor_fusion" and torch.device(device).type == "cuda":
+        names.append("cublas")  # the floor of the fused GEMMs: cuBLAS on the materialized product
     if case.compile:
         names.append("compile")
     return names
