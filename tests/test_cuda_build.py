@@ -160,22 +160,32 @@ def test_reparameterize_kl_draws_one_philox_block_per_thread():
     assert "load4(" in code and "store4(" in code
 
 
+def _kernel_family(mangled):
+    """The kernel's name without template arguments: _ZN...14forward_kernelI... -> forward_kernel."""
+    m = re.search(r"_cu_[0-9a-f]{8}(\d+)", mangled)  # after the anonymous namespace of the .cu file
+    if not m:
+        return mangled
+    rest = mangled[m.start(1):]
+    n = int(re.match(r"\d+", rest).group())
+    digits = len(str(n))
+    return rest[digits:digits + n]
+
+
 def main():
+    """Prints, per file, kernel and arch: instantiations, registers (min-max), shared memory, and the
+    largest stack frame / spill stores / spill loads (all must be 0)."""
     reports = resource_usage(shutil.which("nvcc") or "nvcc")
-    demangle = shutil.which("cu++filt") or shutil.which("c++filt")
-    print("| file | kernel | arch | registers | smem bytes | stack | spill stores | spill loads |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| file | kernel | arch | instantiations | registers | smem bytes | stack / spill st / spill ld (max) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, kernels in reports.items():
-        names = sorted({k for k, _ in kernels})
-        pretty = dict(zip(names, names))
-        if demangle:
-            out = subprocess.run([demangle], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
-            pretty = dict(zip(names, out)) if len(out) == len(names) else pretty
-        for (kernel, arch), u in sorted(kernels.items(), key=lambda kv: (pretty[kv[0][0]], kv[0][1])):
-            label = re.sub(r"mibcore::cuda::\(anonymous namespace\)::", "", pretty[kernel])
-            label = re.sub(r"\(.*\)$", "", label)
-            print(f"| {name} | {label} | sm_{arch} | {u['regs']} | {u['smem']} | {u['stack']} | "
-                  f"{u['spill_stores']} | {u['spill_loads']} |")
+        groups = {}
+        for (kernel, arch), usage in kernels.items():
+            groups.setdefault((_kernel_family(kernel), arch), []).append(usage)
+        for (family, arch), usages in sorted(groups.items()):
+            regs = [u["regs"] for u in usages]
+            worst = [max(u[k] for u in usages) for k in ("stack", "spill_stores", "spill_loads")]
+            print(f"| {name} | {family} | sm_{arch} | {len(usages)} | {min(regs)}-{max(regs)} | "
+                  f"{max(u['smem'] for u in usages)} | {' / '.join(map(str, worst))} |")
 
 
 if __name__ == "__main__":
