@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.mibcore-installed
 BUILT := $(VENV)/.mibcore-built
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py
 
-.PHONY: run test build bench cuda-check cuda-torch-check clean
+.PHONY: run test build bench cuda-check cuda-torch-check gpu-check clean
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,8 +53,13 @@ cuda-check:
 cuda-torch-check:
 	bash .ci/cuda_torch_check.sh
 
+# The one prepared check for a lent GPU machine: build with CUDA, GPU tests, contract suite on
+# CUDA, benchmarks; logs in $$OUT (default gpu-check-out). Without a GPU: preflight, then "no GPU".
+gpu-check:
+	bash .ci/gpu_check.sh
+
 test: build cuda-check cuda-torch-check
 	$(BIN)/pytest -q tests
 
 clean:
-	rm -rf build build-cmake build-cuda bench-results mibcore/*.so
+	rm -rf build build-cmake build-cuda bench-results gpu-check-out mibcore/*.so

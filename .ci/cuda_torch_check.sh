@@ -40,5 +40,20 @@ info = torch.ops.mibcore.build_info()
 assert "cuda=1" in info, info
 z, kl = torch.ops.mibcore.reparameterize_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([1, 2]), 0, -5.0, False)
 assert torch.equal(z, torch.zeros(2, 3))
+# The CUDA kernels' host code checks its arguments (csrc/include/mibcore/*_host.h) before any CUDA
+# call, so CPU tensors sent to it get an error naming the argument, even without a GPU.
+cuda = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+x, w, rng = [torch.randn(4, 2), torch.randn(4, 3)], torch.randn(5, 12), torch.tensor([1, 2])
+for name, args, expected in [
+    ("tensor_fusion", (x, w, None, 0.0, rng), "tensor_fusion: weight must be a CUDA tensor"),
+    ("tensor_fusion_backward", (torch.randn(4, 5), x, w, 0.0, rng), "tensor_fusion: weight must be a CUDA tensor"),
+    ("reparameterize_kl", (torch.zeros(3, 4), torch.zeros(3, 4), rng, 0, -5.0, True), "must be on one CUDA device"),
+    ("dropout", (torch.zeros(8), 0.5, rng), "dropout: x must be a CUDA tensor"),
+]:
+    try:
+        getattr(torch.ops.mibcore, name).default.redispatch(cuda, *args)
+        raise AssertionError(f"{name}: the CUDA kernel accepted CPU tensors")
+    except RuntimeError as error:
+        assert expected in str(error), (name, str(error))
 print(f"cuda-torch-check: mibcore._C built against torch {torch.__version__} ({info}) imports and runs")
 PY

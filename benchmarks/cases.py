@@ -1,10 +1,12 @@
 """Benchmark cases: an operator, a shape, and how to build inputs for each provider.
 
-A provider is a backend name ('reference', 'cpu', 'triton', 'cuda') or 'compile' (the
-reference under torch.compile). Every case calls the public functional API, so the
-timings include argument checks and dispatch, as a user sees them. The first provider of a
-case is its baseline: the eager reference, nn.Dropout's F.dropout ('torch') for the dropout
-operators, the paper's model ('paper') for the training cases.
+A provider is a backend name ('reference', 'cpu', 'triton', 'cuda'), 'compile' (the
+reference under torch.compile) or, for tensor fusion on GPUs, 'cublas' (torch's GEMM on the
+outer product materialized beforehand: the GEMMs alone, no dropout; a floor, not a drop-in).
+Every other case calls the public functional API, so the timings include argument checks and
+dispatch, as a user sees them. The first provider of a case is its baseline: the eager
+reference, nn.Dropout's F.dropout ('torch') for the dropout operators, the paper's model
+('paper') for the training cases.
 """
 import contextlib
 import dataclasses
@@ -71,6 +73,10 @@ def _tensor_fusion_case(batch, dims, out, dropout, kind, dtype=torch.float32):
         inputs = [torch.randn(batch, d, device=device, dtype=dtype, requires_grad=True) for d in dims]
         weight = (torch.randn(out, fused_dim, device=device) / fused_dim**0.5).to(dtype).requires_grad_()
         bias = torch.zeros(out, device=device, dtype=dtype, requires_grad=True)
+        if provider == "cublas":  # the GEMMs alone, on the outer product materialized beforehand
+            with torch.no_grad():
+                fused = reference.outer_product(inputs)
+            return (lambda z, w, b: torch.nn.functional.linear(z, w, b)), (fused.requires_grad_(), weight, bias)
 
         def fn(*tensors):
             *xs, w, b = tensors
@@ -301,4 +307,5 @@ def providers(case, device):
     torch.compile of the reference."""
     if case.providers:
         return [n for p in case.providers for n in (_fused_backends(case.op, device) if p == "*" else [p])]
-    return ["reference", *_fused_backends(case.op, device)] + (["compile"] if case.compile else [])
+    cublas = ["cublas"] if case.op == "tensor_fusion" and torch.device(device).type == "cuda" else []
+    return ["reference", *_fused_backends(case.op, device), *cublas] + (["compile"] if case.compile else [])

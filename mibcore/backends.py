@@ -23,12 +23,17 @@ from typing import Callable
 import torch
 
 from mibcore import _extension
-from mibcore.ops import OPERATORS
+from mibcore.ops import AUTO_ORDERS, OPERATORS
 
 NAMES = ("reference", "cpu", "triton", "cuda", "auto")
 
-# Preference order of `auto`, fastest first, per device type.
+# Preference order of `auto`, fastest first, per device type (an operator's AUTO_ORDER overrides it).
 _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
+
+
+def auto_order(op, device_type):
+    """The backends `auto` tries for `op` on `device_type`, in order."""
+    return AUTO_ORDERS.get(op, {}).get(device_type) or _AUTO_ORDER.get(device_type, ("reference",))
 
 
 @functools.lru_cache(maxsize=None)
@@ -149,7 +154,7 @@ def resolve(op, device):
     device_type = torch.device(device).type
     choice = current()
     if choice == "auto":
-        for name in _AUTO_ORDER.get(device_type, ("reference",)):
+        for name in auto_order(op, device_type):
             if BACKENDS[name].serves(op, device_type):
                 return name
         raise BackendError(f"no backend implements {op} for {device_type} tensors")

@@ -24,6 +24,21 @@ def test_auto_prefers_the_compiled_cpu_backend():
         assert backends.resolve(op, "cpu") == expected
 
 
+def test_auto_runs_triton_for_tensor_fusion_on_gpus(monkeypatch):
+    # As on a GPU machine where both GPU backends serve CUDA tensors.
+    from mibcore.ops._declare import Implementation
+
+    monkeypatch.setattr(backends, "_device_present", lambda device_type: True)
+    for name in ("cuda", "triton"):
+        monkeypatch.setitem(backends.BACKENDS, name, backends.Backend(name, "", lambda: True))
+    for op, implementations in OPERATORS.items():
+        if "triton" in implementations:
+            monkeypatch.setitem(implementations, "triton", Implementation(implementations["triton"].op, ("cuda",)))
+    assert backends.resolve("tensor_fusion", "cuda") == "triton"  # tensor cores (ops/tensor_fusion.py AUTO_ORDER)
+    assert backends.resolve("reparameterize_kl", "cuda") == "cuda"  # the default order
+    assert backends.resolve("low_rank_fusion", "cuda") == "triton"  # no CUDA kernel
+
+
 def test_use_is_scoped_and_overrides_set():
     backends.set("reference")
     assert backends.current() == "reference"

@@ -44,6 +44,58 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
+def test_cpu_checkpoint_keeps_the_cpu_rng_state_only(tmp_path):
+    config = TrainConfig(model="cmib", fusion="concat", epochs=1, out=str(tmp_path / "run"), **TINY)
+    train(config)
+    ckpt = torch.load(os.path.join(config.out, "checkpoint.pt"), weights_only=True)
+    assert "rng" in ckpt
+    if not torch.cuda.is_initialized():
+        assert "cuda_rng" not in ckpt
+
+
+def _fake_cuda(monkeypatch, n_devices=2):
+    """torch.cuda as seen by the RNG code of a process that uses n_devices CUDA devices."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n_devices)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all",
+                        lambda: [torch.full((16,), i + 1, dtype=torch.uint8) for i in range(n_devices)])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(list(states)))
+    return restored
+
+
+def test_checkpoint_rng_states_include_cuda_where_cuda_is_in_use(monkeypatch, tmp_path):
+    from mibcore.train import engine
+
+    restored = _fake_cuda(monkeypatch)
+    states = engine._rng_states()
+    assert set(states) == {"rng", "cuda_rng"} and len(states["cuda_rng"]) == 2
+    torch.save(states, tmp_path / "ckpt.pt")  # as _save_checkpoint writes it, read as _resume reads it
+    engine._restore_rng_states(torch.load(tmp_path / "ckpt.pt", weights_only=True))
+    assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], states["cuda_rng"]))
+
+
+def test_resume_restores_the_cuda_states_of_the_devices_present(monkeypatch):
+    from mibcore.train import engine
+
+    saved = {"rng": torch.get_rng_state(), "cuda_rng": [torch.zeros(16, dtype=torch.uint8)] * 4}
+    restored = _fake_cuda(monkeypatch, n_devices=1)
+    engine._restore_rng_states(saved)
+    assert len(restored) == 1 and len(restored[0]) == 1
+
+
+def test_old_checkpoints_without_cuda_rng_still_resume(monkeypatch):
+    from mibcore.train import engine
+
+    restored = _fake_cuda(monkeypatch)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    expected = torch.rand(3)
+    engine._restore_rng_states({"rng": state})  # a checkpoint written before CUDA states were saved
+    assert torch.equal(torch.rand(3), expected) and restored == []
+
+
 def test_dev_best_is_the_best_dev_epoch_not_the_last(tmp_path):
     # patience=1 stops after the first epoch that does not improve: the last epoch is not the best
     config = TrainConfig(model="plain", epochs=12, patience=1, lr=3e-2, out=str(tmp_path), **TINY)

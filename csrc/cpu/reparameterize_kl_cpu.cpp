@@ -248,7 +248,7 @@ void dispatch_parameterization(int64_t parameterization, Fn&& fn) {
 }
 
 std::pair<uint64_t, uint64_t> read_rng(const at::Tensor& rng) {
-  TORCH_CHECK(rng.device().is_cpu(), "reparameterize_kl: rng must be a CPU tensor for the cpu backend");
+  // (rng is on mu's device, a CPU one: check_reparameterize_kl_args)
   const at::Tensor r = rng.contiguous();
   const int64_t* p = r.data_ptr<int64_t>();
   return {static_cast<uint64_t>(p[0]), static_cast<uint64_t>(p[1])};

@@ -221,9 +221,7 @@ at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, co
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backward_cpu(
     const at::Tensor& grad_y, at::TensorList inputs, const at::Tensor& weight, double dropout, const at::Tensor& rng) {
-  const FusionShape s = check_tensor_fusion_args(inputs, weight, std::nullopt, dropout, rng, at::kCPU);
-  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == s.B && grad_y.size(1) == s.out,
-              "tensor_fusion_backward: grad_y must be [", s.B, ", ", s.out, "]");
+  const FusionShape s = check_tensor_fusion_backward_args(grad_y, inputs, weight, dropout, rng, at::kCPU);
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const Dropout d = read_dropout(rng, dropout);
   const auto acc_type = accumulation_dtype(weight.scalar_type());

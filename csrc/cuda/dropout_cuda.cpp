@@ -8,19 +8,10 @@
 
 #include "dropout_kernels.h"
 #include "mibcore/dropout_host.h"
+#include "torch_dtype.h"
 
 namespace mibcore {
 namespace {
-
-cuda::DType kernel_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return cuda::DType::kFloat32;
-    case at::kDouble: return cuda::DType::kFloat64;
-    case at::kHalf: return cuda::DType::kFloat16;
-    case at::kBFloat16: return cuda::DType::kBFloat16;
-    default: TORCH_CHECK(false, "dropout: unsupported dtype ", t);
-  }
-}
 
 // y = op(a, b) for contiguous a (or undefined), b; rng undefined for kReluBackward.
 at::Tensor launch(const char* name, cuda::DropoutOp op, const at::Tensor& a, const at::Tensor& b, double p,
@@ -36,7 +27,7 @@ at::Tensor launch(const char* name, cuda::DropoutOp op, const at::Tensor& a, con
                                d.keep_prob,
                                d.inv_keep_f,
                                d.inv_keep_d,
-                               kernel_dtype(b.scalar_type())};
+                               cuda::to_kernel_dtype(name, b.scalar_type())};
   const auto status = cuda::dropout_launch(args, c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(status == cudaSuccess, name, ": CUDA launch failed: ", cudaGetErrorString(status));
   return y;

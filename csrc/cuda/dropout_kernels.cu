@@ -7,12 +7,12 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
 #include "dropout_kernels.h"
 #include "elem.cuh"
+#include "launch.h"
 #include "mibcore/philox.h"
 
 namespace mibcore {
@@ -21,11 +21,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kBlocksPerSm = 32;  // grid cap: a few waves of resident blocks; the loop strides the rest
-
-template <typename T>
-struct alignas(4 * sizeof(T)) Pack4 {
-  T v[4];
-};
 
 __device__ inline float fma_acc(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ inline double fma_acc(double a, double b, double c) { return fma(a, b, c); }
@@ -55,18 +50,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t first = 4 * q;
     Pack4<T> av, bv, out;
     const bool whole = kVec && first + 4 <= numel;
-    if (whole) {
-      bv = *reinterpret_cast<const Pack4<T>*>(b + first);
-      if constexpr (kUsesA) av = *reinterpret_cast<const Pack4<T>*>(a + first);
-    } else {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        if (first + k < numel) {
-          bv.v[k] = b[first + k];
-          if constexpr (kUsesA) av.v[k] = a[first + k];
-        }
-      }
-    }
+    load4(bv, b, first, 0, numel, whole);
+    if constexpr (kUsesA) load4(av, a, first, 0, numel, whole);
     acc_t s[4];
     if constexpr (kOp == DropoutOp::kReluBackward) {
 #pragma unroll
@@ -83,39 +68,24 @@ __global__ void __launch_bounds__(kThreads)
       const acc_t r = kOp == DropoutOp::kAdd ? Elem<T>::load(av.v[k]) : acc_t(0);
       out.v[k] = Elem<T>::store(combine<kOp>(Elem<T>::load(bv.v[k]), r, s[k]));
     }
-    if (whole) {
-      *reinterpret_cast<Pack4<T>*>(y + first) = out;
-    } else {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        if (first + k < numel) y[first + k] = out.v[k];
-      }
-    }
+    store4(y, out, first, 0, numel, whole);
   }
 }
-
-bool aligned(const void* p, size_t bytes) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 template <DropoutOp kOp, typename T>
 cudaError_t launch(const DropoutArgs& args, cudaStream_t stream) {
   using acc_t = typename Elem<T>::acc;
-  int device = 0, sms = 0;
-  cudaError_t status = cudaGetDevice(&device);
-  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  unsigned grid = 0;
+  const cudaError_t status = grid_for(ceil_div(ceil_div(args.numel, 4), kThreads), kBlocksPerSm, &grid);
   if (status != cudaSuccess) return status;
-  const int64_t blocks = (args.numel + 3) / 4;
-  const int64_t grid = std::min<int64_t>((blocks + kThreads - 1) / kThreads, static_cast<int64_t>(sms) * kBlocksPerSm);
   const acc_t inv = std::is_same_v<T, double> ? static_cast<acc_t>(args.inv_keep_d) : static_cast<acc_t>(args.inv_keep_f);
   const T* a = static_cast<const T*>(args.a);
   const T* b = static_cast<const T*>(args.b);
   T* y = static_cast<T*>(args.y);
-  const size_t pack = sizeof(Pack4<T>);
-  if (aligned(a, pack) && aligned(b, pack) && aligned(y, pack)) {
-    dropout_kernel<kOp, true><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(a, b, y, args.rng, args.numel,
-                                                                                   args.keep_prob, inv);
+  if (pack4_aligned<T>(a, b, y)) {
+    dropout_kernel<kOp, true><<<grid, kThreads, 0, stream>>>(a, b, y, args.rng, args.numel, args.keep_prob, inv);
   } else {
-    dropout_kernel<kOp, false><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(a, b, y, args.rng, args.numel,
-                                                                                    args.keep_prob, inv);
+    dropout_kernel<kOp, false><<<grid, kThreads, 0, stream>>>(a, b, y, args.rng, args.numel, args.keep_prob, inv);
   }
   return cudaGetLastError();
 }

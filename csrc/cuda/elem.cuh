@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "dtype.h"
 
 namespace mibcore {
@@ -32,6 +34,47 @@ template <> struct Elem<__nv_bfloat16> {
   __device__ static float load(__nv_bfloat16 v) { return __bfloat162float(v); }
   __device__ static __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
 };
+
+// The 4 elements of one Philox block (philox.h), moved as one 4 * sizeof(T) access (16 bytes
+// for fp32) where the block lies whole in the range and its pointer is aligned to that.
+template <typename T>
+struct alignas(4 * sizeof(T)) Pack4 {
+  T v[4];
+};
+
+// Whether every non-null pointer is aligned for Pack4<T> access (then element 4q's is too).
+template <typename T, typename... Ptrs>
+bool pack4_aligned(Ptrs... ptrs) {
+  return ((ptrs == nullptr || reinterpret_cast<uintptr_t>(ptrs) % sizeof(Pack4<T>) == 0) && ...);
+}
+
+// Elements first .. first + 3 of p that lie in [lo, hi) (all four, as one access, when `whole`);
+// the others are left as they are.
+template <typename T>
+__device__ __forceinline__ void load4(Pack4<T>& out, const T* __restrict__ p, int64_t first, int64_t lo, int64_t hi,
+                                      bool whole) {
+  if (whole) {
+    out = *reinterpret_cast<const Pack4<T>*>(p + first);
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (first + k >= lo && first + k < hi) out.v[k] = p[first + k];
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store4(T* __restrict__ p, const Pack4<T>& in, int64_t first, int64_t lo, int64_t hi,
+                                       bool whole) {
+  if (whole) {
+    *reinterpret_cast<Pack4<T>*>(p + first) = in;
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (first + k >= lo && first + k < hi) p[first + k] = in.v[k];
+  }
+}
 
 // Calls fn(T{}) with the storage type T of `dtype`.
 template <typename Fn>

@@ -11,25 +11,16 @@
 
 #include "mibcore/reparameterize_kl_host.h"
 #include "reparameterize_kl_kernels.h"
+#include "torch_dtype.h"
 
 namespace mibcore {
 namespace {
 
-cuda::DType to_kernel_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return cuda::DType::kFloat32;
-    case at::kDouble: return cuda::DType::kFloat64;
-    case at::kHalf: return cuda::DType::kFloat16;
-    case at::kBFloat16: return cuda::DType::kBFloat16;
-    default: TORCH_CHECK(false, "reparameterize_kl: unsupported dtype ", t);
-  }
-}
-
 cuda::ReparamArgs make_args(const at::Tensor& mu, const at::Tensor& scale, const at::Tensor& rng,
                             int64_t parameterization, double shift, bool sample) {
-  TORCH_CHECK(rng.device() == mu.device(), "reparameterize_kl: rng must be on mu's device for the cuda backend");
+  const cuda::DType dtype = cuda::to_kernel_dtype("reparameterize_kl", mu.scalar_type());
   return cuda::ReparamArgs{mu.data_ptr(), scale.data_ptr(), rng.data_ptr<int64_t>(), leading_numel(mu),
-                           mu.size(-1), parameterization, shift, sample, to_kernel_dtype(mu.scalar_type())};
+                           mu.size(-1), parameterization, shift, sample, dtype};
 }
 
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cuda(const at::Tensor& mu_in, const at::Tensor& scale_in,

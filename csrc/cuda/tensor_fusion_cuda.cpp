@@ -11,21 +11,13 @@
 #include <tuple>
 #include <vector>
 
+#include "mibcore/dropout_host.h"
 #include "mibcore/tensor_fusion_host.h"
 #include "tensor_fusion_kernels.h"
+#include "torch_dtype.h"
 
 namespace mibcore {
 namespace {
-
-cuda::DType kernel_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return cuda::DType::kFloat32;
-    case at::kDouble: return cuda::DType::kFloat64;
-    case at::kHalf: return cuda::DType::kFloat16;
-    case at::kBFloat16: return cuda::DType::kBFloat16;
-    default: TORCH_CHECK(false, "tensor_fusion: unsupported dtype ", t);
-  }
-}
 
 struct Prepared {
   FusionShape s;
@@ -33,29 +25,30 @@ struct Prepared {
   cuda::FusionArgs args;
 };
 
-Prepared prepare(at::TensorList inputs, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                 double dropout, const at::Tensor& rng) {
+// The padded factors and the kernels' arguments, for arguments already checked (shape s).
+Prepared prepare(const FusionShape& s, at::TensorList inputs, const at::Tensor& weight, double dropout,
+                 const at::Tensor& rng) {
   Prepared p;
-  p.s = check_tensor_fusion_args(inputs, weight, bias, dropout, rng, at::kCUDA);
-  TORCH_CHECK(rng.device() == weight.device(), "tensor_fusion: rng must be on the weight's device for cuda");
+  p.s = s;
   auto [A, V, T] = padded_factors(inputs, accumulation_dtype(weight.scalar_type()));
   p.A = A;
   p.V = V;
   p.T = T;
   p.W = weight.contiguous();
   p.rng = rng.contiguous();
-  const double keep = 1.0 - dropout;
+  const DropoutScale d = dropout_scale(dropout);
   p.args = cuda::FusionArgs{p.A.data_ptr(), p.V.data_ptr(), p.T.data_ptr(), p.s.B, p.s.I, p.s.J, p.s.K, p.s.out,
-                            p.W.data_ptr(), kernel_dtype(weight.scalar_type()), p.rng.data_ptr<int64_t>(),
-                            dropout > 0.0, static_cast<float>(keep), static_cast<float>(1.0 / keep)};
+                            p.W.data_ptr(), cuda::to_kernel_dtype("tensor_fusion", weight.scalar_type()),
+                            p.rng.data_ptr<int64_t>(), dropout > 0.0, d.keep_prob, d.inv_keep_f};
   return p;
 }
 
 at::Tensor tensor_fusion_cuda(at::TensorList inputs, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               double dropout, const at::Tensor& rng) {
+  const FusionShape s = check_tensor_fusion_args(inputs, weight, bias, dropout, rng, at::kCUDA);
   const c10::cuda::CUDAGuard guard(weight.device());
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  Prepared p = prepare(inputs, weight, bias, dropout, rng);
+  Prepared p = prepare(s, inputs, weight, dropout, rng);
   at::Tensor y = at::empty({p.s.B, p.s.out}, weight.options());
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   const auto status = cuda::tensor_fusion_forward(p.args, b.defined() ? b.data_ptr() : nullptr, y.data_ptr(),
@@ -66,11 +59,15 @@ at::Tensor tensor_fusion_cuda(at::TensorList inputs, const at::Tensor& weight, c
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backward_cuda(
     const at::Tensor& grad_y, at::TensorList inputs, const at::Tensor& weight, double dropout, const at::Tensor& rng) {
+  const FusionShape s = check_tensor_fusion_backward_args(grad_y, inputs, weight, dropout, rng, at::kCUDA);
   const c10::cuda::CUDAGuard guard(weight.device());
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  Prepared p = prepare(inputs, weight, std::nullopt, dropout, rng);
-  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == p.s.B && grad_y.size(1) == p.s.out,
-              "tensor_fusion_backward: grad_y must be [", p.s.B, ", ", p.s.out, "]");
+  // The input gradients accumulate with float atomics (tensor_fusion_kernels.cu): their
+  // summation order varies between runs. grad_weight and grad_bias are deterministic.
+  if (s.B > 0 && s.out > 0) {
+    at::globalContext().alertNotDeterministic("mibcore::tensor_fusion_backward (cuda backend: input gradients)");
+  }
+  Prepared p = prepare(s, inputs, weight, dropout, rng);
   const at::Tensor dy = grad_y.to(weight.scalar_type()).contiguous();
   at::Tensor grad_weight = at::empty_like(p.W);
   at::Tensor dA = at::zeros_like(p.A), dV = at::zeros_like(p.V), dT = at::zeros_like(p.T);

@@ -89,6 +89,9 @@ static void test_philox() {
     Philox4 r = philox_block(i >> 2, 42, 7);
     Normal2 p = (i & 2) ? box_muller(r.r2, r.r3) : box_muller(r.r0, r.r1);
     CHECK(normal_at(i, 42, 7) == ((i & 1) ? p.b : p.a), "normal_at(%llu)", static_cast<unsigned long long>(i));
+    // normal_block (one thread per block, the CUDA kernels) gives the same numbers.
+    CHECK(normal_block(i >> 2, 42, 7).n[i & 3] == normal_at(i, 42, 7), "normal_block(%llu)",
+          static_cast<unsigned long long>(i >> 2));
   }
   // sincos in turns against the C library.
   double worst = 0;

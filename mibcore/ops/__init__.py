@@ -4,7 +4,8 @@
                   Triton operators with their autograd (C++ autograd: csrc/autograd.cpp)
 
 OPERATORS maps each operator's public name to its IMPLEMENTATIONS; mibcore.backends derives
-everything from it. Every operator also has a `reference` (pure PyTorch, mibcore/reference),
+everything from it. An operator module may declare AUTO_ORDER ({device type: backends, fastest
+first}) where its order differs from the default of mibcore.backends; AUTO_ORDERS collects them. Every operator also has a `reference` (pure PyTorch, mibcore/reference),
 which serves any device.
 """
 from mibcore.ops import dropout, low_rank_fusion, reparameterize_kl, tensor_fusion
@@ -17,3 +18,5 @@ OPERATORS = {
     "dropout_add": dropout.ADD_IMPLEMENTATIONS,
     "relu_dropout": dropout.RELU_IMPLEMENTATIONS,
 }
+
+AUTO_ORDERS = {"tensor_fusion": tensor_fusion.AUTO_ORDER}

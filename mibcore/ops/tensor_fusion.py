@@ -17,6 +17,11 @@ IMPLEMENTATIONS = {
     "triton": Implementation("mibcore::tensor_fusion_triton", TRITON_DEVICES),
 }
 
+# `auto` on GPUs: the Triton kernels first. They run the GEMMs on tensor cores (tl.dot, fp32
+# accumulation) and split the N contraction over enough programs to fill the GPU; the CUDA
+# kernels are 16 x 16 SIMT FMA tiles (no tensor cores), kept as the explicit `cuda` backend.
+AUTO_ORDER = {"cuda": ("triton", "cuda", "reference")}
+
 
 def _fake_forward(inputs, weight, bias, dropout, rng):
     return weight.new_empty(inputs[0].shape[0], weight.shape[0])

@@ -273,7 +273,7 @@ def _make_optimizer(config, model):
 def _resume(config, model, optimizer):
     """(state, best weights): those of config.out's checkpoint when resuming, else a fresh start.
 
-    Resuming loads the model, the optimizer and the torch RNG state in place, so that the
+    Resuming loads the model, the optimizer and the torch RNG states (_rng_states) in place, so that the
     remaining epochs run exactly as in an uninterrupted run."""
     checkpoint_path = os.path.join(config.out, CHECKPOINT)
     if not (config.resume and os.path.exists(checkpoint_path)):
@@ -282,7 +282,7 @@ def _resume(config, model, optimizer):
     _check_same_config(ckpt, config, checkpoint_path)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["rng"])
+    _restore_rng_states(ckpt)
     best_state = _read_checkpoint(os.path.join(config.out, BEST), hint=RESTART_HINT)["model"]
     return ckpt["state"], best_state
 
@@ -321,6 +321,25 @@ def _check_same_config(ckpt, config, path):
         raise CheckpointError(f"{path} was written with another config ({'; '.join(changes)}); only "
                               f"{', '.join(RESUMABLE)} may change when resuming: rerun with the checkpoint's "
                               f"values, or {RESTART_HINT}")
+
+
+def _rng_states():
+    """The generator states a checkpoint keeps: the CPU generator's ("rng") and, where CUDA is in
+    use (initialized in this process), every CUDA device's ("cuda_rng"), so that a resumed GPU run
+    draws the same dropout masks and samples as an uninterrupted one."""
+    states = {"rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(ckpt):
+    """Restores what _rng_states saved. Checkpoints without "cuda_rng" (older ones, CPU runs) restore
+    the CPU generator only; CUDA states are restored for the devices present (none without CUDA)."""
+    torch.set_rng_state(ckpt["rng"])
+    cuda_states = ckpt.get("cuda_rng")
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(cuda_states)[: torch.cuda.device_count()])
 
 
 def _epoch_batches(config, n_samples, epoch, rank, world):
@@ -393,8 +412,7 @@ def _save_checkpoint(config, model, optimizer, state, new_best):
     if new_best is not None:
         _atomic_save({"model": new_best, "config": dataclasses.asdict(config)}, os.path.join(config.out, BEST))
     _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                  "rng": torch.get_rng_state(), "config": dataclasses.asdict(config)},
-                 os.path.join(config.out, CHECKPOINT))
+                  "config": dataclasses.asdict(config), **_rng_states()}, os.path.join(config.out, CHECKPOINT))
 
 
 def _result(config, state, test):

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include "mibcore/host.h"
+
 namespace mibcore {
 
 // keep_prob as the Philox compare uses it (1 - p in double, rounded to float), and the scale of
@@ -36,19 +38,7 @@ inline void check_dropout_pair(const char* op, const char* a_name, const at::Ten
                                const at::Tensor& b) {
   TORCH_CHECK(a.sizes() == b.sizes(), op, ": ", b_name, " must have ", a_name, "'s shape ", a.sizes(), ", got ",
               b.sizes());
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": ", b_name, " must have ", a_name, "'s dtype ",
-              a.scalar_type(), ", got ", b.scalar_type());
-  TORCH_CHECK(a.device() == b.device(), op, ": ", b_name, " must be on ", a_name, "'s device ", a.device(), ", got ",
-              b.device());
-}
-
-// rng = (seed, offset): int64, 2 elements, on the device of `like` (read there: no host sync on CUDA).
-inline void check_dropout_rng(const char* op, const at::Tensor& rng, const char* like_name, const at::Tensor& like) {
-  TORCH_CHECK(rng.scalar_type() == at::kLong, op, ": rng must be an int64 tensor (seed, offset), got ",
-              rng.scalar_type());
-  TORCH_CHECK(rng.dim() == 1 && rng.numel() == 2, op, ": rng must have shape [2] (seed, offset), got ", rng.sizes());
-  TORCH_CHECK(rng.device() == like.device(), op, ": rng must be on ", like_name, "'s device ", like.device(), ", got ",
-              rng.device());
+  check_same_dtype_device(op, b_name, b, a_name, a);
 }
 
 // Checks of each operator, at its boundary.
@@ -56,7 +46,7 @@ inline void check_dropout_args(const char* op, const at::Tensor& x, double p, co
                                at::DeviceType device_type) {
   check_dropout_tensor(op, "x", x, device_type);
   check_dropout_p(op, p);
-  check_dropout_rng(op, rng, "x", x);
+  check_rng(op, rng, "x", x);
 }
 
 inline void check_dropout_add_args(const at::Tensor& x, const at::Tensor& h, double p, const at::Tensor& rng,
@@ -64,7 +54,7 @@ inline void check_dropout_add_args(const at::Tensor& x, const at::Tensor& h, dou
   check_dropout_tensor("dropout_add", "x", x, device_type);
   check_dropout_pair("dropout_add", "x", x, "h", h);
   check_dropout_p("dropout_add", p);
-  check_dropout_rng("dropout_add", rng, "h", h);
+  check_rng("dropout_add", rng, "h", h);
 }
 
 inline void check_relu_dropout_backward_args(const at::Tensor& grad_y, const at::Tensor& y, double p,

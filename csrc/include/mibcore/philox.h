@@ -110,7 +110,21 @@ MIB_HD float dropout_scale_at(uint64_t index, uint64_t seed, uint64_t offset, fl
   return uniform_from_bits(bits) <= keep_prob ? inv_keep : 0.0f;
 }
 
-// The standard normal of element `index` (one Box-Muller pair of its block; for GPU threads).
+struct Normal4 {
+  float n[4];
+};
+
+// The 4 standard normals of Philox block `block` (elements 4 * block .. 4 * block + 3): one
+// Philox call and both Box-Muller pairs, for a thread that owns the whole block.
+MIB_HD Normal4 normal_block(uint64_t block, uint64_t seed, uint64_t offset) {
+  Philox4 r = philox_block(block, seed, offset);
+  Normal2 p = box_muller(r.r0, r.r1);
+  Normal2 q = box_muller(r.r2, r.r3);
+  return Normal4{{p.a, p.b, q.a, q.b}};
+}
+
+// The standard normal of element `index` (one Box-Muller pair of its block, for code that
+// takes elements one at a time; normal_block gives the same numbers for a whole block).
 MIB_HD float normal_at(uint64_t index, uint64_t seed, uint64_t offset) {
   Philox4 r = philox_block(index >> 2, seed, offset);
   bool first_pair = (index & 2) == 0;

@@ -27,8 +27,7 @@ inline void check_reparameterize_kl_args(const at::Tensor& mu, const at::Tensor&
   TORCH_CHECK(mu.device().type() == device_type && scale.device() == mu.device(),
               "reparameterize_kl: mu and scale must be on one ", at::DeviceTypeName(device_type),
               " device, got ", mu.device(), " and ", scale.device());
-  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2,
-              "reparameterize_kl: rng must be an int64 tensor of 2 elements (seed, offset)");
+  check_rng("reparameterize_kl", rng, "mu", mu);
   TORCH_CHECK(parameterization >= kSoftplus && parameterization <= kStd,
               "reparameterize_kl: parameterization must be 0 (softplus), 1 (logvar) or 2 (std), got ",
               parameterization);
@@ -42,6 +41,14 @@ inline std::pair<at::Tensor, at::Tensor> dense_backward_grads(const std::optiona
                                                               const at::Tensor& mu) {
   const auto kl_shape = mu.sizes().slice(0, mu.dim() - 1);
   const auto acc = accumulation_dtype(mu.scalar_type());
+  for (const auto& [name, g] : {std::pair{"grad_z", &grad_z}, std::pair{"grad_kl", &grad_kl}}) {
+    if (g->has_value() && (*g)->defined()) {
+      TORCH_CHECK((*g)->device() == mu.device(), "reparameterize_kl_backward: ", name, " must be on mu's device ",
+                  mu.device(), ", got ", (*g)->device());
+      TORCH_CHECK(at::isFloatingType((*g)->scalar_type()), "reparameterize_kl_backward: ", name,
+                  " must be floating point, got ", (*g)->scalar_type());
+    }
+  }
   at::Tensor gz = grad_z.has_value() && grad_z->defined()
                       ? grad_z->to(mu.scalar_type()).expand(mu.sizes()).contiguous()
                       : at::zeros_like(mu);
