@@ -16,7 +16,8 @@ only, and each encoder's last layer computes its query, residuals, FFN and Layer
 final LayerNorm) for position T - 1 only; its keys and values, and the earlier layers, still see
 every position. Outputs and gradients equal those of the full computation
 (`full_sequence = True`, which `MIB.sequences` always runs: every position's features, for
-reading out differently). With dropout on, the two draw masks of different shapes.
+reading out differently). With dropout on, the two modes apply dropout to tensors of different
+shapes, so their masks (and samples) differ.
 
 Text can also go through a local Hugging Face backbone (`text_backbone=PATH`, never downloaded):
 token ids -> backbone -> the same Conv1d projection -> last step, as the paper's BERT branch.
