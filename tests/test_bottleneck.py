@@ -78,3 +78,36 @@ def test_state_dict_and_bad_arguments():
         VariationalBottleneck(6, 4, kl_reduction="avg")
     with pytest.raises(ValueError, match="latent_features must be a positive int"):
         VariationalBottleneck(6, 0)
+
+
+FUSED = [b for b in BACKENDS if b != "reference"]
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_std_is_computed_only_when_read(backend):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    head = VariationalBottleneck(6, 4, 16)
+    x = torch.randn(5, 6)
+    with mibcore.backends.use(backend), Ops() as ops:
+        out = head(x)
+        forward_ops = list(ops.names)
+        std = out.std
+    assert not [n for n in forward_ops if "softplus" in n]  # the fused operator computes std inside
+    assert [n for n in ops.names if "softplus" in n]
+    scale = head.heads(torch.relu(head.encoder(x)))[:, 4:]
+    torch.testing.assert_close(std, F.softplus(scale - 5))
+    # read as the named tuple it was: attributes, unpacking, indexing, fields
+    z, mu, std2, kl = out
+    assert std2 is std and out[2] is std and out[-1] is out.kl and out[:2] == (out.z, out.mu)
+    assert len(out) == 4 and list(out._asdict()) == ["z", "mu", "std", "kl"]
+    std.sum().backward()  # std has its own gradient path
+    assert head.heads.weight.grad[4:].abs().sum() > 0 and head.heads.weight.grad[:4].abs().sum() == 0

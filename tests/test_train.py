@@ -96,6 +96,23 @@ def test_old_checkpoints_without_cuda_rng_still_resume(monkeypatch):
     assert torch.equal(torch.rand(3), expected) and restored == []
 
 
+def test_compiled_training_learns_and_resumes_exactly(tmp_path):
+    # The CLI's --compile run, and the same run interrupted after epoch 2 and resumed.
+    args = ["train", "--model", "cmib", "--epochs", "4", "--lr", "3e-3", "--d", "10", "--hidden", "32",
+            "--synthetic-samples", "160", "--seq-len", "6", "--batch-size", "16", "--no-progress", "--compile",
+            "--out", str(tmp_path / "full")]
+    assert cli(args) == 0
+    metrics = json.load(open(tmp_path / "full" / "metrics.json"))
+    assert metrics["mae"] < 0.8 * metrics["baseline_mae"], metrics
+    full = state_of(tmp_path / "full")
+    assert not [k for k in full if "_orig_mod" in k]
+    part = TrainConfig(model="cmib", epochs=2, lr=3e-3, compile=True, out=str(tmp_path / "part"), **TINY)
+    train(part)
+    train(dataclasses.replace(part, epochs=4))
+    resumed = state_of(part.out)
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+
+
 def test_dev_best_is_the_best_dev_epoch_not_the_last(tmp_path):
     # patience=1 stops after the first epoch that does not improve: the last epoch is not the best
     config = TrainConfig(model="plain", epochs=12, patience=1, lr=3e-2, out=str(tmp_path), **TINY)

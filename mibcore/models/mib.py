@@ -10,6 +10,15 @@ projected like the paper's BERT branch (no transformer on top).
   L-MIB  z_m = IB_m(x_m), y_m = Dec_m(z_m); x = F(z_l, z_a, z_v) -> y = Dec(x)
   C-MIB  z_m = IB_m(x_m), y_m = Dec_m(z_m); x = F(z_l, z_a, z_v) -> z = IB(x) -> y = Dec(z)
 
+Compute only what is read (`MIBConfig.full_sequence = False`, the default): the models read each
+modality at its last time step, so the text projection computes its convolution at t = T - 1
+only, and each encoder's last layer computes its query, residuals, FFN and LayerNorms (and the
+final LayerNorm) for position T - 1 only; its keys and values, and the earlier layers, still see
+every position. Outputs and gradients equal those of the full computation
+(`full_sequence = True`, which `MIB.sequences` always runs: every position's features, for
+reading out differently). With dropout on, the two modes apply dropout to tensors of different
+shapes, so their masks (and samples) differ.
+
 Text can also go through a local Hugging Face backbone (`text_backbone=PATH`, never downloaded):
 token ids -> backbone -> the same Conv1d projection -> last step, as the paper's BERT branch.
 
@@ -54,6 +63,9 @@ class MIBConfig:
     no_ib: tuple = ()                # modalities without a unimodal bottleneck ("W/O IB on X")
     shift: float = -5.0
     text_backbone: str = None        # local Hugging Face model dir: text arrives as token ids
+    full_sequence: bool = False      # True: encode every time step, then read the last one (the
+                                     # paper's computation); False: compute only the last step's
+                                     # readout (equal outputs and gradients; see the docstring)
 
     def validate(self):
         if self.variant not in VARIANTS:
@@ -86,7 +98,7 @@ class MIB(nn.Module):
             "visual": Projection(c.visual_dim, c.d),
         })
         encoder = lambda: TransformerEncoder(c.d, c.heads, c.layers, c.attn_dropout, c.relu_dropout,  # noqa: E731
-                                             c.res_dropout, c.embed_dropout)
+                                             c.res_dropout, c.embed_dropout, batch_first=True)
         self.encoders = nn.ModuleDict({"audio": encoder(), "visual": encoder()})
         unimodal = c.variant in ("lmib", "cmib")
         self.unimodal_ib = nn.ModuleDict({
@@ -102,35 +114,47 @@ class MIB(nn.Module):
         return VariationalBottleneck(c.d, c.d, c.hidden, shift=c.shift, kl_reduction="mean",
                                      sample_in_eval=c.mode == "faithful")
 
-    def encode(self, text, audio, visual):
-        """Last-time-step features [B, d] of each modality. `text`: features [B, T, text_dim], or
-        token ids [B, T] with a text backbone."""
+    def _features(self, text, audio, visual, last_only):
+        """Per modality [B, T, d] (every position), or [B, 1, d] with `last_only`."""
         if self.text_backbone is not None:
             if text.dtype != torch.int64 or text.dim() != 2:
                 raise ValueError("with a text backbone, `text` must be int64 token ids [B, T]")
             text = self.text_backbone(text)
-        x = {"text": self.proj["text"](text)[:, -1]}
+        x = {"text": self.proj["text"](text, last_only=last_only)}
         for name, seq in (("audio", audio), ("visual", visual)):
-            h = self.proj[name](seq).transpose(0, 1)  # [T, B, d]
-            x[name] = self.encoders[name](h)[-1]
+            x[name] = self.encoders[name](self.proj[name](seq), last_only=last_only)
         return x
+
+    def sequences(self, text, audio, visual):
+        """Every time step's features [B, T, d] of each modality (the full computation)."""
+        return self._features(text, audio, visual, last_only=False)
+
+    def encode(self, text, audio, visual):
+        """Last-time-step features [B, d] of each modality. `text`: features [B, T, text_dim], or
+        token ids [B, T] with a text backbone."""
+        x = self._features(text, audio, visual, last_only=not self.config.full_sequence)
+        return {m: seq[:, -1] for m, seq in x.items()}
 
     def forward(self, text, audio, visual):
         """Returns a dict: pred [B, output_dim], unimodal preds, and the KL terms."""
         x = self.encode(text, audio, visual)
         out = {"kl": [], "unimodal_pred": {}}
-        zs, stds = [], []
+        zs, heads = [], []
         for m in MODALITIES:
             if m in self.unimodal_ib:
                 b = self.unimodal_ib[m](x[m])
                 out["kl"].append(b.kl)
                 out["unimodal_pred"][m] = self.unimodal_dec[m](b.z)
                 zs.append(b.z)
-                stds.append(b.std)
             else:
+                b = None
                 zs.append(x[m])
-                stds.append(torch.ones_like(x[m]))
-        fused = self.fusion(zs, stds) if isinstance(self.fusion, PoEFusion) else self.fusion(zs)
+            heads.append(b)
+        if isinstance(self.fusion, PoEFusion):  # the only reader of the bottlenecks' stds
+            stds = [torch.ones_like(z) if b is None else b.std for z, b in zip(zs, heads)]
+            fused = self.fusion(zs, stds)
+        else:
+            fused = self.fusion(zs)
         if self.fused_ib is not None:
             b = self.fused_ib(fused)
             out["kl"].append(b.kl)

@@ -1,4 +1,6 @@
-"""nn.Module wrappers of mibcore's operators: the bottleneck head, the fusion methods, dropout."""
+"""nn.Module wrappers of mibcore's operators: the bottleneck head, the fusion methods, dropout,
+and attention with its dropout on the Philox contract."""
+from mibcore.nn.attention import MultiheadAttention
 from mibcore.nn.bottleneck import BottleneckOutput, VariationalBottleneck
 from mibcore.nn.dropout import Dropout, DropoutAdd, ReLUDropout
 from mibcore.nn.fusion import (
@@ -22,6 +24,7 @@ __all__ = [
     "DropoutAdd",
     "GraphFusion",
     "LowRankFusion",
+    "MultiheadAttention",
     "MultiplicationFusion",
     "PoEFusion",
     "ReLUDropout",

@@ -1,5 +1,5 @@
 """The variational information-bottleneck head of MIB (and of VIB in general)."""
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -8,11 +8,44 @@ from mibcore import functional as MF
 from mibcore import reference
 
 
-class BottleneckOutput(NamedTuple):
-    z: torch.Tensor    # the sample (mu when not sampling)
-    mu: torch.Tensor
-    std: torch.Tensor
-    kl: torch.Tensor   # KL(N(mu, std^2) || N(0, I)), reduced as kl_reduction says
+class BottleneckOutput:
+    """(z, mu, std, kl), read as a named tuple: by attribute, index or unpacking.
+
+    z: the sample (mu when not sampling); kl: KL(N(mu, std^2) || N(0, I)), reduced as
+    kl_reduction says. `std` is computed on first access (from the scale head, with its own
+    autograd nodes), because most readers never use it: the fused operator computes std inside.
+    """
+
+    _fields = ("z", "mu", "std", "kl")
+
+    def __init__(self, z: torch.Tensor, mu: torch.Tensor, std: Optional[torch.Tensor], kl: torch.Tensor,
+                 *, scale: Optional[torch.Tensor] = None, parameterization: str = "softplus", shift: float = -5.0):
+        if std is None and scale is None:
+            raise ValueError("BottleneckOutput needs `std` or the `scale` it is computed from")
+        self.z, self.mu, self.kl = z, mu, kl
+        self._std, self._scale = std, scale
+        self._parameterization, self._shift = parameterization, shift
+
+    @property
+    def std(self) -> torch.Tensor:
+        if self._std is None:
+            self._std, _ = reference.std_and_log_std(self._scale, self._parameterization, self._shift)
+        return self._std
+
+    def __iter__(self):
+        return iter((self.z, self.mu, self.std, self.kl))
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return tuple(self)[index]
+
+    def _asdict(self):
+        return dict(zip(self._fields, self))
+
+    def __repr__(self):
+        return "BottleneckOutput(" + ", ".join(f"{k}={v!r}" for k, v in self._asdict().items()) + ")"
 
 
 class VariationalBottleneck(nn.Module):
@@ -75,8 +108,7 @@ class VariationalBottleneck(nn.Module):
             mu, scale, parameterization=self.parameterization, shift=self.shift, sample=sample,
             reduction=self.kl_reduction, generator=generator,
         )
-        std, _ = reference.std_and_log_std(scale, self.parameterization, self.shift)
-        return BottleneckOutput(z, mu, std, kl)
+        return BottleneckOutput(z, mu, None, kl, scale=scale, parameterization=self.parameterization, shift=self.shift)
 
     def extra_repr(self) -> str:
         return (f"parameterization={self.parameterization!r}, shift={self.shift}, "

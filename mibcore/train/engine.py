@@ -1,5 +1,6 @@
 """The training engine: seeds, Adam, best-dev selection, early stopping, atomic checkpoints with
-exact resume, AMP, DDP through torchrun (gloo on CPU), and results over seeds.
+exact resume, AMP, DDP through torchrun (gloo on CPU), torch.compile of the training steps, and
+results over seeds.
 
 Exact resume: the checkpoint written after each epoch holds the model, the optimizer, the
 early-stopping state and the torch RNG state; each epoch's shuffling comes from a generator
@@ -68,6 +69,7 @@ class TrainConfig:
     out: str = "runs/mib"
     resume: bool = True
     progress: bool = True
+    compile: bool = False           # torch.compile the model for training (fullgraph without DDP)
 
     def validate(self):
         """Raises UsageError naming the first bad field (types, choices, ranges); returns self."""
@@ -485,6 +487,11 @@ def _train(config, data, rank, world):
     os.makedirs(config.out, exist_ok=True)
     state, best_state = _resume(config, model, optimizer)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if config.compile:
+        # Training steps only (evaluation stays eager: its batch sizes would recompile); the
+        # checkpoints keep saving `model`, the uncompiled module (no `_orig_mod.` prefixes).
+        # (DDP splits the graph at its gradient buckets, hence fullgraph only without it.)
+        ddp_model = torch.compile(ddp_model, fullgraph=world == 1)
     train_ds = MultimodalDataset(data["train"], token_ids=bool(config.text_backbone))
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
