@@ -21,6 +21,7 @@ from benchmarks.paper_model import PaperCMIB
 from mibcore import functional as MF
 from mibcore import models, reference
 from mibcore.data import MultimodalDataset, make_synthetic
+from mibcore.train import engine
 
 
 @dataclasses.dataclass
@@ -138,14 +139,18 @@ QUICK_TRAIN_PROVIDERS = ("paper", "mibcore-reference", "mibcore")  # compiling t
 
 class Trainer:
     """A model, Adam (lr 2e-5, the paper's) and its forward + loss, possibly compiled; `backend`
-    is the mibcore backend it runs under (None for the paper's model)."""
+    is the mibcore backend it runs under (None for the paper's model, which gets torch's default
+    Adam as the paper's code; mibcore's models get the optimizer of mibcore's training engine)."""
 
     def __init__(self, model, backend=None, compile=False):
         self.model = model.train()  # all dropouts on
         self.backend = backend
         self.compiled = compile
         self.note = ""
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=2e-5)
+        if backend is None:
+            self.optimizer = torch.optim.Adam(model.parameters(), lr=2e-5)
+        else:
+            self.optimizer = engine.adam(model.parameters(), lr=2e-5)
         self._loss = lambda t, a, v, y: model.loss(model(t, a, v), y)
 
     def _context(self):
