@@ -168,8 +168,9 @@ def _tile(n, cap):
 
 
 def _split(units, tiles, t):
-    """(per part, parts): units spread over enough parts that tiles * parts fills the device."""
-    per = triton.cdiv(units, min(units, max(1, triton.cdiv(target_programs(t), tiles))))
+    """(per part, parts): units spread over enough parts that tiles * parts fills the device
+    (rounding the units per part down, so that the parts are never fewer than wanted)."""
+    per = max(1, units // max(1, triton.cdiv(target_programs(t), tiles)))
     return per, triton.cdiv(units, per)
 
 
