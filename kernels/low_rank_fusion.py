@@ -107,7 +107,7 @@ def _prepare(inputs, factors):
 
 
 def _launch_shape(B, OUT, dtype):
-    BLOCK_B, BLOCK_D, BLOCK_O = 16, 32, max(16, min(64, triton.next_power_of_2(OUT)))
+    BLOCK_B, BLOCK_D, BLOCK_O = 16, 16, max(16, min(32, triton.next_power_of_2(OUT)))  # larger spills
     grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(OUT, BLOCK_O))
     return grid, dict(PRECISION=dot_precision(dtype), BLOCK_B=BLOCK_B, BLOCK_D=BLOCK_D, BLOCK_O=BLOCK_O)
 

@@ -19,7 +19,7 @@ from mibcore.kernels._launch import double_bits, launch
 from mibcore.kernels._math import normals_of_block, std_terms
 
 _MAX_BLOCK_Q = 512
-_BLOCKS_PER_PROGRAM = 1024  # Philox blocks, i.e. 4096 elements per program
+_BLOCKS_PER_PROGRAM = 256  # Philox blocks (1024 elements) per program: 1024 spills in float64
 
 
 @triton.jit

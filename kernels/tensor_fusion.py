@@ -27,11 +27,12 @@ from mibcore.kernels._launch import dot_precision, double_bits, launch, target_p
 from mibcore.kernels._math import dropout_scale_at, mma
 from mibcore.reference import with_ones
 
-# BLOCK_K 64 keeps a float32 [64, 64] operand tile at 16 KB of shared memory; 256 already
-# spills registers and 512 needs more shared memory than sm_90 has.
-_MAX_BLOCK_K = 64
-_MAX_BLOCK_B = 64
-_MAX_BLOCK_O = 64
+# Tiles of at most 32 along B, K and out: larger ones spill registers (the Philox keep bits of a
+# [B, K] tile, and fp32 IEEE dots, which run on the FMA units with their operands in registers),
+# and next_power_of_2(K) uncapped (K 300, 600) needs more shared memory than sm_90 has.
+_MAX_BLOCK_B = 32
+_MAX_BLOCK_K = 32
+_MAX_BLOCK_O = 32
 
 
 @triton.jit
@@ -46,18 +47,22 @@ def _inverse_keep(inv_keep, inv_keep_bits, F64: tl.constexpr):
 def _pair_tile(a_ptr, v_ptr, t_ptr, rng_ptr, pair, I, J, K, N, b, k, b_ok, k_ok, keep_prob, inv_keep,
                DROPOUT: tl.constexpr):
     """The [BLOCK_B, BLOCK_K] tile of the outer product at pair `pair`, columns k (A's dtype)."""
-    i = pair // J
-    j = pair % J
-    a = tl.load(a_ptr + b * I + i, mask=b_ok, other=0.0)
-    v = tl.load(v_ptr + b * J + j, mask=b_ok, other=0.0)
+    a = tl.load(a_ptr + b * I + pair // J, mask=b_ok, other=0.0)
+    v = tl.load(v_ptr + b * J + pair % J, mask=b_ok, other=0.0)
     mask = b_ok[:, None] & k_ok[None, :]
     t = tl.load(t_ptr + b[:, None] * K + k[None, :], mask=mask, other=0.0)
     z = (a * v)[:, None] * t
     if DROPOUT:
         seed = tl.load(rng_ptr)
         offset = tl.load(rng_ptr + 1)
-        z = z * dropout_scale_at(b[:, None] * N + pair * K + k[None, :], seed, offset, keep_prob, inv_keep)
+        z = z * dropout_scale_at(_column(b[:, None], N, pair, K, k[None, :]), seed, offset, keep_prob, inv_keep)
     return z
+
+
+@triton.jit
+def _column(row, N, pair, K, k):
+    """row * N + pair * K + k in int64 (row is int64; pair, k int32)."""
+    return row * N + tl.cast(pair, tl.int64) * K + k
 
 
 @triton.jit(do_not_specialize=["inv_keep_bits"])
@@ -67,14 +72,16 @@ def _forward_kernel(a_ptr, v_ptr, t_ptr, w_ptr, part_ptr, rng_ptr, B, I, J, K, N
                     BLOCK_O: tl.constexpr):
     acc_t = part_ptr.dtype.element_ty
     inv = _inverse_keep(inv_keep, inv_keep_bits, F64)
-    pid = tl.program_id(0).to(tl.int64)
+    # Tile and unit numbers are int32 (64-bit division is a subroutine call, which spills);
+    # element offsets are int64 (weights may exceed 2^31 elements).
+    pid = tl.program_id(0)
     n_b = tl.cdiv(B, BLOCK_B)
     n_o = tl.cdiv(OUT, BLOCK_O)
     chunks = tl.cdiv(K, BLOCK_K)
     # b tiles fastest: the programs that read one weight tile run side by side (L2 hits).
     split = pid // (n_b * n_o)
-    b = (pid % n_b) * BLOCK_B + tl.arange(0, BLOCK_B)
-    o = (pid // n_b % n_o) * BLOCK_O + tl.arange(0, BLOCK_O)
+    b = ((pid % n_b) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    o = ((pid // n_b % n_o) * BLOCK_O + tl.arange(0, BLOCK_O)).to(tl.int64)
     b_ok, o_ok = b < B, o < OUT
     u0 = split * units_per_split
     u1 = tl.minimum(u0 + units_per_split, I * J * chunks)
@@ -84,7 +91,8 @@ def _forward_kernel(a_ptr, v_ptr, t_ptr, w_ptr, part_ptr, rng_ptr, B, I, J, K, N
         k = (u % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
         k_ok = k < K
         z = _pair_tile(a_ptr, v_ptr, t_ptr, rng_ptr, pair, I, J, K, N, b, k, b_ok, k_ok, keep_prob, inv, DROPOUT)
-        w = tl.load(w_ptr + o[None, :] * N + pair * K + k[:, None], mask=k_ok[:, None] & o_ok[None, :], other=0.0)
+        w = tl.load(w_ptr + _column(o[None, :], N, pair, K, k[:, None]), mask=k_ok[:, None] & o_ok[None, :],
+                    other=0.0)
         acc += mma(z.to(w.dtype), w, acc_t, PRECISION)
     tl.store(part_ptr + (split * B + b[:, None]) * OUT + o[None, :], acc, mask=b_ok[:, None] & o_ok[None, :])
 
@@ -96,12 +104,12 @@ def _grad_weight_kernel(a_ptr, v_ptr, t_ptr, dy_ptr, dw_ptr, rng_ptr, B, I, J, K
                         BLOCK_O: tl.constexpr):
     acc_t = a_ptr.dtype.element_ty
     inv = _inverse_keep(inv_keep, inv_keep_bits, F64)
-    pid = tl.program_id(0).to(tl.int64)
+    pid = tl.program_id(0)
     n_o = tl.cdiv(OUT, BLOCK_O)
     chunks = tl.cdiv(K, BLOCK_K)
     unit = pid // n_o
     pair = unit // chunks
-    o = (pid % n_o) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o = ((pid % n_o) * BLOCK_O + tl.arange(0, BLOCK_O)).to(tl.int64)
     k = (unit % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
     o_ok, k_ok = o < OUT, k < K
     acc = tl.zeros([BLOCK_O, BLOCK_K], dtype=acc_t)
@@ -111,7 +119,7 @@ def _grad_weight_kernel(a_ptr, v_ptr, t_ptr, dy_ptr, dw_ptr, rng_ptr, B, I, J, K
         z = _pair_tile(a_ptr, v_ptr, t_ptr, rng_ptr, pair, I, J, K, N, b, k, b_ok, k_ok, keep_prob, inv, DROPOUT)
         dy = tl.load(dy_ptr + b[:, None] * OUT + o[None, :], mask=b_ok[:, None] & o_ok[None, :], other=0.0)
         acc += mma(tl.trans(dy), z.to(dy.dtype), acc_t, PRECISION)
-    tl.store(dw_ptr + o[:, None] * N + pair * K + k[None, :], acc.to(dw_ptr.dtype.element_ty),
+    tl.store(dw_ptr + _column(o[:, None], N, pair, K, k[None, :]), acc.to(dw_ptr.dtype.element_ty),
              mask=o_ok[:, None] & k_ok[None, :])
 
 
@@ -122,12 +130,12 @@ def _grad_input_kernel(a_ptr, v_ptr, t_ptr, w_ptr, dy_ptr, dt_part_ptr, s_part_p
                        BLOCK_O: tl.constexpr):
     acc_t = a_ptr.dtype.element_ty
     inv = _inverse_keep(inv_keep, inv_keep_bits, F64)
-    pid = tl.program_id(0).to(tl.int64)
+    pid = tl.program_id(0)
     n_b = tl.cdiv(B, BLOCK_B)
     chunks = tl.cdiv(K, BLOCK_K)
     chunk = pid // n_b % chunks
     group = pid // (n_b * chunks)
-    b = (pid % n_b) * BLOCK_B + tl.arange(0, BLOCK_B)
+    b = ((pid % n_b) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     k = chunk * BLOCK_K + tl.arange(0, BLOCK_K)
     b_ok, k_ok = b < B, k < K
     mask = b_ok[:, None] & k_ok[None, :]
@@ -141,13 +149,13 @@ def _grad_input_kernel(a_ptr, v_ptr, t_ptr, w_ptr, dy_ptr, dt_part_ptr, s_part_p
             o = o0 + tl.arange(0, BLOCK_O).to(tl.int64)
             o_ok = o < OUT
             dy = tl.load(dy_ptr + b[:, None] * OUT + o[None, :], mask=b_ok[:, None] & o_ok[None, :], other=0.0)
-            w = tl.load(w_ptr + o[:, None] * N + pair * K + k[None, :], mask=o_ok[:, None] & k_ok[None, :],
+            w = tl.load(w_ptr + _column(o[:, None], N, pair, K, k[None, :]), mask=o_ok[:, None] & k_ok[None, :],
                         other=0.0)
             dz += mma(dy, w, acc_t, PRECISION)
         if DROPOUT:
             seed = tl.load(rng_ptr)
             offset = tl.load(rng_ptr + 1)
-            dz = dz * dropout_scale_at(b[:, None] * N + pair * K + k[None, :], seed, offset, keep_prob, inv)
+            dz = dz * dropout_scale_at(_column(b[:, None], N, pair, K, k[None, :]), seed, offset, keep_prob, inv)
         a = tl.load(a_ptr + b * I + pair // J, mask=b_ok, other=0.0)
         v = tl.load(v_ptr + b * J + pair % J, mask=b_ok, other=0.0)
         tl.store(s_part_ptr + (chunk * B + b) * pairs + pair, tl.sum(dz * t, axis=1), mask=b_ok)
@@ -204,7 +212,7 @@ def forward(inputs, weight, bias, dropout, rng):
     per_split, splits = _split(p.I * p.J * p.chunks, tiles, weight)
     partial = torch.empty(splits, p.B, p.OUT, dtype=p.dtype, device=weight.device)
     launch(_forward_kernel, (tiles * splits,), p.A, p.V, p.T, weight, partial, rng, *p.shape_args(), per_split,
-           *p.scalars, **p.constexprs)
+           *p.scalars, **p.constexprs, num_warps=8)  # 4 warps: spills on sm_80 with dropout
     y = partial.sum(0)  # a fixed-order reduction: deterministic, unlike atomics
     if bias is not None:
         y = y + bias.to(p.dtype)
@@ -227,7 +235,7 @@ def backward(grad_y, inputs, weight, dropout, rng):
     dt_part = torch.empty(groups, p.B, p.K, dtype=p.dtype, device=weight.device)
     s_part = torch.empty(p.chunks, p.B, p.I * p.J, dtype=p.dtype, device=weight.device)
     launch(_grad_input_kernel, (b_tiles * p.chunks * groups,), p.A, p.V, p.T, weight, dy, dt_part, s_part, rng,
-           *p.shape_args(), per_group, *p.scalars, **p.constexprs)
+           *p.shape_args(), per_group, *p.scalars, **p.constexprs, num_warps=8)  # 4 warps: fp32 spills
     S = s_part.sum(0).view(p.B, p.I, p.J)  # S[b, i, j] = sum_k dZ[b, ijk] t_k
     dA = torch.einsum("bij,bj->bi", S, p.V)
     dV = torch.einsum("bij,bi->bj", S, p.A)
