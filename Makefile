@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.mibcore-installed
 BUILT := $(VENV)/.mibcore-built
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py
 
-.PHONY: run test build bench cuda-check cuda-torch-check gpu-check clean
+.PHONY: run test build bench cuda-check cuda-torch-check gpu-check aot-sweep clean
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ cuda-check:
 	elif [ "$${MIBCORE_REQUIRE_CUDA_CHECKS:-0}" = 1 ]; then \
 		echo "nvcc not found but MIBCORE_REQUIRE_CUDA_CHECKS=1: the CUDA compile check FAILED"; exit 1; \
 	else echo "nvcc not found: CUDA compile check skipped"; fi
+
+# Every distinct Triton launch of the host code's table of calls, compiled ahead of time for sm_90
+# and sm_80 and checked (compiles, shared memory fits, no spills); CI compiles a representative
+# set (tests/test_build.py). No GPU needed.
+aot-sweep: build
+	env -u TRITON_INTERPRET $(BIN)/python -m mibcore.kernels.aot --full
 
 # The extension with its CUDA sources, built against a CUDA build of torch (no GPU needed).
 cuda-torch-check:

@@ -1,4 +1,5 @@
-"""Benchmark runner: `python -m benchmarks [--quick] [--device cpu] [--out bench-results]`.
+"""Benchmark runner: `python -m benchmarks [--quick] [--device cpu] [--out bench-results]`
+(`--launch-report`: the Triton launches against H200 floors, nothing timed; benchmarks/launch_report.py).
 
 Times every case for every provider (forward, backward, forward+backward; training cases
 also the whole step with Adam, or the epoch), reports speedups against the case's baseline
@@ -104,7 +105,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=0, help="timed runs per mode (default 15, quick 5)")
     parser.add_argument("--op", action="append", help="only this operator (repeatable)")
     parser.add_argument("--out", default="bench-results", help="output folder")
-    run(parser.parse_args(argv))
+    parser.add_argument("--launch-report", action="store_true",
+                        help="print the Triton launches and their H200 floor times (no GPU needed), then exit")
+    args = parser.parse_args(argv)
+    if args.launch_report:
+        from benchmarks import launch_report
+
+        print(launch_report.report())
+        return 0
+    run(args)
     return 0
 
 

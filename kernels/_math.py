@@ -4,11 +4,15 @@ Each function here has the C++ function of the same name there; keep them in ste
 Float32 uses the same Cephes polynomials as the C++ code; float64 uses tl.exp/tl.log,
 as the C++ float64 path uses the C library.
 """
+import os
+
 import triton
 import triton.language as tl
 
 from mibcore import constants
 
+# Read when kernel modules are imported, as Triton reads it (the conftest sets it first).
+INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 SOFTPLUS_THRESHOLD = tl.constexpr(constants.SOFTPLUS_THRESHOLD)
 SOFTPLUS = tl.constexpr(constants.PARAMETERIZATION_IDS["softplus"])
 LOGVAR = tl.constexpr(constants.PARAMETERIZATION_IDS["logvar"])
@@ -146,8 +150,8 @@ def sincos_turns(t):
 
 
 @triton.jit
-def _philox_words(index, seed, offset):
-    block = index >> 2
+def philox_block(block, seed, offset):
+    """The 4 words of Philox block `block` (int64): counter (block lo, block hi, offset lo, offset hi)."""
     return tl.philox(
         seed,
         (block & 0xFFFFFFFF).to(tl.uint32),
@@ -155,6 +159,11 @@ def _philox_words(index, seed, offset):
         (offset & 0xFFFFFFFF).to(tl.uint32),
         (offset >> 32).to(tl.uint32),
     )
+
+
+@triton.jit
+def _philox_words(index, seed, offset):
+    return philox_block(index >> 2, seed, offset)
 
 
 @triton.jit
@@ -167,13 +176,29 @@ def dropout_scale_at(index, seed, offset, keep_prob, inv_keep):
 
 
 @triton.jit
-def normal_at(index, seed, offset):
-    """The float32 standard normal of flat element `index` (int64); see philox.h."""
-    lane = index & 3
-    r0, r1, r2, r3 = _philox_words(index, seed, offset)
-    first_pair = lane < 2
-    ra = tl.where(first_pair, r0, r2)
-    rb = tl.where(first_pair, r1, r3)
+def _box_muller(ra, rb):
+    """The two float32 normals (cos, sin) of one Box-Muller pair of words; see philox.h."""
     rad = tl.sqrt_rn(-2.0 * fast_log(uniform_from_bits(ra), False))
     s, c = sincos_turns(uniform_from_bits(rb))
-    return tl.where((lane & 1) == 0, rad * c, rad * s)
+    return rad * c, rad * s
+
+
+@triton.jit
+def normals_of_block(block, seed, offset):
+    """The float32 normals of flat elements 4 block .. 4 block + 3: one Philox call, and one
+    Box-Muller pair for each two of them (words 0, 1 give lanes 0, 1; words 2, 3 lanes 2, 3)."""
+    r0, r1, r2, r3 = philox_block(block, seed, offset)
+    n0, n1 = _box_muller(r0, r1)
+    n2, n3 = _box_muller(r2, r3)
+    return n0, n1, n2, n3
+
+
+@triton.jit
+def mma(a, b, acc_t: tl.constexpr, PRECISION: tl.constexpr):
+    """tl.dot(a, b) accumulated in acc_t. The interpreter multiplies bf16 operands as their raw
+    bits (np.matmul of uint16), so there every operand is first widened to acc_t (exact for
+    16-bit operands; the products and fp32 sums are those of the tensor cores)."""
+    if INTERPRETED:
+        return tl.dot(a.to(acc_t), b.to(acc_t), out_dtype=acc_t)
+    else:
+        return tl.dot(a, b, out_dtype=acc_t, input_precision=PRECISION)

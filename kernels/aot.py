@@ -1,107 +1,312 @@
-"""Ahead-of-time compilation of the Triton kernels for a GPU target, without a GPU.
+"""Ahead-of-time compilation of every Triton launch the host code makes, without a GPU.
 
-`python -m mibcore.kernels.aot [--arch 90]` compiles every kernel specialization used by
-mibcore to PTX and a cubin (Triton's backend needs no driver for that). The tests run it so
-that the Triton kernels are known to compile for real hardware, not only to interpret.
+The launches are not listed by hand: `record_calls` drives the host wrappers (kernels/*.py)
+with meta tensors through a table of realistic calls (the paper's shapes, the benchmarks'
+scale shapes, modality dims up to 600, 2 and 3 inputs, every dtype, with and without dropout,
+every parameterization, forward and backward, the dropout operators) under
+kernels/_launch.recording(), which records each launch instead of running it. Each distinct
+specialization (Triton's own binder decides what is distinct: argument dtypes, 32/64-bit
+integers, alignment, constexprs) is compiled once per target, in parallel processes, and
+checked: it compiles, its shared memory fits a block (sm_90: 227 KB, sm_80: 163 KB), and it
+has no local memory or stack (register spills), read from the cubin with the cuobjdump that
+Triton ships.
+
+  python -m mibcore.kernels.aot                 representative set (CI): one launch per
+                                                kernel x dtype x tile-size class, sm_90 and sm_80
+  python -m mibcore.kernels.aot --full          every distinct launch (`make aot-sweep`)
+
 Must run without TRITON_INTERPRET=1 (interpreted kernels cannot be compiled).
 """
 import argparse
+import concurrent.futures
+import dataclasses
+from functools import partial
+import importlib
 import itertools
+import multiprocessing
 import os
+import re
+import subprocess
 import sys
+import tempfile
+import time
+
+import torch
+
+from mibcore.kernels import _launch
+
+SHARED_LIMIT = {90: 227 * 1024, 80: 163 * 1024}  # bytes of shared memory per block (opt-in maximum)
+DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+# (rows, cols): the paper's bottleneck (B 32, d 50), the benchmarks' scale shapes, small and odd ones.
+REPARAMETERIZE_SHAPES = ((32, 50), (4096, 1024), (1024, 512), (33, 257), (3, 7), (1, 1))
+# (batch, modality dims, out): paper, benchmarks/cases.py scale shapes, wide last inputs (300,
+# 600: tiled along K), 2 inputs, a weight over 2^31 elements, the smallest case.
+TENSOR_FUSION_SHAPES = (
+    (32, (50, 50, 50), 50), (64, (64, 64, 64), 128), (256, (32, 32, 32), 64), (512, (32, 32, 32), 64),
+    (128, (128, 128), 128), (32, (50, 50, 300), 50), (32, (50, 600), 50), (128, (600, 600), 64),
+    (32, (50, 50), 50), (64, (600, 600, 600), 16), (1, (1, 7), 1),
+)
+# (batch, modality dims, out, rank)
+LOW_RANK_FUSION_SHAPES = ((32, (50, 50, 50), 50, 5), (512, (128, 128, 128), 128, 8), (32, (50, 50), 50, 4),
+                          (1, (1, 7), 1, 1))
+DROPOUT_SHAPES = ((32, 1024), (4096, 1024), (7,))
 
 
-DTYPES = ("fp32", "fp16", "bf16", "fp64")
-FUSION_DTYPES = ("fp32", "bf16")
+def meta(*shape, dtype=torch.float32):
+    """A tensor with no storage: the host code runs on it at any size, and records launches."""
+    return torch.empty(shape, dtype=dtype, device="meta")
 
 
-def specializations(dtypes=DTYPES, parameterizations=(0, 1, 2)):
-    """(kernel, signature, constexprs) for each compiled variant."""
-    from mibcore.kernels import reparameterize_kl as rk
-
-    for dtype, p, sample in itertools.product(dtypes, parameterizations, (True, False)):
-        acc = "fp64" if dtype == "fp64" else "fp32"
-        common = {"P": p, "SAMPLE": sample, "F64": dtype == "fp64", "BLOCK_R": 4, "BLOCK_C": 1024}
-        yield rk._forward_kernel, {
-            "mu_ptr": f"*{dtype}", "scale_ptr": f"*{dtype}", "z_ptr": f"*{dtype}", "kl_ptr": f"*{acc}",
-            "rng_ptr": "*i64", "rows": "i64", "cols": "i64", "shift": "fp32", **{k: "constexpr" for k in common},
-        }, common
-        yield rk._backward_kernel, {
-            "grad_z_ptr": f"*{dtype}", "grad_kl_ptr": f"*{acc}", "mu_ptr": f"*{dtype}", "scale_ptr": f"*{dtype}",
-            "grad_mu_ptr": f"*{dtype}", "grad_scale_ptr": f"*{dtype}", "rng_ptr": "*i64", "rows": "i64",
-            "cols": "i64", "shift": "fp32", **{k: "constexpr" for k in common},
-        }, common
+def meta_rng():
+    return meta(2, dtype=torch.int64)
 
 
-def fusion_specializations(dtypes=FUSION_DTYPES):
-    """The tensor_fusion kernels: (kernel, signature, constexprs), with and without dropout."""
-    from mibcore.kernels import tensor_fusion as tf
+def _reparameterize_kl_calls():
+    from mibcore.kernels import reparameterize_kl as k
 
-    for dtype, dropout in itertools.product(dtypes, (True, False)):
-        blocks = {"BLOCK_B": 16, "BLOCK_K": 64, "BLOCK_O": 64}
-        shapes = {"B": "i64", "I": "i64", "J": "i64", "K": "i64", "N": "i64", "OUT": "i64",
-                  "keep_prob": "fp32", "inv_keep": "fp32"}
-        factors = {"a_ptr": "*fp32", "v_ptr": "*fp32", "t_ptr": "*fp32"}
-        const = {"DROPOUT": dropout, **blocks}
-        yield tf._forward_kernel, {
-            **factors, "w_ptr": f"*{dtype}", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "rng_ptr": "*i64",
-            **shapes, "HAS_BIAS": "constexpr", **{k: "constexpr" for k in const},
-        }, {"HAS_BIAS": True, **const}
-        yield tf._grad_weight_kernel, {
-            **factors, "dy_ptr": f"*{dtype}", "dw_ptr": f"*{dtype}", "rng_ptr": "*i64", **shapes,
-            **{k: "constexpr" for k in const},
-        }, const
-        yield tf._grad_input_kernel, {
-            **factors, "w_ptr": f"*{dtype}", "dy_ptr": f"*{dtype}", "da_ptr": "*fp32", "dv_ptr": "*fp32",
-            "dt_ptr": "*fp32", "rng_ptr": "*i64", **shapes, **{k: "constexpr" for k in const},
-        }, const
+    for (rows, cols), dtype, p, sample in itertools.product(REPARAMETERIZE_SHAPES, DTYPES, (0, 1, 2), (True, False)):
+        mu, kl_dtype = meta(rows, cols, dtype=dtype), torch.float64 if dtype == torch.float64 else torch.float32
+        yield f"reparameterize_kl {rows}x{cols} {dtype} P{p} sample={sample}", [
+            partial(k.forward, mu, mu, meta_rng(), p, -5.0, sample),
+            partial(k.backward, mu, meta(rows, dtype=kl_dtype), mu, mu, meta_rng(), p, -5.0, sample),
+        ]
 
 
-def lmf_specializations(dtypes=FUSION_DTYPES):
-    """The low_rank_fusion kernels (three modalities), forward and backward."""
-    from mibcore.kernels import low_rank_fusion as lmf
+def _tensor_fusion_calls():
+    from mibcore.kernels import tensor_fusion as k
 
-    for dtype in dtypes:
-        const = {"M": 3, "BLOCK_B": 16, "BLOCK_D": 32, "BLOCK_O": 64}
-        dims = {"D0": "i64", "D1": "i64", "D2": "i64"}
-        xs = {f"x{m}": "*fp32" for m in range(3)}
-        fs = {f"f{m}": f"*{dtype}" for m in range(3)}
-        tail = {"B": "i64", "R": "i64", "OUT": "i64", **{k: "constexpr" for k in const}}
-        yield lmf._forward_kernel, {**xs, **fs, **dims, "w_ptr": f"*{dtype}", "bias_ptr": f"*{dtype}",
-                                    "y_ptr": f"*{dtype}", **tail}, const
-        yield lmf._backward_kernel, {**xs, **fs, **dims, **{f"dx{m}": "*fp32" for m in range(3)},
-                                     **{f"df{m}": "*fp32" for m in range(3)}, "w_ptr": f"*{dtype}",
-                                     "dw_ptr": "*fp32", "dy_ptr": f"*{dtype}", **tail}, const
+    for (batch, dims, out), dtype, dropout in itertools.product(TENSOR_FUSION_SHAPES, DTYPES, (0.0, 0.5)):
+        inputs = [meta(batch, d, dtype=dtype) for d in dims]
+        n = 1
+        for d in dims:
+            n *= d + 1
+        weight, bias = meta(out, n, dtype=dtype), meta(out, dtype=dtype)
+        for tf32 in (False, True) if dtype == torch.float32 else (False,):
+            yield f"tensor_fusion B{batch} {dims}->{out} {dtype} p={dropout}" + (" tf32" if tf32 else ""), [
+                _with_tf32(tf32, partial(k.forward, inputs, weight, bias, dropout, meta_rng())),
+                _with_tf32(tf32, partial(k.backward, meta(batch, out, dtype=dtype), inputs, weight, dropout,
+                                         meta_rng())),
+            ]
 
 
-def compile_all(arch=90, dtypes=DTYPES, parameterizations=(0, 1, 2)):
-    if os.environ.get("TRITON_INTERPRET") == "1":
+def _low_rank_fusion_calls():
+    from mibcore.kernels import low_rank_fusion as k
+
+    for (batch, dims, out, rank), dtype in itertools.product(LOW_RANK_FUSION_SHAPES, DTYPES):
+        inputs = [meta(batch, d, dtype=dtype) for d in dims]
+        factors = [meta(rank, d + 1, out, dtype=dtype) for d in dims]
+        w, b = meta(1, rank, dtype=dtype), meta(1, out, dtype=dtype)
+        yield f"low_rank_fusion B{batch} {dims}->{out} r{rank} {dtype}", [
+            partial(k.forward, inputs, factors, w, b),
+            partial(k.backward, meta(batch, out, dtype=dtype), inputs, factors, w),
+        ]
+
+
+def _dropout_calls():
+    from mibcore.kernels import dropout as k
+
+    for shape, dtype in itertools.product(DROPOUT_SHAPES, DTYPES):
+        x = meta(*shape, dtype=dtype)
+        yield f"dropout {shape} {dtype}", [
+            partial(k.dropout, x, 0.1, meta_rng()), partial(k.dropout_add, x, x, 0.1, meta_rng()),
+            partial(k.relu_dropout, x, 0.1, meta_rng()), partial(k.relu_dropout_backward, x, x, 0.1),
+        ]
+
+
+def _with_tf32(enabled, call):
+    def run():
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        try:
+            return call()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+    return run
+
+
+def calls():
+    """(label, [host calls]) for every row of the table (each call bound to its row's arguments)."""
+    for group in (_reparameterize_kl_calls, _tensor_fusion_calls, _low_rank_fusion_calls, _dropout_calls):
+        yield from group()
+
+
+def record_calls(table=None):
+    """[(label, Launch)] for every launch the host code makes for the table's calls."""
+    recorded = []
+    for label, fns in table if table is not None else calls():
+        for fn in fns:
+            with _launch.recording() as launches:
+                fn()
+            recorded += [(label, launch) for launch in launches]
+    return recorded
+
+
+# ---------------------------------------------------------------- specializations and compiling
+
+
+@dataclasses.dataclass
+class Specialization:
+    """One compile job: what Triton's launcher would compile for a launch."""
+
+    module: str
+    kernel: str
+    signature: dict
+    constexprs: dict
+    attrs: dict
+    options: dict  # num_warps, num_stages where the host code sets them
+    label: str  # the first call that launches it
+
+    def key(self):
+        return (self.module, self.kernel, tuple(self.signature.items()), tuple(sorted(self.constexprs.items())),
+                repr(sorted(self.attrs.items())), tuple(sorted(self.options.items())))
+
+    def tile_class(self):
+        """kernel x pointer dtypes x tile sizes (constexprs named BLOCK*)."""
+        pointers = tuple(v for v in self.signature.values() if v.startswith("*"))
+        blocks = tuple(sorted((k, v) for k, v in self.constexprs.items() if "BLOCK" in str(self._name(k))))
+        return self.module, self.kernel, pointers, blocks
+
+    def _name(self, path):
+        return list(self.signature)[path[0]]
+
+    def describe(self):
+        named = {self._name(k): v for k, v in self.constexprs.items()}
+        return f"{self.kernel} {named} {self.options or ''} [{self.label}]"
+
+
+def specialize(launch, label, arch=90):
+    """The Specialization that Triton's JIT would compile for `launch` on sm_<arch>."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    kernel = launch.kernel
+    if not hasattr(kernel, "params"):
         raise RuntimeError("unset TRITON_INTERPRET: interpreted kernels cannot be compiled ahead of time")
+    backend = make_backend(GPUTarget("cuda", arch, 32))
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    kwargs = dict(launch.constexprs)
+    options = {k: kwargs.pop(k) for k in _LAUNCH_OPTIONS if k in kwargs}
+    bound, specialization, _ = binder(*launch.args, **kwargs)
+    _, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, specialization, {})
+    return Specialization(kernel.fn.__module__, kernel.fn.__name__, signature, constexprs, attrs, options, label)
+
+
+_LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+
+def distinct_specializations(recorded, representative=False):
+    """Distinct Specializations of the recorded launches (one per tile class if `representative`,
+    preferring the one with the most features switched on: dropout, sampling)."""
+    unique = {}
+    for label, launch in recorded:
+        spec = specialize(launch, label)
+        unique.setdefault(spec.key(), spec)
+    specs = list(unique.values())
+    if not representative:
+        return specs
+    chosen = {}
+    weight = lambda s: sum(1 for v in s.constexprs.values() if v is True)  # noqa: E731
+    for spec in specs:
+        cls = spec.tile_class()
+        if cls not in chosen or weight(spec) > weight(chosen[cls]):
+            chosen[cls] = spec
+    return list(chosen.values())
+
+
+def cuobjdump():
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+_USAGE = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+
+
+def compile_one(spec, arch):
+    """Compiles `spec` for sm_<arch>; returns a dict of its resources and the checks' verdicts."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    target = GPUTarget("cuda", arch, 32)
-    results = []
-    fusion_dtypes = tuple(d for d in dtypes if d in FUSION_DTYPES)
-    kernels = itertools.chain(specializations(dtypes, parameterizations), fusion_specializations(fusion_dtypes),
-                              lmf_specializations(fusion_dtypes))
-    for kernel, signature, constexprs in kernels:
-        compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=target)
-        results.append((kernel.__name__, constexprs, len(compiled.asm["ptx"]), len(compiled.asm["cubin"])))
-    return results
+    kernel = getattr(importlib.import_module(spec.module), spec.kernel)
+    result = {"arch": arch, "kernel": spec.describe(), "ok": False}
+    start = time.perf_counter()
+    try:
+        compiled = triton.compile(ASTSource(kernel, spec.signature, spec.constexprs, spec.attrs),
+                                  target=GPUTarget("cuda", arch, 32), options=spec.options)
+    except Exception as error:  # noqa: BLE001 (reported, not hidden: the check fails)
+        result.update(error=f"{type(error).__name__}: {str(error)[-600:]}", seconds=time.perf_counter() - start)
+        return result
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([cuobjdump(), "-res-usage", f.name], capture_output=True, text=True).stdout
+    match = _USAGE.search(usage)
+    regs, stack, static_shared, local = map(int, match.groups()) if match else (-1, -1, 0, -1)
+    shared = compiled.metadata.shared + static_shared
+    result.update(regs=regs, stack=stack, local=local, shared=shared, seconds=time.perf_counter() - start,
+                  fits=shared <= SHARED_LIMIT[arch], no_spills=stack == 0 and local == 0)
+    result["ok"] = result["fits"] and result["no_spills"]
+    return result
+
+
+def _compile_job(job):
+    return compile_one(*job)
+
+
+def compile_all(specs, archs=(90, 80), jobs=None):
+    """Compiles every spec for every arch, in `jobs` processes; returns the result dicts."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("unset TRITON_INTERPRET: interpreted kernels cannot be compiled ahead of time")
+    work = [(spec, arch) for arch in archs for spec in specs]
+    jobs = jobs or min(len(work), os.cpu_count() or 1)
+    if jobs <= 1:
+        return [_compile_job(job) for job in work]
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_compile_job, work, chunksize=4))
+
+
+def summarize(results, archs):
+    lines = []
+    for arch in archs:
+        mine = [r for r in results if r["arch"] == arch]
+        compiled = [r for r in mine if "error" not in r]
+        lines.append(
+            f"sm_{arch}: {len(mine)} launches, {len(compiled)} compile, {sum(r['fits'] for r in compiled)} fit in "
+            f"{SHARED_LIMIT[arch] // 1024} KB shared, {sum(r['no_spills'] for r in compiled)} without spills; "
+            f"max {max((r['regs'] for r in compiled), default=0)} registers, "
+            f"max {max((r['shared'] for r in compiled), default=0) // 1024} KB shared")
+    return lines
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, default=90)
-    parser.add_argument("--dtype", action="append", choices=DTYPES, help="only these dtypes (repeatable)")
-    parser.add_argument("--parameterization", type=int, action="append", choices=(0, 1, 2))
+    parser.add_argument("--arch", type=int, action="append", choices=sorted(SHARED_LIMIT), help="(repeatable)")
+    parser.add_argument("--full", action="store_true", help="every distinct launch, not one per tile class")
+    parser.add_argument("--jobs", type=int, default=0, help="compile processes (default: the CPU count)")
+    parser.add_argument("--verbose", action="store_true", help="one line per compiled launch")
+    parser.add_argument("--only", action="append", help="only calls whose label contains this (repeatable)")
     args = parser.parse_args(argv)
-    results = compile_all(args.arch, tuple(args.dtype or DTYPES), tuple(args.parameterization or (0, 1, 2)))
-    for name, constexprs, ptx, cubin in results:
-        print(f"sm_{args.arch} {name} {constexprs}: ptx {ptx} chars, cubin {cubin} bytes")
-    return 0
+    archs = tuple(args.arch or (90, 80))
+    start = time.perf_counter()
+    table = [(label, fns) for label, fns in calls() if not args.only or any(o in label for o in args.only)]
+    recorded = record_calls(table)
+    specs = distinct_specializations(recorded, representative=not args.full)
+    print(f"{len(recorded)} launches recorded, {len(specs)} distinct {'' if args.full else 'representative '}"
+          f"specializations ({time.perf_counter() - start:.1f} s)", flush=True)
+    results = compile_all(specs, archs, args.jobs or None)
+    failures = [r for r in results if not r["ok"]]
+    for r in results if args.verbose else failures:
+        status = "OK" if r["ok"] else "FAIL"
+        detail = r.get("error") or (f"regs {r['regs']} stack {r['stack']} local {r['local']} "
+                                    f"shared {r['shared']} B")
+        print(f"{status} sm_{r['arch']} {r['kernel']}: {detail}")
+    for line in summarize(results, archs):
+        print(line)
+    print(f"total {time.perf_counter() - start:.1f} s")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

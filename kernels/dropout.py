@@ -7,13 +7,11 @@ block is computed twice. Arithmetic in float32 (float64 for float64 tensors), ro
 The float64 scale 1 / (1 - p) travels as the bits of a double in an int64 argument, because a
 Python float argument is passed to Triton as float32.
 """
-import struct
-
 import torch
 import triton
 import triton.language as tl
 
-from mibcore.kernels._launch import device_context
+from mibcore.kernels._launch import double_bits, launch
 from mibcore.kernels._math import _philox_words, uniform_from_bits
 
 _BLOCK = 1024
@@ -23,7 +21,7 @@ DROPOUT, ADD, RELU = 0, 1, 2  # the MODE of _dropout_kernel
 @triton.jit
 def _scale_of(bits, keep_prob, inv_keep, inv_keep64_bits, F64: tl.constexpr):
     if F64:
-        inv = inv_keep64_bits.to(tl.float64, bitcast=True)
+        inv = inv_keep64_bits.to(tl.int64).to(tl.float64, bitcast=True)
         return tl.where(uniform_from_bits(bits) <= keep_prob, inv, 0.0)
     else:
         return tl.where(uniform_from_bits(bits) <= keep_prob, inv_keep, 0.0)
@@ -60,7 +58,7 @@ def _relu_dropout_backward_kernel(grad_ptr, y_ptr, out_ptr, n, inv_keep, inv_kee
     grad = tl.load(grad_ptr + index, mask=ok, other=0.0).to(acc_t)
     y = tl.load(y_ptr + index, mask=ok, other=0.0).to(acc_t)
     if F64:
-        inv = inv_keep64_bits.to(tl.float64, bitcast=True)
+        inv = inv_keep64_bits.to(tl.int64).to(tl.float64, bitcast=True)
     else:
         inv = inv_keep
     tl.store(out_ptr + index, (grad * tl.where(y > 0.0, inv, 0.0)).to(out_ptr.dtype.element_ty), mask=ok)
@@ -70,7 +68,7 @@ def _scalars(p):
     """(keep_prob as float32, 1 / keep_prob as float32, 1 / keep_prob as the bits of a double)."""
     keep = 1.0 - float(p)
     inv = 1.0 / keep
-    return keep, inv, struct.unpack("<q", struct.pack("<d", inv))[0]
+    return keep, inv, double_bits(inv)
 
 
 def _launch(mode, x, h, p, rng):
@@ -81,10 +79,8 @@ def _launch(mode, x, h, p, rng):
     if n == 0:
         return y
     keep, inv, inv_bits = _scalars(p)
-    with device_context(h):
-        _dropout_kernel[(triton.cdiv(n, _BLOCK),)](
-            x, h, y, rng, n, keep, inv, inv_bits, MODE=mode, F64=h.dtype == torch.float64, BLOCK=_BLOCK
-        )
+    launch(_dropout_kernel, (triton.cdiv(n, _BLOCK),), x, h, y, rng, n, keep, inv, inv_bits,
+           MODE=mode, F64=h.dtype == torch.float64, BLOCK=_BLOCK)
     return y
 
 
@@ -107,8 +103,6 @@ def relu_dropout_backward(grad_y, y, p):
     if n == 0:
         return out
     _, inv, inv_bits = _scalars(p)
-    with device_context(y):
-        _relu_dropout_backward_kernel[(triton.cdiv(n, _BLOCK),)](
-            grad_y, y, out, n, inv, inv_bits, F64=y.dtype == torch.float64, BLOCK=_BLOCK
-        )
+    launch(_relu_dropout_backward_kernel, (triton.cdiv(n, _BLOCK),), grad_y, y, out, n, inv, inv_bits,
+           F64=y.dtype == torch.float64, BLOCK=_BLOCK)
     return out

@@ -1,11 +1,15 @@
-"""Test configuration. TRITON_INTERPRET must be set before any Triton kernel module is
-imported (the @triton.jit decorator reads it), so it is set here, first."""
+"""Test configuration. Where there is no GPU, the Triton kernels run in the interpreter on CPU
+tensors: TRITON_INTERPRET must be set before any Triton kernel module is imported (the
+@triton.jit decorator reads it), so it is set here, first. Where there is a GPU, it is left
+unset and the kernels run compiled, on CUDA tensors (tests/test_gpu.py)."""
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch  # (importing torch loads no Triton kernel)
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 import mibcore  # noqa: E402
 from tests import utils  # noqa: E402
