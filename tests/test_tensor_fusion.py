@@ -231,3 +231,22 @@ def test_triton_opcheck():
     inputs, weight, b = make(3, (2, 4), 3, dtype=torch.float32)
     rng = torch.tensor([5, 6])
     torch.library.opcheck(torch.ops.mibcore.tensor_fusion_triton.default, (inputs, weight, b, 0.25, rng))
+
+
+@pytest.mark.parametrize("backend", FUSED + (["triton"] if TRITON else []))
+def test_float64_dropout_scale_is_exact(backend):
+    # The kept elements are scaled by the double 1 / (1 - p), not by its float32 rounding
+    # (off by ~1e-8 relative: a silent precision loss in float64).
+    inputs, weight, b = make(3, (2, 3), 4)
+    p, seed = 0.3, 11
+    with mibcore.backends.use(backend):
+        y = MF.tensor_fusion(inputs, weight, b, dropout=p, generator=torch.Generator().manual_seed(seed))
+    fused = mibcore.reference.outer_product([x.detach() for x in inputs])
+    keep = philox.dropout_keep_mask(fused.shape, draw_rng("cpu", torch.Generator().manual_seed(seed)), 1.0 - p)
+    y_ref = mibcore.reference.tensor_fusion([x.detach() for x in inputs], weight.detach(), b.detach(), dropout=p,
+                                            keep_mask=keep)
+    torch.testing.assert_close(y, y_ref, rtol=1e-13, atol=1e-13)
+    grad_y = torch.randn_like(y)
+    (grad_w,) = torch.autograd.grad(y, [weight], grad_y)
+    expected = grad_y.t() @ (fused * keep / (1.0 - p))
+    torch.testing.assert_close(grad_w, expected, rtol=1e-13, atol=1e-13)

@@ -71,7 +71,7 @@ void build_tile(const FusionShape& s, const Chunk& c, const acc_t* A, const acc_
       cpu::fill_dropout_scale(static_cast<uint64_t>(b * s.N + c.column), c.width, d.seed, d.offset, d.keep_prob,
                          d.inv_keep, m_row, scratch);
 #pragma GCC ivdep
-      for (int64_t k = 0; k < c.width; ++k) z_row[k] *= static_cast<acc_t>(m_row[k]);
+      for (int64_t k = 0; k < c.width; ++k) z_row[k] *= dropout_factor<acc_t>(m_row[k], d.inv_keep_d);
     }
   }
 }
@@ -80,7 +80,7 @@ void build_tile(const FusionShape& s, const Chunk& c, const acc_t* A, const acc_
 // dT[b, k] += A_i V_j dZ[b, ijk]; s = sum_k dZ[b, ijk] T[b, k]; dA[b, i] += V_j s; dV[b, j] += A_i s.
 template <typename acc_t>
 void contract_tile(const FusionShape& s, const Chunk& c, const acc_t* a, const acc_t* v, const acc_t* t,
-                   const acc_t* dz, const float* mask, acc_t* da, acc_t* dv, acc_t* dt) {
+                   const acc_t* dz, const float* mask, double inv_keep_d, acc_t* da, acc_t* dv, acc_t* dt) {
   for (int64_t b = 0; b < s.B; ++b) {
     const acc_t* t_row = t + b * s.K;
     acc_t* dt_row = dt + b * s.K;
@@ -93,7 +93,7 @@ void contract_tile(const FusionShape& s, const Chunk& c, const acc_t* a, const a
         const float* m = mask + b * c.width + q * s.K;
 #pragma omp simd reduction(+ : dot)
         for (int64_t k = 0; k < s.K; ++k) {
-          const acc_t gm = g[k] * static_cast<acc_t>(m[k]);
+          const acc_t gm = g[k] * dropout_factor<acc_t>(m[k], inv_keep_d);
           dot += gm * t_row[k];
           dt_row[k] += coef * gm;
         }
@@ -272,7 +272,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
           at::mm_out(dZ_tile, dY, W.narrow(1, c.column, c.width));
         }
         const at::Tensor dZ = dZ_tile.to(acc_type);
-        contract_tile<acc_t>(s, c, a, v, t, dZ.data_ptr<acc_t>(), d.active ? mask.data() : nullptr, da, dv, dt);
+        contract_tile<acc_t>(s, c, a, v, t, dZ.data_ptr<acc_t>(), d.active ? mask.data() : nullptr, d.inv_keep_d, da,
+                             dv, dt);
       }
     });
   });

@@ -39,7 +39,7 @@ Prepared prepare(const FusionShape& s, at::TensorList inputs, const at::Tensor& 
   const DropoutScale d = dropout_scale(dropout);
   p.args = cuda::FusionArgs{p.A.data_ptr(), p.V.data_ptr(), p.T.data_ptr(), p.s.B, p.s.I, p.s.J, p.s.K, p.s.out,
                             p.W.data_ptr(), cuda::to_kernel_dtype("tensor_fusion", weight.scalar_type()),
-                            p.rng.data_ptr<int64_t>(), dropout > 0.0, d.keep_prob, d.inv_keep_f};
+                            p.rng.data_ptr<int64_t>(), dropout > 0.0, d.keep_prob, d.inv_keep_f, d.inv_keep_d};
   return p;
 }
 

@@ -39,13 +39,15 @@ struct Factors {
   const int64_t* rng;
   bool dropout;
   float keep_prob, inv_keep;
+  double inv_keep_d;
 
   __device__ acc_t z(int64_t b, int64_t n) const {
     const int64_t k = n % K, ij = n / K, j = ij % J, i = ij / J;
     acc_t value = A[b * I + i] * V[b * J + j] * T[b * K + k];
     if (dropout) {
-      value *= static_cast<acc_t>(dropout_scale_at(static_cast<uint64_t>(b * N + n), static_cast<uint64_t>(rng[0]),
-                                                   static_cast<uint64_t>(rng[1]), keep_prob, inv_keep));
+      value *= dropout_factor<acc_t>(dropout_scale_at(static_cast<uint64_t>(b * N + n), static_cast<uint64_t>(rng[0]),
+                                                      static_cast<uint64_t>(rng[1]), keep_prob, inv_keep),
+                                     inv_keep_d);
     }
     return value;
   }
@@ -55,7 +57,7 @@ template <typename acc_t>
 Factors<acc_t> factors(const FusionArgs& a) {
   return Factors<acc_t>{static_cast<const acc_t*>(a.A), static_cast<const acc_t*>(a.V),
                         static_cast<const acc_t*>(a.T), a.I, a.J, a.K, a.I * a.J * a.K, a.rng,
-                        a.dropout, a.keep_prob, a.inv_keep};
+                        a.dropout, a.keep_prob, a.inv_keep, a.inv_keep_d};
 }
 
 template <typename scalar_t, typename acc_t>
@@ -129,8 +131,9 @@ __global__ void __launch_bounds__(kTile* kTile)
     }
     if (b >= B || n >= f.N) continue;  // no barrier follows in this tile
     if (f.dropout) {
-      dz *= static_cast<acc_t>(dropout_scale_at(static_cast<uint64_t>(b * f.N + n), static_cast<uint64_t>(f.rng[0]),
-                                                static_cast<uint64_t>(f.rng[1]), f.keep_prob, f.inv_keep));
+      dz *= dropout_factor<acc_t>(dropout_scale_at(static_cast<uint64_t>(b * f.N + n), static_cast<uint64_t>(f.rng[0]),
+                                                   static_cast<uint64_t>(f.rng[1]), f.keep_prob, f.inv_keep),
+                                  f.inv_keep_d);
     }
     const int64_t k = n % f.K, ij = n / f.K, j = ij % f.J, i = ij / f.J;
     const acc_t a = f.A[b * f.I + i], v = f.V[b * f.J + j], tk = f.T[b * f.K + k];

@@ -23,6 +23,7 @@ struct FusionArgs {
   const int64_t* rng;  // device pointer (seed, offset); read only with dropout
   bool dropout;
   float keep_prob, inv_keep;
+  double inv_keep_d;  // the exact scale for float64 (dropout_factor in philox.h)
 };
 
 // y [B, out] (dtype) = Z W^T + bias (bias may be null).

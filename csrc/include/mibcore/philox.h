@@ -123,6 +123,17 @@ MIB_HD Normal4 normal_block(uint64_t block, uint64_t seed, uint64_t offset) {
   return Normal4{{p.a, p.b, q.a, q.b}};
 }
 
+// The factor a dropout scale (0 or float(1 / keep_prob), from dropout_scale_at) applies in
+// acc_t: for double the exact double 1 / keep_prob (float(1 / keep_prob) is off by up to 6e-8).
+template <typename acc_t>
+MIB_HD acc_t dropout_factor(float scale, double inv_keep_d) {
+  if constexpr (sizeof(acc_t) == sizeof(double)) {
+    return scale != 0.0f ? inv_keep_d : 0.0;
+  } else {
+    return static_cast<acc_t>(scale);
+  }
+}
+
 // The standard normal of element `index` (one Box-Muller pair of its block, for code that
 // takes elements one at a time; normal_block gives the same numbers for a whole block).
 MIB_HD float normal_at(uint64_t index, uint64_t seed, uint64_t offset) {

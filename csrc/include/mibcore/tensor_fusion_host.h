@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "mibcore/dropout_host.h"
 #include "mibcore/host.h"
 
 namespace mibcore {
@@ -21,6 +22,7 @@ struct FusionShape {
 struct Dropout {
   bool active;
   float keep_prob, inv_keep;
+  double inv_keep_d;  // the exact scale for float64 (see dropout_factor in philox.h)
   uint64_t seed, offset;
 };
 
@@ -73,11 +75,11 @@ inline FusionShape check_tensor_fusion_backward_args(const at::Tensor& grad_y, a
 
 // Reads (seed, offset) only when dropout is on (on the host: CPU rng, or a CUDA rng copied back).
 inline Dropout read_dropout(const at::Tensor& rng, double dropout) {
-  if (dropout == 0.0) return Dropout{false, 1.0f, 1.0f, 0, 0};
+  if (dropout == 0.0) return Dropout{false, 1.0f, 1.0f, 1.0, 0, 0};
   const at::Tensor r = rng.to(at::kCPU).contiguous();
   const int64_t* p = r.data_ptr<int64_t>();
-  const double keep = 1.0 - dropout;
-  return Dropout{true, static_cast<float>(keep), static_cast<float>(1.0 / keep), static_cast<uint64_t>(p[0]),
+  const DropoutScale scale = dropout_scale(dropout);
+  return Dropout{true, scale.keep_prob, scale.inv_keep_f, scale.inv_keep_d, static_cast<uint64_t>(p[0]),
                  static_cast<uint64_t>(p[1])};
 }
 
