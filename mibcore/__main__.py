@@ -3,6 +3,7 @@
   python -m mibcore info
   python -m mibcore train --model cmib --fusion tensor --data synthetic --epochs 5 --out runs/x
   python -m mibcore eval runs/x [--data PATH] [--split test]
+  python -m mibcore plot runs/x runs/y [--out curves.png]
   python -m mibcore convert data.pkl data.h5 [--glove glove.txt]
   torchrun --nproc_per_node 2 -m mibcore train ...      (DDP; gloo on CPU)
 
@@ -60,6 +61,9 @@ def _parser():
     ev.add_argument("--data", default=None)
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
     ev.add_argument("--device", default=None, help="where to evaluate (default: the run's --device)")
+    pl = commands.add_parser("plot", parents=[common], help="draw the training curves of runs on one figure")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folder (or its history.json)")
+    pl.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
     cv = commands.add_parser("convert", parents=[common], help="convert an MMSA or MAG-BERT pickle to mibcore's HDF5")
     cv.add_argument("input")
     cv.add_argument("output")
@@ -114,6 +118,11 @@ def _run(args):
 
         metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device)
         print(json.dumps(metrics, indent=2, sort_keys=True))
+    elif args.command == "plot":
+        from mibcore.train import curves
+
+        curves.plot([(run.rstrip("/"), curves.read_history(run)) for run in args.runs], args.out)
+        print(f"wrote {args.out}")
     elif args.command == "convert":
         from mibcore.data import hdf5, load_dataset
 

@@ -298,3 +298,29 @@ def test_a_second_training_on_a_locked_folder_fails_at_once(tmp_path, capsys):
 
     with lock_run_folder(str(out)):
         pass
+
+
+# --- What a run shows and writes: epoch lines, curves ---
+
+def png_size(path):
+    """(width, height) of a PNG file, from its IHDR chunk; fails if it is not a PNG."""
+    data = open(path, "rb").read(24)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", data
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_epoch_lines_curves_and_the_plot_command(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    config = TrainConfig(model="plain", out=str(tmp_path / "a"), **dict(ONE, epochs=2, progress=True))
+    train(config)  # progress on, but stderr is no terminal here: the lines replace the bar
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2  train loss "), lines
+    assert " dev mae " in lines[1] and " corr " in lines[1] and " s  best mae " in lines[1], lines
+    assert png_size(tmp_path / "a" / "curves.png") == (1000, 400)
+    train(dataclasses.replace(config, out=str(tmp_path / "b"), epochs=1, quiet=True))
+    assert capsys.readouterr().err == ""
+    out = tmp_path / "both.png"
+    assert cli(["plot", str(tmp_path / "a"), str(tmp_path / "b" / "history.json"), "--out", str(out)]) == 0
+    assert png_size(out) == (1000, 400)
+    assert cli(["plot", str(tmp_path / "missing")]) == 2
+    assert "is not a run folder with a history.json" in capsys.readouterr().err
