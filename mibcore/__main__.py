@@ -3,6 +3,7 @@
   python -m mibcore info
   python -m mibcore train --model cmib --fusion tensor --data synthetic --epochs 5 --out runs/x
   python -m mibcore eval runs/x [--data PATH] [--split test]
+  python -m mibcore train --config config.yaml --print-config   (the resolved config; trains nothing)
   python -m mibcore plot runs/x runs/y [--out curves.png]
   python -m mibcore convert data.pkl data.h5 [--glove glove.txt]
   torchrun --nproc_per_node 2 -m mibcore train ...      (DDP; gloo on CPU)
@@ -32,7 +33,9 @@ def _train_parser(commands, common):
     from mibcore.train import TrainConfig
 
     p = commands.add_parser("train", parents=[common], help="train a MIB model; writes OUT/metrics.json")
-    p.add_argument("--config", help="JSON config (TrainConfig fields or MMSA-style sections)")
+    p.add_argument("--config", help="JSON or YAML (.yaml, .yml) config: TrainConfig fields or MMSA-style sections")
+    p.add_argument("--print-config", nargs="?", const="json", choices=("json", "yaml"), default=None,
+                   help="print the resolved config (json, or yaml) and exit without training")
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
         name = "--" + field.name.replace("_", "-")
@@ -100,14 +103,16 @@ def _run(args):
         print(report())
     elif args.command == "train":
         from mibcore.train import TrainConfig, train, train_seeds
-        from mibcore.train.engine import load_config
+        from mibcore.train.engine import dump_config, load_config
 
         overrides = {k: v for k, v in vars(args).items()
-                     if k not in ("command", "config", "seeds", "debug") and v is not None}
+                     if k not in ("command", "config", "print_config", "seeds", "debug") and v is not None}
         if "no_ib" in overrides:
             overrides["no_ib"] = tuple(overrides["no_ib"])
         config = load_config(args.config, overrides) if args.config else TrainConfig(**overrides).validate()
-        if args.seeds:
+        if args.print_config:
+            print(dump_config(config, args.print_config), end="")
+        elif args.seeds:
             summary = train_seeds(config, args.seeds)
             print(json.dumps({k: {"mean": m, "std": s} for k, (m, s) in summary.items()}, indent=2))
         else:

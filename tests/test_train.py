@@ -300,7 +300,7 @@ def test_a_second_training_on_a_locked_folder_fails_at_once(tmp_path, capsys):
         pass
 
 
-# --- What a run shows and writes: epoch lines, curves ---
+# --- What a run shows and writes: epoch lines, curves, configs ---
 
 def png_size(path):
     """(width, height) of a PNG file, from its IHDR chunk; fails if it is not a PNG."""
@@ -324,3 +324,32 @@ def test_epoch_lines_curves_and_the_plot_command(tmp_path, capsys):
     assert png_size(out) == (1000, 400)
     assert cli(["plot", str(tmp_path / "missing")]) == 2
     assert "is not a run folder with a history.json" in capsys.readouterr().err
+
+
+def test_print_config_round_trips_through_json_and_yaml(tmp_path, capsys, monkeypatch):
+    yaml = pytest.importorskip("yaml")
+    monkeypatch.chdir(tmp_path)
+    from mibcore.train.engine import load_config
+
+    # MMSA-style sections in YAML; 1e-3 (no dot) is a string to PyYAML, read as the number
+    (tmp_path / "c.yaml").write_text("model: cmib\nlr: 1e-3\nno_ib: [audio]\n"
+                                     "cmib:\n  commonParams: {beta: 0.01}\n  datasetParams:\n"
+                                     "    synthetic: {d: 10, hidden: 16}\n")
+    for fmt, name in (("yaml", "r.yaml"), ("json", "r.json")):
+        assert cli(["train", "--config", str(tmp_path / "c.yaml"), "--epochs", "3", "--print-config", fmt]) == 0
+        printed = capsys.readouterr().out
+        values = yaml.safe_load(printed) if fmt == "yaml" else json.loads(printed)
+        assert values["lr"] == 1e-3 and values["beta"] == 0.01 and values["d"] == 10 and values["epochs"] == 3
+        (tmp_path / name).write_text(printed)
+        assert load_config(str(tmp_path / name)) == load_config(str(tmp_path / "c.yaml"), {"epochs": 3})
+    assert not os.path.exists("runs")  # nothing trained
+    (tmp_path / "bad.yaml").write_text("lr: [1\n")
+    assert cli(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "bad.yaml: not valid YAML" in capsys.readouterr().err
+
+
+def test_a_yaml_config_without_pyyaml_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml raises ImportError
+    (tmp_path / "c.yml").write_text("lr: 0.01\n")
+    assert cli(["train", "--config", str(tmp_path / "c.yml")]) == 2
+    assert "a YAML config needs PyYAML (pip install pyyaml)" in capsys.readouterr().err

@@ -110,18 +110,66 @@ def _check_field_types(config):
             raise UsageError(f"{field.name} must be of type {type(default).__name__}, got {value!r}")
 
 
-def load_config(path, overrides=None):
-    """A TrainConfig from a JSON file: flat TrainConfig fields, or MMSA-style
-    {model: {"commonParams": {...}, "datasetParams": {data: {...}}}} sections."""
+def _is_yaml(path):
+    return path.endswith((".yaml", ".yml"))
+
+
+def _yaml(what):
+    try:
+        import yaml
+    except ImportError:
+        raise UsageError(f"{what} needs PyYAML (pip install pyyaml), or use JSON") from None
+    return yaml
+
+
+def _read_config_file(path):
+    """The object in a JSON or (by its extension) YAML config file."""
+    kind = "YAML" if _is_yaml(path) else "JSON"
     try:
         with open(path) as f:
-            raw = json.load(f)
+            text = f.read()
     except OSError as e:
         raise UsageError(f"config {path}: cannot read it ({e.strerror})") from e
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise UsageError(f"config {path}: not valid JSON ({e})") from e
+    except ValueError as e:  # UnicodeDecodeError
+        raise UsageError(f"config {path}: not valid {kind} ({e})") from e
+    if kind == "JSON":
+        try:
+            raw = json.loads(text)
+        except ValueError as e:  # JSONDecodeError
+            raise UsageError(f"config {path}: not valid JSON ({e})") from e
+    else:
+        yaml = _yaml(f"config {path}: a YAML config")
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UsageError(f"config {path}: not valid YAML ({' '.join(str(e).split())})") from e
     if not isinstance(raw, dict):
-        raise UsageError(f"config {path}: expected a JSON object, got {type(raw).__name__}")
+        raise UsageError(f"config {path}: expected a {kind} object, got {type(raw).__name__}")
+    return raw
+
+
+def _yaml_floats(values):
+    """PyYAML reads YAML 1.1, where 1e-3 (an exponent without a dot) is a string: such strings
+    of float fields become the numbers they spell."""
+    floats = {f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, float)}
+    for name in floats & set(values):
+        if isinstance(values[name], str):
+            with contextlib.suppress(ValueError):
+                values[name] = float(values[name])
+
+
+def dump_config(config, fmt="json"):
+    """The config as JSON or YAML text, which load_config reads back to the same config."""
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    if fmt == "yaml":
+        return _yaml("--print-config yaml").safe_dump(values, sort_keys=False)
+    return json.dumps(values, indent=2) + "\n"
+
+
+def load_config(path, overrides=None):
+    """A TrainConfig from a JSON or YAML (.yaml, .yml) file: flat TrainConfig fields, or MMSA-style
+    {model: {"commonParams": {...}, "datasetParams": {data: {...}}}} sections."""
+    raw = _read_config_file(path)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     stray = set(raw) - fields - set(models.VARIANTS)
     if stray:
@@ -137,6 +185,8 @@ def load_config(path, overrides=None):
     unknown = set(values) - fields
     if unknown:
         raise UsageError(f"{path}: unknown config keys {sorted(unknown)}")
+    if _is_yaml(path):
+        _yaml_floats(values)
     values.update(overrides or {})
     if isinstance(values.get("no_ib"), list):
         values["no_ib"] = tuple(values["no_ib"])
