@@ -5,6 +5,7 @@
   python -m mibcore eval runs/x [--data PATH] [--split test]
   python -m mibcore train --config config.yaml --print-config   (the resolved config; trains nothing)
   python -m mibcore plot runs/x runs/y [--out curves.png]
+  python -m mibcore bench [--quick] [--op NAME] [--out DIR]
   python -m mibcore convert data.pkl data.h5 [--glove glove.txt]
   torchrun --nproc_per_node 2 -m mibcore train ...      (DDP; gloo on CPU)
 
@@ -51,6 +52,26 @@ def _train_parser(commands, common):
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed; writes OUT/results.md (mean +- std)")
 
 
+def _benchmarks():
+    """The benchmark suite: mibcore.benchmarks where mibcore is installed, else (a source checkout
+    run in place) the benchmarks/ package beside mibcore/ (not another `benchmarks` on the path);
+    None where neither is there."""
+    try:
+        from mibcore import benchmarks
+
+        return benchmarks
+    except ImportError:
+        pass
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if not os.path.isfile(os.path.join(checkout, "__init__.py")):
+        return None
+    try:
+        import benchmarks
+    except ImportError:
+        return None
+    return benchmarks if os.path.dirname(os.path.abspath(benchmarks.__file__)) == checkout else None
+
+
 def _parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -67,6 +88,10 @@ def _parser():
     pl = commands.add_parser("plot", parents=[common], help="draw the training curves of runs on one figure")
     pl.add_argument("runs", nargs="+", metavar="RUN", help="run folder (or its history.json)")
     pl.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
+    benchmarks = _benchmarks()
+    if benchmarks is not None:
+        bench = commands.add_parser("bench", parents=[common], help="run the benchmark suite; writes CSV, Markdown, PNG")
+        benchmarks.add_arguments(bench)
     cv = commands.add_parser("convert", parents=[common], help="convert an MMSA or MAG-BERT pickle to mibcore's HDF5")
     cv.add_argument("input")
     cv.add_argument("output")
@@ -128,6 +153,10 @@ def _run(args):
 
         curves.plot([(run.rstrip("/"), curves.read_history(run)) for run in args.runs], args.out)
         print(f"wrote {args.out}")
+    elif args.command == "bench":
+        import importlib
+
+        importlib.import_module(_benchmarks().__name__ + ".__main__").main(args=args)
     elif args.command == "convert":
         from mibcore.data import hdf5, load_dataset
 
