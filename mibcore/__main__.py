@@ -6,7 +6,7 @@
   python -m mibcore train --config config.yaml --print-config   (the resolved config; trains nothing)
   python -m mibcore plot runs/x runs/y [--out curves.png]
   python -m mibcore bench [--quick] [--op NAME] [--out DIR]
-  python -m mibcore convert data.pkl data.h5 [--glove glove.txt]
+  python -m mibcore convert data.pkl data.h5 [--glove glove.txt]      (.pkl, or a .npz of arrays)
   torchrun --nproc_per_node 2 -m mibcore train ...      (DDP; gloo on CPU)
 
 A mistake of the user's (mibcore.errors.UserError) prints one line `mibcore: error: ...` and
@@ -92,7 +92,8 @@ def _parser():
     if benchmarks is not None:
         bench = commands.add_parser("bench", parents=[common], help="run the benchmark suite; writes CSV, Markdown, PNG")
         benchmarks.add_arguments(bench)
-    cv = commands.add_parser("convert", parents=[common], help="convert an MMSA or MAG-BERT pickle to mibcore's HDF5")
+    cv = commands.add_parser("convert", parents=[common],
+                             help="convert an MMSA or MAG-BERT pickle, or a .npz of arrays, to mibcore's HDF5")
     cv.add_argument("input")
     cv.add_argument("output")
     cv.add_argument("--glove", default=None, help="GloVe text file to embed MAG-BERT words")

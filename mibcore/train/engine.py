@@ -57,7 +57,7 @@ class TrainConfig:
     text_backbone: str = ""         # local Hugging Face model dir (text as token ids; never downloaded)
     backbone_lr: float = 1e-5       # the paper's learning rate for BERT
     max_text_length: int = 50       # token ids per sample with a text backbone (the paper: 50)
-    data: str = "synthetic"         # synthetic | synthetic-emotion | path (.h5, MMSA or MAG-BERT .pkl)
+    data: str = "synthetic"         # synthetic | synthetic-emotion | path (.h5, .npz, MMSA or MAG-BERT .pkl)
     synthetic_samples: int = 512    # training samples of the synthetic data (dev/test: a quarter)
     seq_len: int = 20               # synthetic sequence length
     epochs: int = 10
