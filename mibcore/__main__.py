@@ -90,7 +90,8 @@ def _parser():
     pl.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
     benchmarks = _benchmarks()
     if benchmarks is not None:
-        bench = commands.add_parser("bench", parents=[common], help="run the benchmark suite; writes CSV, Markdown, PNG")
+        bench = commands.add_parser("bench", parents=[common],
+                                    help="run the benchmark suite; writes CSV, Markdown and PNG to --out")
         benchmarks.add_arguments(bench)
     cv = commands.add_parser("convert", parents=[common],
                              help="convert an MMSA or MAG-BERT pickle, or a .npz of arrays, to mibcore's HDF5")

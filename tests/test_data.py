@@ -158,7 +158,8 @@ def npz_arrays(n=(4, 2, 2)):
     rng = np.random.default_rng(0)
     arrays = {}
     for split, size in zip(("train", "dev", "test"), n):
-        arrays.update({f"{split}_text": rng.standard_normal((size, 3, 5)), f"{split}_audio": rng.standard_normal((size, 4)),
+        arrays.update({f"{split}_text": rng.standard_normal((size, 3, 5)),
+                       f"{split}_audio": rng.standard_normal((size, 4)),
                        f"{split}_visual": rng.standard_normal((size, 2)).astype(np.float32),
                        f"{split}_label": rng.uniform(-3, 3, size)})
     arrays["train_id"] = np.array([f"clip{i}" for i in range(n[0])])
