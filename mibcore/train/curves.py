@@ -1,8 +1,8 @@
 """Training curves: train loss and the dev metric per epoch, the best dev epoch marked, for one
 run (the curves.png each training writes) or several on one figure (`mibcore plot`).
 
-matplotlib is imported lazily, with the Agg backend (no display needed): training does not
-depend on it, and without it a run simply writes no curves.png.
+matplotlib is imported lazily and draws with its Agg canvas (no display needed): training does
+not depend on it, and without it a run writes no curves.png (and says so).
 """
 import importlib.util
 import json
@@ -50,15 +50,14 @@ def read_history(run):
 def plot(runs, path):
     """Draws runs ([(label, history), ...]) on one figure and writes it to path as a PNG, atomically."""
     try:
-        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise UsageError("plotting needs matplotlib: pip install matplotlib") from None
 
-    matplotlib.use("Agg")  # (the backend of new figures; pyplot would pick an interactive one)
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)  # Agg for this figure only: no pyplot, no display, the process's backend untouched
     loss_ax, dev_ax = fig.subplots(1, 2)
     labels = set()
     for label, history in runs:
