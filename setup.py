@@ -98,8 +98,10 @@ setup(
         "mibcore.data",
         "mibcore.train",
         "mibcore.kernels",
+        "mibcore.benchmarks",
     ],
-    package_dir={"mibcore.kernels": "kernels"},
+    # kernels/ and benchmarks/ live beside mibcore/ in the checkout (`python -m benchmarks`).
+    package_dir={"mibcore.kernels": "kernels", "mibcore.benchmarks": "benchmarks"},
     ext_modules=[] if os.environ.get("MIBCORE_SKIP_EXTENSION") == "1" else [_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

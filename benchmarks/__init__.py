@@ -1,5 +1,20 @@
 """mibcore benchmark suite: every operator x backend x mode against the eager reference.
 
-Run `python -m benchmarks [--quick]`; pytest-benchmark files (`bench_*.py`) time the same
-cases for `pytest benchmarks --benchmark-only`.
+Run `python -m benchmarks [--quick]` in a checkout, or `mibcore bench [--quick]` where mibcore is
+installed (setup.py installs this folder as mibcore.benchmarks; its imports are relative so that
+both work); pytest-benchmark files (`bench_*.py`) time the same cases for
+`pytest benchmarks --benchmark-only`.
 """
+
+
+def add_arguments(parser):
+    """The runner's options (here, without the suite's imports, for mibcore's command line too)."""
+    import torch
+
+    parser.add_argument("--quick", action="store_true", help="the paper shapes and one scale shape, fewer repeats")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=0, help="timed runs per mode (default 15, quick 5)")
+    parser.add_argument("--op", action="append", help="only this operator (repeatable)")
+    parser.add_argument("--out", default="bench-results", help="output folder")
+    parser.add_argument("--launch-report", action="store_true",
+                        help="print the Triton launches and their H200 floor times (no GPU needed), then exit")

@@ -14,9 +14,10 @@ import sys
 
 import torch
 
-from benchmarks import cases as bench_cases
-from benchmarks import breakdown, measure, report
 from mibcore._io import atomic_write_text
+
+from . import add_arguments, breakdown, measure, report
+from . import cases as bench_cases
 
 
 def _time_op(case, provider, device, repeats, bandwidth, gemm):
@@ -98,18 +99,14 @@ def run(args):
     return rows
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the paper shapes and one scale shape, fewer repeats")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=0, help="timed runs per mode (default 15, quick 5)")
-    parser.add_argument("--op", action="append", help="only this operator (repeatable)")
-    parser.add_argument("--out", default="bench-results", help="output folder")
-    parser.add_argument("--launch-report", action="store_true",
-                        help="print the Triton launches and their H200 floor times (no GPU needed), then exit")
-    args = parser.parse_args(argv)
+def main(argv=None, args=None):
+    """Runs the suite with a command line (argv), or with options parsed already (args: `mibcore bench`)."""
+    if args is None:
+        parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+        add_arguments(parser)
+        args = parser.parse_args(argv)
     if args.launch_report:
-        from benchmarks import launch_report
+        from . import launch_report
 
         print(launch_report.report())
         return 0

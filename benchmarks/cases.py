@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import mibcore
-from benchmarks.paper_model import PaperCMIB
+from .paper_model import PaperCMIB
 from mibcore import functional as MF
 from mibcore import models, reference
 from mibcore.data import MultimodalDataset, make_synthetic

@@ -7,8 +7,8 @@ epoch, with Adam); the runner
 import pytest
 import torch
 
-from benchmarks import cases as bench_cases
-from benchmarks.measure import _grads_for, _outputs
+from . import cases as bench_cases
+from .measure import _grads_for, _outputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 PARAMS = [

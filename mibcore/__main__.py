@@ -3,7 +3,10 @@
   python -m mibcore info
   python -m mibcore train --model cmib --fusion tensor --data synthetic --epochs 5 --out runs/x
   python -m mibcore eval runs/x [--data PATH] [--split test]
-  python -m mibcore convert data.pkl data.h5 [--glove glove.txt]
+  python -m mibcore train --config config.yaml --print-config   (the resolved config; trains nothing)
+  python -m mibcore plot runs/x runs/y [--out curves.png]
+  python -m mibcore bench [--quick] [--op NAME] [--out DIR]
+  python -m mibcore convert data.pkl data.h5 [--glove glove.txt]      (.pkl, or a .npz of arrays)
   torchrun --nproc_per_node 2 -m mibcore train ...      (DDP; gloo on CPU)
 
 A mistake of the user's (mibcore.errors.UserError) prints one line `mibcore: error: ...` and
@@ -31,7 +34,9 @@ def _train_parser(commands, common):
     from mibcore.train import TrainConfig
 
     p = commands.add_parser("train", parents=[common], help="train a MIB model; writes OUT/metrics.json")
-    p.add_argument("--config", help="JSON config (TrainConfig fields or MMSA-style sections)")
+    p.add_argument("--config", help="JSON or YAML (.yaml, .yml) config: TrainConfig fields or MMSA-style sections")
+    p.add_argument("--print-config", nargs="?", const="json", choices=("json", "yaml"), default=None,
+                   help="print the resolved config (json, or yaml) and exit without training")
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
         name = "--" + field.name.replace("_", "-")
@@ -47,6 +52,26 @@ def _train_parser(commands, common):
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed; writes OUT/results.md (mean +- std)")
 
 
+def _benchmarks():
+    """The benchmark suite: mibcore.benchmarks where mibcore is installed, else (a source checkout
+    run in place) the benchmarks/ package beside mibcore/ (not another `benchmarks` on the path);
+    None where neither is there."""
+    try:
+        from mibcore import benchmarks
+
+        return benchmarks
+    except ImportError:
+        pass
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if not os.path.isfile(os.path.join(checkout, "__init__.py")):
+        return None
+    try:
+        import benchmarks
+    except ImportError:
+        return None
+    return benchmarks if os.path.dirname(os.path.abspath(benchmarks.__file__)) == checkout else None
+
+
 def _parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -60,7 +85,16 @@ def _parser():
     ev.add_argument("--data", default=None)
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
     ev.add_argument("--device", default=None, help="where to evaluate (default: the run's --device)")
-    cv = commands.add_parser("convert", parents=[common], help="convert an MMSA or MAG-BERT pickle to mibcore's HDF5")
+    pl = commands.add_parser("plot", parents=[common], help="draw the training curves of runs on one figure")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folder (or its history.json)")
+    pl.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
+    benchmarks = _benchmarks()
+    if benchmarks is not None:
+        bench = commands.add_parser("bench", parents=[common],
+                                    help="run the benchmark suite; writes CSV, Markdown and PNG to --out")
+        benchmarks.add_arguments(bench)
+    cv = commands.add_parser("convert", parents=[common],
+                             help="convert an MMSA or MAG-BERT pickle, or a .npz of arrays, to mibcore's HDF5")
     cv.add_argument("input")
     cv.add_argument("output")
     cv.add_argument("--glove", default=None, help="GloVe text file to embed MAG-BERT words")
@@ -96,14 +130,16 @@ def _run(args):
         print(report())
     elif args.command == "train":
         from mibcore.train import TrainConfig, train, train_seeds
-        from mibcore.train.engine import load_config
+        from mibcore.train.engine import dump_config, load_config
 
         overrides = {k: v for k, v in vars(args).items()
-                     if k not in ("command", "config", "seeds", "debug") and v is not None}
+                     if k not in ("command", "config", "print_config", "seeds", "debug") and v is not None}
         if "no_ib" in overrides:
             overrides["no_ib"] = tuple(overrides["no_ib"])
         config = load_config(args.config, overrides) if args.config else TrainConfig(**overrides).validate()
-        if args.seeds:
+        if args.print_config:
+            print(dump_config(config, args.print_config), end="")
+        elif args.seeds:
             summary = train_seeds(config, args.seeds)
             print(json.dumps({k: {"mean": m, "std": s} for k, (m, s) in summary.items()}, indent=2))
         else:
@@ -114,6 +150,15 @@ def _run(args):
 
         metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device)
         print(json.dumps(metrics, indent=2, sort_keys=True))
+    elif args.command == "plot":
+        from mibcore.train import curves
+
+        curves.plot([(run.rstrip("/"), curves.read_history(run)) for run in args.runs], args.out)
+        print(f"wrote {args.out}")
+    elif args.command == "bench":
+        import importlib
+
+        importlib.import_module(_benchmarks().__name__ + ".__main__").main(args=args)
     elif args.command == "convert":
         from mibcore.data import hdf5, load_dataset
 

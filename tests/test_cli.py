@@ -1,5 +1,7 @@
 """The CLI's user errors: one line `mibcore: error: ...` naming the file, key or option, and a
 distinct exit code (mibcore.errors); no traceback unless --debug."""
+import dataclasses
+import importlib
 import pickle
 
 import h5py
@@ -126,3 +128,22 @@ def test_debug_shows_the_traceback(capsys):
     assert cli(["eval", "missing.pt", "--debug"]) == 4
     err = capsys.readouterr().err
     assert "Traceback" in err and "CheckpointError" in err and err.endswith("missing.pt: no such checkpoint file\n")
+
+
+def test_bench_runs_the_suite_and_writes_its_reports(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from mibcore.__main__ import _benchmarks
+
+    cases = importlib.import_module(_benchmarks().__name__ + ".cases")
+    # The quickest selection: the paper-shaped reparameterize_kl, without its torch.compile provider
+    tiny = dataclasses.replace(cases.all_cases(quick=True)[0], compile=False)
+    assert tiny.op == "reparameterize_kl" and tiny.kind == "paper"
+    monkeypatch.setattr(cases, "all_cases", lambda quick=False: [tiny])
+    out = tmp_path / "bench"
+    assert cli(["bench", "--quick", "--op", "reparameterize_kl", "--repeats", "1", "--device", "cpu",
+                "--out", str(out)]) == 0
+    assert "reparameterize_kl" in capsys.readouterr().out
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) >= 2 and all("reparameterize_kl" in r for r in rows[1:])
+    assert "reparameterize_kl" in (out / "results.md").read_text()
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -151,3 +151,55 @@ def test_plain_shared_scalars_and_empty_tuples_still_load(tmp_path):
     word = "same-word"
     raw = {"train": {"ids": [word, word, word], "shapes": [(), (), ()]}, "dev": [], "test": []}
     assert pickles.restricted_load(_write(tmp_path / "ok.pkl", raw)) == raw
+
+
+def npz_arrays(n=(4, 2, 2)):
+    """Per-split arrays as users' extractors give them: sequence text, utterance-level audio/visual."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, size in zip(("train", "dev", "test"), n):
+        arrays.update({f"{split}_text": rng.standard_normal((size, 3, 5)),
+                       f"{split}_audio": rng.standard_normal((size, 4)),
+                       f"{split}_visual": rng.standard_normal((size, 2)).astype(np.float32),
+                       f"{split}_label": rng.uniform(-3, 3, size)})
+    arrays["train_id"] = np.array([f"clip{i}" for i in range(n[0])])
+    return arrays
+
+
+def test_npz_of_users_features_converts_and_trains(tmp_path, capsys):
+    arrays = npz_arrays()
+    np.savez(tmp_path / "feats.npz", **arrays)
+    assert cli(["convert", str(tmp_path / "feats.npz"), str(tmp_path / "feats.h5")]) == 0
+    data = hdf5.load(str(tmp_path / "feats.h5"))
+    assert data["train"]["text"].shape == (4, 3, 5) and data["train"]["audio"].shape == (4, 1, 4)  # [N, D]: T = 1
+    np.testing.assert_allclose(data["dev"]["audio"][:, 0], arrays["dev_audio"], rtol=1e-6)
+    assert data["train"]["id"] == ["clip0", "clip1", "clip2", "clip3"] and data["test"]["id"] == ["test-0", "test-1"]
+    assert cli(["train", "--data", str(tmp_path / "feats.npz"), "--d", "10", "--hidden", "16", "--epochs", "1",
+                "--quiet", "--out", str(tmp_path / "run")]) == 0
+
+
+@pytest.mark.parametrize("change, names", [
+    ({"dev_audio": None}, "missing dev_audio"),
+    ({"valid_text": np.zeros((2, 5))}, "unknown keys ['valid_text']"),
+    ({"test_visual": np.zeros((3, 2))}, "test_visual must be [N, T, D] or [N, D] with N = 2 (test_label), got (3, 2)"),
+    ({"train_text": np.zeros(4)}, "train_text must be [N, T, D] or [N, D]"),
+    ({"dev_label": np.array(["a", "b"])}, "dev_label must be numbers"),
+    ({"train_id": np.array(["a"])}, "train_id must hold N = 4 ids"),
+    ({"train_id": np.array([{}, {}, {}, {}], dtype=object)}, "train_id is an object array, which is not read"),
+])
+def test_bad_npz_files_name_the_key(tmp_path, change, names):
+    arrays = {k: v for k, v in {**npz_arrays(), **change}.items() if v is not None}
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match="bad.npz: ") as e:
+        load_dataset(str(tmp_path / "bad.npz"))
+    assert names in str(e.value)
+
+
+def test_files_that_are_no_npz_are_refused_without_unpickling(tmp_path):
+    (tmp_path / "evil.npz").write_bytes(pickle.dumps(Evil()))
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    os.rename(tmp_path / "one.npy", tmp_path / "one.npz")
+    for name, names in (("evil.npz", "not a .npz archive"), ("one.npz", "a single .npy array")):
+        with pytest.raises(DataError, match=names):
+            load_dataset(str(tmp_path / name))
+    assert not os.path.exists("/tmp/mibcore-pwned")

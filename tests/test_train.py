@@ -298,3 +298,58 @@ def test_a_second_training_on_a_locked_folder_fails_at_once(tmp_path, capsys):
 
     with lock_run_folder(str(out)):
         pass
+
+
+# --- What a run shows and writes: epoch lines, curves, configs ---
+
+def png_size(path):
+    """(width, height) of a PNG file, from its IHDR chunk; fails if it is not a PNG."""
+    data = open(path, "rb").read(24)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", data
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_epoch_lines_curves_and_the_plot_command(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    config = TrainConfig(model="plain", out=str(tmp_path / "a"), **dict(ONE, epochs=2, progress=True))
+    train(config)  # progress on, but stderr is no terminal here: the lines replace the bar
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2  train loss "), lines
+    assert " dev mae " in lines[1] and " corr " in lines[1] and " s  best mae " in lines[1], lines
+    assert png_size(tmp_path / "a" / "curves.png") == (1000, 400)
+    train(dataclasses.replace(config, out=str(tmp_path / "b"), epochs=1, quiet=True))
+    assert capsys.readouterr().err == ""
+    out = tmp_path / "both.png"
+    assert cli(["plot", str(tmp_path / "a"), str(tmp_path / "b" / "history.json"), "--out", str(out)]) == 0
+    assert png_size(out) == (1000, 400)
+    assert cli(["plot", str(tmp_path / "missing")]) == 2
+    assert "is not a run folder with a history.json" in capsys.readouterr().err
+
+
+def test_print_config_round_trips_through_json_and_yaml(tmp_path, capsys, monkeypatch):
+    yaml = pytest.importorskip("yaml")
+    monkeypatch.chdir(tmp_path)
+    from mibcore.train.engine import load_config
+
+    # MMSA-style sections in YAML; 1e-3 (no dot) is a string to PyYAML, read as the number
+    (tmp_path / "c.yaml").write_text("model: cmib\nlr: 1e-3\nno_ib: [audio]\n"
+                                     "cmib:\n  commonParams: {beta: 0.01}\n  datasetParams:\n"
+                                     "    synthetic: {d: 10, hidden: 16}\n")
+    for fmt, name in (("yaml", "r.yaml"), ("json", "r.json")):
+        assert cli(["train", "--config", str(tmp_path / "c.yaml"), "--epochs", "3", "--print-config", fmt]) == 0
+        printed = capsys.readouterr().out
+        values = yaml.safe_load(printed) if fmt == "yaml" else json.loads(printed)
+        assert values["lr"] == 1e-3 and values["beta"] == 0.01 and values["d"] == 10 and values["epochs"] == 3
+        (tmp_path / name).write_text(printed)
+        assert load_config(str(tmp_path / name)) == load_config(str(tmp_path / "c.yaml"), {"epochs": 3})
+    assert not os.path.exists("runs")  # nothing trained
+    (tmp_path / "bad.yaml").write_text("lr: [1\n")
+    assert cli(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "bad.yaml: not valid YAML" in capsys.readouterr().err
+
+
+def test_a_yaml_config_without_pyyaml_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml raises ImportError
+    (tmp_path / "c.yml").write_text("lr: 0.01\n")
+    assert cli(["train", "--config", str(tmp_path / "c.yml")]) == 2
+    assert "a YAML config needs PyYAML (pip install pyyaml)" in capsys.readouterr().err

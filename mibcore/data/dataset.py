@@ -40,10 +40,11 @@ def check_dataset(data, source="dataset"):
 
 
 def load_dataset(spec, text_backbone=None, max_text_length=50, glove=None, **synthetic_options):
-    """`spec`: 'synthetic' (optionally 'synthetic-emotion'), or a path to a .h5, an MMSA pickle
-    or a MAG-BERT pickle (detected by content). `text_backbone` (pickles): also tokenize text;
-    `glove` (MAG-BERT pickles): the word embedding file. Raises DataError naming the file."""
-    from mibcore.data import hdf5, pickles, synthetic
+    """`spec`: 'synthetic' (optionally 'synthetic-emotion'), or a path to a .h5, a .npz of arrays
+    (mibcore.data.npz), an MMSA pickle or a MAG-BERT pickle (detected by content). `text_backbone`
+    (pickles): also tokenize text; `glove` (MAG-BERT pickles): the word embedding file. Raises
+    DataError naming the file."""
+    from mibcore.data import hdf5, npz, pickles, synthetic
 
     if spec in ("synthetic", "synthetic-regression"):
         return check_dataset(synthetic.make_synthetic(**synthetic_options), spec)
@@ -55,6 +56,8 @@ def load_dataset(spec, text_backbone=None, max_text_length=50, glove=None, **syn
     try:
         if spec.endswith((".h5", ".hdf5")):
             data = hdf5.load(spec)
+        elif spec.endswith(".npz"):
+            data = npz.load(spec)
         else:
             data = pickles.load(spec, glove=glove, text_backbone=text_backbone, max_length=max_text_length)
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, IndexError, TypeError) as e:

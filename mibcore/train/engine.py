@@ -20,6 +20,7 @@ import math
 import os
 import random
 import sys
+import time
 
 import numpy as np
 import torch
@@ -29,16 +30,17 @@ from mibcore import models
 from mibcore._io import atomic_write, atomic_write_text, remove_temporaries
 from mibcore.data import MultimodalDataset, check_dataset, load_dataset
 from mibcore.errors import CheckpointError, DivergedError, RunLockedError, UsageError
+from mibcore.train import curves
 from mibcore.train.metrics import emotion_metrics, regression_metrics
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 LOCK = "train.lock"
-RUN_FILES = (CHECKPOINT, BEST, "history.json", "metrics.json")  # what starting over deletes
+RUN_FILES = (CHECKPOINT, BEST, "history.json", "metrics.json", "curves.png")  # what starting over deletes
 # The config fields a resumed run may change: the stopping rules (a resumed run then equals an
 # uninterrupted run with the new values, as no schedule depends on them), the progress display,
 # the resume flag and the folder's path. Any other difference is refused.
-RESUMABLE = ("epochs", "patience", "progress", "resume", "out")
+RESUMABLE = ("epochs", "patience", "progress", "quiet", "resume", "out")
 RESTART_HINT = "rerun with --restart (or --no-resume) to start the run over"
 
 
@@ -55,7 +57,7 @@ class TrainConfig:
     text_backbone: str = ""         # local Hugging Face model dir (text as token ids; never downloaded)
     backbone_lr: float = 1e-5       # the paper's learning rate for BERT
     max_text_length: int = 50       # token ids per sample with a text backbone (the paper: 50)
-    data: str = "synthetic"         # synthetic | synthetic-emotion | path (.h5, MMSA or MAG-BERT .pkl)
+    data: str = "synthetic"         # synthetic | synthetic-emotion | path (.h5, .npz, MMSA or MAG-BERT .pkl)
     synthetic_samples: int = 512    # training samples of the synthetic data (dev/test: a quarter)
     seq_len: int = 20               # synthetic sequence length
     epochs: int = 10
@@ -68,7 +70,8 @@ class TrainConfig:
     device: str = "auto"
     out: str = "runs/mib"
     resume: bool = True
-    progress: bool = True
+    progress: bool = True           # a tqdm bar on a terminal; else one line per epoch on stderr
+    quiet: bool = False             # neither the bar nor the epoch lines
     compile: bool = False           # torch.compile the model for training (fullgraph without DDP)
 
     def validate(self):
@@ -107,18 +110,66 @@ def _check_field_types(config):
             raise UsageError(f"{field.name} must be of type {type(default).__name__}, got {value!r}")
 
 
-def load_config(path, overrides=None):
-    """A TrainConfig from a JSON file: flat TrainConfig fields, or MMSA-style
-    {model: {"commonParams": {...}, "datasetParams": {data: {...}}}} sections."""
+def _is_yaml(path):
+    return path.endswith((".yaml", ".yml"))
+
+
+def _yaml(what):
+    try:
+        import yaml
+    except ImportError:
+        raise UsageError(f"{what} needs PyYAML (pip install pyyaml), or use JSON") from None
+    return yaml
+
+
+def _read_config_file(path):
+    """The object in a JSON or (by its extension) YAML config file."""
+    kind = "YAML" if _is_yaml(path) else "JSON"
     try:
         with open(path) as f:
-            raw = json.load(f)
+            text = f.read()
     except OSError as e:
         raise UsageError(f"config {path}: cannot read it ({e.strerror})") from e
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise UsageError(f"config {path}: not valid JSON ({e})") from e
+    except ValueError as e:  # UnicodeDecodeError
+        raise UsageError(f"config {path}: not valid {kind} ({e})") from e
+    if kind == "JSON":
+        try:
+            raw = json.loads(text)
+        except ValueError as e:  # JSONDecodeError
+            raise UsageError(f"config {path}: not valid JSON ({e})") from e
+    else:
+        yaml = _yaml(f"config {path}: a YAML config")
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UsageError(f"config {path}: not valid YAML ({' '.join(str(e).split())})") from e
     if not isinstance(raw, dict):
-        raise UsageError(f"config {path}: expected a JSON object, got {type(raw).__name__}")
+        raise UsageError(f"config {path}: expected a {kind} object, got {type(raw).__name__}")
+    return raw
+
+
+def _yaml_floats(values):
+    """PyYAML reads YAML 1.1, where 1e-3 (an exponent without a dot) is a string: such strings
+    of float fields become the numbers they spell."""
+    floats = {f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, float)}
+    for name in floats & set(values):
+        if isinstance(values[name], str):
+            with contextlib.suppress(ValueError):
+                values[name] = float(values[name])
+
+
+def dump_config(config, fmt="json"):
+    """The config as JSON or YAML text, which load_config reads back to the same config."""
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    if fmt == "yaml":
+        return _yaml("--print-config yaml").safe_dump(values, sort_keys=False)
+    return json.dumps(values, indent=2) + "\n"
+
+
+def load_config(path, overrides=None):
+    """A TrainConfig from a JSON or YAML (.yaml, .yml) file: flat TrainConfig fields, or MMSA-style
+    {model: {"commonParams": {...}, "datasetParams": {data: {...}}}} sections."""
+    raw = _read_config_file(path)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     stray = set(raw) - fields - set(models.VARIANTS)
     if stray:
@@ -134,6 +185,8 @@ def load_config(path, overrides=None):
     unknown = set(values) - fields
     if unknown:
         raise UsageError(f"{path}: unknown config keys {sorted(unknown)}")
+    if _is_yaml(path):
+        _yaml_floats(values)
     values.update(overrides or {})
     if isinstance(values.get("no_ib"), list):
         values["no_ib"] = tuple(values["no_ib"])
@@ -368,11 +421,32 @@ def _epoch_batches(config, n_samples, epoch, rank, world):
 
 def _with_progress(batches, config, epoch, rank):
     """The batches behind a tqdm bar: on rank 0 only, when asked for, and shown on a terminal only."""
-    if not (config.progress and rank == 0):
+    if not (config.progress and rank == 0) or config.quiet:
         return batches
     from tqdm.auto import tqdm
 
     return tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not sys.stderr.isatty())
+
+
+def _epoch_lines(config, rank):
+    """Whether to log one line per epoch: on rank 0 where no tqdm bar shows (off, or stderr is
+    not a terminal: a log file, a CI job), unless quiet."""
+    return rank == 0 and not config.quiet and not (config.progress and sys.stderr.isatty())
+
+
+def _dev_summary(dev):
+    """The dev metrics an epoch line shows: the paper's regression metrics, or the emotion means."""
+    keys = [k for k in ("mae", "corr", "acc2", "f1") if k in dev] or sorted(k for k in dev if k.startswith("mean_"))
+    return " ".join(f"{k} {dev[k]:.4f}" for k in keys)
+
+
+def epoch_line(config, state, seconds):
+    """The log line of state's last epoch: epoch, train loss, dev metrics, time, best so far."""
+    last, best = state["history"][-1], state["best_epoch"]
+    metric, _ = curves.dev_metric(last["dev"])
+    best_value = state["history"][best - 1]["dev"][metric] if best else float("nan")
+    return (f"epoch {last['epoch']}/{config.epochs}  train loss {last['train_loss']:.4f}  "
+            f"dev {_dev_summary(last['dev'])}  {seconds:.1f} s  best {metric} {best_value:.4f} (epoch {best})")
 
 
 def _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device, epoch):
@@ -433,7 +507,8 @@ def _result(config, state, test):
 
 
 def train(config: TrainConfig, data=None):
-    """Trains one seed; writes checkpoint.pt, best.pt, history.json and metrics.json to config.out."""
+    """Trains one seed; writes checkpoint.pt, best.pt, history.json, metrics.json and curves.png
+    (where matplotlib is installed) to config.out."""
     config.validate()
     rank, world = _distributed()
     with _run_folder(config, rank):
@@ -502,7 +577,7 @@ def _train(config, data, rank, world):
     train_ds = MultimodalDataset(data["train"], token_ids=bool(config.text_backbone))
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
-        epoch = state["epoch"]
+        epoch, start = state["epoch"], time.perf_counter()
         batches = _with_progress(_epoch_batches(config, len(train_ds), epoch, rank, world), config, epoch, rank)
         train_loss = _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device, epoch)
         dev = evaluate(model, data["dev"], device, config, train_mean)
@@ -511,12 +586,16 @@ def _train(config, data, rank, world):
             best_state = copy.deepcopy(model.state_dict())
         if rank == 0:
             _save_checkpoint(config, model, optimizer, state, best_state if improved else None)
+        if _epoch_lines(config, rank):
+            print(epoch_line(config, state, time.perf_counter() - start), file=sys.stderr, flush=True)
     if best_state is not None:
         model.load_state_dict(best_state)  # the test metrics are those of the best dev epoch
     test = evaluate(model, data["test"], device, config, train_mean)
     if rank == 0:
         _atomic_json(test, os.path.join(config.out, "metrics.json"))
         _atomic_json(state["history"], os.path.join(config.out, "history.json"))
+        if state["history"] and curves.write_run_curves(config.out, state["history"]) is None and not config.quiet:
+            print(f"mibcore: note: no {config.out}/curves.png: matplotlib is not installed", file=sys.stderr)
     return _result(config, state, test), model
 
 
