@@ -70,3 +70,34 @@ def test_generator_of_the_wrong_type_names_the_argument():
     inputs = [torch.zeros(2, 3), torch.zeros(2, 3)]
     with pytest.raises(TypeError, match="`generator` must be a torch.Generator or None, got str"):
         MF.tensor_fusion(inputs, torch.zeros(1, 16), dropout=0.5, generator="g")
+
+
+def test_operators_check_their_operands_at_the_boundary():
+    # Direct torch.ops calls, below the functional API's checks.
+    rng = torch.tensor([1, 2])
+    ops = [n for n in ("dropout_triton", "dropout") if hasattr(torch.ops.mibcore, n)]
+    for name in ops:
+        op = getattr(torch.ops.mibcore, name)
+        with pytest.raises((TypeError, RuntimeError), match="floating point|float32, float64, float16 or bfloat16"):
+            op(torch.ones(3, dtype=torch.int64), 0.5, rng)
+    if hasattr(torch.ops.mibcore, "tensor_fusion"):
+        with pytest.raises((ValueError, RuntimeError), match="one device|device"):
+            torch.ops.mibcore.tensor_fusion([torch.ones(2, 3), torch.ones(2, 3, device="meta")], torch.ones(1, 16),
+                                            None, 0.0, rng)
+    with pytest.raises(ValueError, match="every tensor argument must be on one device"):
+        torch.ops.mibcore.tensor_fusion_triton([torch.ones(2, 3), torch.ones(2, 3, device="meta")], torch.ones(1, 16),
+                                               None, 0.0, rng)
+
+
+@pytest.mark.skipif("cpu" not in mibcore.backends.available("cpu"), reason="needs the cpu backend")
+def test_cpp_operators_refuse_bad_shapes_and_sizes():
+    inputs = [torch.randn(3, 2), torch.randn(3, 4)]
+    factors = [torch.randn(2, 3, 5), torch.randn(2, 5, 5)]
+    with pytest.raises(RuntimeError, match=r"grad_y must be \[B, out\] = \[3, 5\]"):
+        torch.ops.mibcore.low_rank_fusion_backward(torch.randn(2, 2), inputs, factors, torch.ones(2))
+    with pytest.raises(RuntimeError, match="floating point"):
+        torch.ops.mibcore.low_rank_fusion([x.long() for x in inputs], [f.long() for f in factors],
+                                          torch.ones(2).long(), torch.zeros(5).long())
+    huge = torch.empty_strided((1, 2**40), (0, 0))  # sizes whose product wraps around int64
+    with pytest.raises(RuntimeError, match="more than 2\\^63 columns"):
+        torch.ops.mibcore.tensor_fusion([huge, huge, huge], torch.empty(1, 1), None, 0.0, torch.tensor([1, 2]))

@@ -47,9 +47,14 @@ LmfShape check_lmf_args(at::TensorList inputs, at::TensorList factors, const at:
                     factors[m].size(2) == s.out,
                 "low_rank_fusion: factors[", m, "] must be [rank, d + 1, out]");
     TORCH_CHECK(inputs[m].device().is_cpu() && factors[m].device().is_cpu(), "low_rank_fusion: CPU tensors expected");
+    check_same_dtype_device("low_rank_fusion", "inputs", inputs[m], "factors[0]", factors[0]);
+    check_same_dtype_device("low_rank_fusion", "factors", factors[m], "factors[0]", factors[0]);
     s.dims[m] = factors[m].size(1);
   }
+  TORCH_CHECK(at::isFloatingType(factors[0].scalar_type()), "low_rank_fusion: factors must be floating point, got ",
+              factors[0].scalar_type());
   TORCH_CHECK(rank_weights.numel() == s.R, "low_rank_fusion: rank_weights must hold rank values");
+  check_same_dtype_device("low_rank_fusion", "rank_weights", rank_weights, "factors[0]", factors[0]);
   return s;
 }
 
@@ -360,6 +365,10 @@ at::Tensor low_rank_fusion_cpu(at::TensorList inputs, at::TensorList factors, co
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Tensor> low_rank_fusion_backward_cpu(
     const at::Tensor& grad_y, at::TensorList inputs, at::TensorList factors, const at::Tensor& rank_weights) {
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
+  // (A grad_y of another shape was read out of bounds.)
+  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == s.B && grad_y.size(1) == s.out,
+              "low_rank_fusion_backward: grad_y must be [B, out] = [", s.B, ", ", s.out, "], got ", grad_y.sizes());
+  check_same_dtype_device("low_rank_fusion_backward", "grad_y", grad_y, "factors[0]", factors[0]);
   const auto acc = accumulation_dtype(factors[0].scalar_type());
   const int64_t op = padded(s.out);
   const auto x = as_contiguous(inputs, acc);

@@ -7,6 +7,8 @@ per language: C++ operators in csrc/autograd.cpp, Triton operators here, through
 `triton_operator`.
 """
 import dataclasses
+import functools
+import inspect
 import os
 
 import torch
@@ -31,12 +33,43 @@ class Implementation:
         return getattr(getattr(torch.ops, namespace), name).default
 
 
+def check_operands(op, names, args):
+    """The checks every operator makes at its boundary whatever its backend (`names`: the
+    parameter names of `args`): all tensor arguments (in lists too) on one device, and floating
+    point but for the int64 `rng`.
+    (A meta tensor among CPU tensors reached the meta kernel, which returned uninitialized
+    memory; an integer tensor reached Triton's interpreter.)"""
+    devices = set()
+    for name, arg in zip(names, args):
+        for t in arg if isinstance(arg, (list, tuple)) else [arg]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            devices.add(str(t.device))
+            if name == "rng":
+                if t.dtype != torch.int64 or t.numel() != 2:
+                    raise TypeError(f"{op}: `rng` must be an int64 tensor (seed, offset), got {t.dtype} {list(t.shape)}")
+            elif not t.is_floating_point():
+                raise TypeError(f"{op}: `{name}` must be floating point, got {t.dtype}")
+    if len(devices) > 1:
+        raise ValueError(f"{op}: every tensor argument must be on one device, got {sorted(devices)}")
+
+
+def _checked(op, fn):
+    names = list(inspect.signature(fn).parameters)
+
+    def checked(*args):
+        check_operands(op, names, args)
+        return fn(*args)
+
+    return checked
+
+
 def register_cpp_fakes(fakes):
     """Fake (meta) implementations of C++ operators ({qualified name: function}), registered
     only when the extension that defines their schemas is loaded."""
     if _extension.available():
         for name, fake in fakes.items():
-            torch.library.register_fake(name)(fake)
+            torch.library.register_fake(name)(_checked(name, fake))
 
 
 def triton_operator(name, forward, backward, *, fake_forward, fake_backward, setup_context, gradients):
@@ -44,12 +77,20 @@ def triton_operator(name, forward, backward, *, fake_forward, fake_backward, set
     (schemas inferred from the annotations of `forward` and `backward`), registers their fakes
     and their autograd: `gradients(ctx, backward_op, *output_grads)` returns the gradients of
     the forward's arguments. Returns the forward operator."""
-    forward_op = torch.library.custom_op(f"mibcore::{name}", forward, mutates_args=())
-    backward_op = torch.library.custom_op(f"mibcore::{name}_backward", backward, mutates_args=())
-    forward_op.register_fake(fake_forward)
-    backward_op.register_fake(fake_backward)
+    forward_op = torch.library.custom_op(f"mibcore::{name}", _typed_like(forward, name), mutates_args=())
+    backward_op = torch.library.custom_op(f"mibcore::{name}_backward", _typed_like(backward, f"{name}_backward"),
+                                          mutates_args=())
+    forward_op.register_fake(_checked(f"mibcore::{name}", fake_forward))
+    backward_op.register_fake(_checked(f"mibcore::{name}_backward", fake_backward))
     forward_op.register_autograd(_once_differentiable(name, gradients, backward_op), setup_context=setup_context)
     return forward_op
+
+
+def _typed_like(fn, name):
+    """fn behind check_operands, keeping fn's signature (custom_op infers the schema from it)."""
+    checked = functools.wraps(fn)(_checked(f"mibcore::{name}", fn))
+    checked.__signature__ = inspect.signature(fn)
+    return checked
 
 
 def _once_differentiable(name, gradients, backward_op):

@@ -46,8 +46,12 @@ inline FusionShape check_tensor_fusion_args(at::TensorList inputs, const at::Ten
   const int64_t I = inputs[0].size(1) + 1;
   const int64_t J = inputs.size() == 3 ? inputs[1].size(1) + 1 : 1;
   const int64_t K = inputs.back().size(1) + 1;
-  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == I * J * K, "tensor_fusion: weight must be [out, ", I * J * K,
-              "], got ", weight.sizes());
+  int64_t N = 0;  // I * J * K, which must not wrap around for huge dims
+  TORCH_CHECK(!__builtin_mul_overflow(I, J, &N) && !__builtin_mul_overflow(N, K, &N),
+              "tensor_fusion: the outer product of inputs of sizes ", I - 1, ", ", J - 1, ", ", K - 1,
+              " has more than 2^63 columns");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == N, "tensor_fusion: weight must be [out, ", N, "], got ",
+              weight.sizes());
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), "tensor_fusion: bias must be [out] = [",
                 weight.size(0), "], got ", bias->sizes());
@@ -55,7 +59,7 @@ inline FusionShape check_tensor_fusion_args(at::TensorList inputs, const at::Ten
   }
   TORCH_CHECK(dropout >= 0.0 && dropout < 1.0, "tensor_fusion: dropout must be in [0, 1), got ", dropout);
   check_rng("tensor_fusion", rng, "weight", weight);
-  return FusionShape{B, I, J, K, I * J * K, weight.size(0)};
+  return FusionShape{B, I, J, K, N, weight.size(0)};
 }
 
 // The backward's arguments: those of the forward (no bias) and grad_y [B, out], floating point, on
