@@ -101,3 +101,24 @@ def test_cpp_operators_refuse_bad_shapes_and_sizes():
     huge = torch.empty_strided((1, 2**40), (0, 0))  # sizes whose product wraps around int64
     with pytest.raises(RuntimeError, match="more than 2\\^63 columns"):
         torch.ops.mibcore.tensor_fusion([huge, huge, huge], torch.empty(1, 1), None, 0.0, torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"heads": 0}, "`heads` must be a positive int"),
+        ({"beta": -1.0}, "`beta` must be >= 0"),
+        ({"beta": float("nan")}, "`beta` must be a finite number"),
+        ({"output_dim": 0}, "`output_dim` must be a positive int"),
+        ({"attn_dropout": 2.0}, r"`attn_dropout` must be a number in \[0, 1\)"),
+        ({"no_ib": "text"}, r"no_ib must be a sequence of modality names, e.g. \('text',\)"),
+    ],
+)
+def test_model_build_refuses_nonsense(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mibcore.models.build("cmib", **kwargs)
+
+
+def test_bottleneck_sizes_are_ints_not_bools():
+    with pytest.raises(ValueError, match="in_features must be a positive int, got True"):
+        mnn.VariationalBottleneck(True, 5)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mibcore import _checks
 from mibcore.models.encoders import Projection, TransformerEncoder
 from mibcore.nn import PoEFusion, VariationalBottleneck, build_fusion
 
@@ -72,9 +73,18 @@ class MIBConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.mode not in ("faithful", "clean"):
             raise ValueError(f"mode must be 'faithful' or 'clean', got {self.mode!r}")
+        if isinstance(self.no_ib, str):  # ("text" would read as the letters 't', 'e', 'x')
+            raise ValueError(f"no_ib must be a sequence of modality names, e.g. ('{self.no_ib}',), got {self.no_ib!r}")
         unknown = set(self.no_ib) - set(MODALITIES)
         if unknown:
             raise ValueError(f"no_ib names unknown modalities {sorted(unknown)}; expected {MODALITIES}")
+        for name in ("text_dim", "audio_dim", "visual_dim", "d", "hidden", "heads", "layers", "lmf_rank", "output_dim"):
+            _checks.positive_int("MIBConfig", name, getattr(self, name))
+        for name in ("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "tensor_dropout"):
+            _checks.probability("MIBConfig", name, getattr(self, name))
+        if _checks.finite_number("MIBConfig", "beta", self.beta) < 0:
+            raise ValueError(f"MIBConfig: `beta` must be >= 0, got {self.beta!r}")
+        _checks.finite_number("MIBConfig", "shift", self.shift)
         if self.d % self.heads:
             raise ValueError(f"d ({self.d}) must be divisible by heads ({self.heads})")
         return self
@@ -201,6 +211,6 @@ def build(variant="cmib", **kwargs):
     unknown = set(kwargs) - fields
     if unknown:
         raise TypeError(f"build(): unknown options {sorted(unknown)}; expected MIBConfig fields")
-    if "no_ib" in kwargs:
+    if "no_ib" in kwargs and not isinstance(kwargs["no_ib"], str):
         kwargs["no_ib"] = tuple(kwargs["no_ib"])
     return MIB(MIBConfig(variant=variant, **kwargs))

@@ -81,7 +81,7 @@ class VariationalBottleneck(nn.Module):
             raise ValueError(f"kl_reduction must be one of {reference.REDUCTIONS}, got {kl_reduction!r}")
         for name, value in (("in_features", in_features), ("latent_features", latent_features),
                             ("hidden_features", hidden_features)):
-            if not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.latent_features = latent_features
         self.parameterization = parameterization
