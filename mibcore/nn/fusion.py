@@ -2,7 +2,8 @@
 
 Concat, addition and multiplication follow the paper's code; tensor fusion (TFN) and low-rank
 fusion (LMF) call mibcore's fused operators (their parameters load from an nn.Linear over the
-materialized outer product, resp. the LMF code's factors); graph fusion follows ARGF as the MIB
+materialized outer product, resp. the LMF code's factors); TensorFusionHead is the MIB code's
+`tensor` module (TensorFusion then two Linear layers); graph fusion follows ARGF as the MIB
 code implements it; PoE is the product of Gaussian experts of the paper's Eq. 19.
 """
 import math
@@ -78,6 +79,37 @@ class TensorFusion(nn.Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, dropout={self.dropout}"
+
+
+_ACTIVATIONS = {None: lambda y: y, "tanh": torch.tanh, "relu": torch.relu}
+
+
+class TensorFusionHead(nn.Module):
+    """The MIB code's `tensor` fusion module: TensorFusion (dropout on the outer product, then its
+    Linear) as post_fusion_layer_1, then post_fusion_layer_2 and _3, Linear(out, out) each, with
+    `activations[k]` after layer k + 1 ("tanh", "relu" or None). The parameter names are the MIB
+    code's, so its state dict loads unchanged. The MIB code flattens audio (x) video (x) text,
+    audio most significant: pass the inputs in that order to load its weights.
+    """
+
+    def __init__(self, in_features, out_features, dropout=0.5, activations=("tanh", "tanh", "tanh"), n_inputs=3):
+        super().__init__()
+        activations = tuple(activations)
+        if len(activations) != 3 or any(a not in _ACTIVATIONS for a in activations):
+            raise ValueError("TensorFusionHead: `activations` must be 3 of 'tanh', 'relu' or None, "
+                             f"got {activations!r}")
+        self.activations = activations
+        self.post_fusion_layer_1 = TensorFusion(in_features, out_features, dropout=dropout, n_inputs=n_inputs)
+        self.post_fusion_layer_2 = nn.Linear(out_features, out_features)
+        self.post_fusion_layer_3 = nn.Linear(out_features, out_features)
+
+    def forward(self, inputs):
+        y = _ACTIVATIONS[self.activations[0]](self.post_fusion_layer_1(inputs))
+        y = _ACTIVATIONS[self.activations[1]](self.post_fusion_layer_2(y))
+        return _ACTIVATIONS[self.activations[2]](self.post_fusion_layer_3(y))
+
+    def extra_repr(self):
+        return f"activations={self.activations}"
 
 
 class LowRankFusion(nn.Module):
@@ -186,20 +218,21 @@ FUSIONS = {
     "concat": ConcatFusion,
     "addition": AdditionFusion,
     "multiplication": MultiplicationFusion,
-    "tensor": TensorFusion,
+    "tensor": TensorFusionHead,
     "low-rank": LowRankFusion,
     "graph": GraphFusion,
     "poe": PoEFusion,
 }
 
 
-def build_fusion(name, d, out=None, *, tensor_dropout=0.5, rank=5):
-    """A fusion module by name for three d-dimensional inputs, producing `out` (default d) features."""
+def build_fusion(name, d, out=None, *, tensor_dropout=0.5, tensor_activations=("tanh", "tanh", "tanh"), rank=5):
+    """A fusion module by name for three d-dimensional inputs, producing `out` (default d) features.
+    "tensor" is the MIB code's 3-layer head (TensorFusionHead) with `tensor_activations`."""
     out = d if out is None else out
     if name == "concat":
         return ConcatFusion(d, out)
     if name == "tensor":
-        return TensorFusion(d, out, dropout=tensor_dropout)
+        return TensorFusionHead(d, out, dropout=tensor_dropout, activations=tensor_activations)
     if name == "low-rank":
         return LowRankFusion(d, out, rank=rank)
     if name == "graph":
