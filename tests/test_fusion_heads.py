@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mibcore import models
-from mibcore.nn import TensorFusionHead
+from mibcore.nn import LowRankFusion, TensorFusionHead
 
 D = 4  # small d: the outer product has (D + 1)^3 = 125 entries
 ACTIVATIONS = {"cmib": (torch.tanh, torch.tanh, torch.tanh), "emib": (lambda y: y, torch.tanh, torch.relu),
@@ -81,3 +81,15 @@ def test_model_passes_audio_visual_text_to_the_tensor_head():
 def test_tensor_head_rejects_bad_activations():
     with pytest.raises(ValueError, match="`activations` must be 3 of"):
         TensorFusionHead(3, 3, activations=("tanh", "gelu", None))
+
+
+def test_low_rank_initialization_is_the_mib_codes():
+    # The MIB code's low_rank: Xavier-normal factors, fusion_weights and fusion_bias (not zero).
+    torch.manual_seed(0)
+    module = LowRankFusion([3, 2, 4], 6, rank=2)
+    torch.manual_seed(0)
+    for factor in module.factors:
+        torch.testing.assert_close(factor, nn.init.xavier_normal_(torch.empty_like(factor)))
+    torch.testing.assert_close(module.fusion_weights, nn.init.xavier_normal_(torch.empty(1, 2)))
+    torch.testing.assert_close(module.fusion_bias, nn.init.xavier_normal_(torch.empty(1, 6)))
+    assert module.fusion_bias.abs().sum() > 0

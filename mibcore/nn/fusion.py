@@ -113,8 +113,9 @@ class TensorFusionHead(nn.Module):
 
 
 class LowRankFusion(nn.Module):
-    """LMF with rank-`rank` modality factors [rank, d_i + 1, out] (Xavier-normal, as the LMF code),
-    fusion_weights [1, rank] and fusion_bias [1, out] (zero)."""
+    """LMF with rank-`rank` modality factors [rank, d_i + 1, out], fusion_weights [1, rank] and
+    fusion_bias [1, out], all Xavier-normal as the MIB code's `low_rank` (the LMF code itself
+    zero-fills the bias)."""
 
     def __init__(self, in_features, out_features, rank=5, n_inputs=3):
         super().__init__()
@@ -125,10 +126,9 @@ class LowRankFusion(nn.Module):
             [nn.Parameter(torch.empty(rank, d + 1, out_features)) for d in self.in_features]
         )
         self.fusion_weights = nn.Parameter(torch.empty(1, rank))
-        self.fusion_bias = nn.Parameter(torch.zeros(1, out_features))
-        for factor in self.factors:
-            nn.init.xavier_normal_(factor)
-        nn.init.xavier_normal_(self.fusion_weights)
+        self.fusion_bias = nn.Parameter(torch.empty(1, out_features))
+        for p in (*self.factors, self.fusion_weights, self.fusion_bias):
+            nn.init.xavier_normal_(p)
 
     def forward(self, inputs):
         return MF.low_rank_fusion(list(inputs), list(self.factors), self.fusion_weights, self.fusion_bias)
