@@ -3,10 +3,11 @@ the 3-layer tensor fusion head (per variant, audio-visual-text order), LMF's ini
 ARGF's six trimodal nodes."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mibcore import models
-from mibcore.nn import LowRankFusion, TensorFusionHead
+from mibcore.nn import GraphFusion, LowRankFusion, TensorFusionHead
 
 D = 4  # small d: the outer product has (D + 1)^3 = 125 entries
 ACTIVATIONS = {"cmib": (torch.tanh, torch.tanh, torch.tanh), "emib": (lambda y: y, torch.tanh, torch.relu),
@@ -93,3 +94,36 @@ def test_low_rank_initialization_is_the_mib_codes():
     torch.testing.assert_close(module.fusion_weights, nn.init.xavier_normal_(torch.empty(1, 2)))
     torch.testing.assert_close(module.fusion_bias, nn.init.xavier_normal_(torch.empty(1, 6)))
     assert module.fusion_bias.abs().sum() > 0
+
+
+def graph_by_hand(g, l, a, v):
+    """ARGF as the notes describe it, node by node (l, a, v; pairs la, lv, av)."""
+    x = {"l": l, "a": a, "v": v}
+    s = {m: torch.tanh(g.score(x[m])) for m in x}
+    unimodal = (s["l"] * l + s["a"] * a + s["v"] * v) / 3
+    sim = lambda p, q: (F.softmax(p, -1) * F.softmax(q, -1)).sum(-1, keepdim=True) + 0.5  # noqa: E731
+    pairs = ("la", "lv", "av")
+    h = {p: g.bimodal(torch.cat([x[p[0]], x[p[1]]], -1)) for p in pairs}
+    logit = {p: (s[p[0]] + s[p[1]]) / sim(x[p[0]], x[p[1]]) for p in pairs}
+    w = F.softmax(torch.cat([logit[p] for p in pairs], -1), -1)
+    node = {p: torch.tanh(w[:, k : k + 1] * h[p]) for k, p in enumerate(pairs)}
+    bimodal = node["la"] + node["lv"] + node["av"]
+    # Six trimodal nodes: the three pairs of bimodal nodes, and each bimodal node with the
+    # modality it lacks.
+    tri = [(node[p], node[q], (logit[p] + logit[q]) / sim(h[p], h[q])) for p, q in (("la", "lv"), ("la", "av"),
+                                                                               ("lv", "av"))]
+    tri += [(node[p], x[m], (logit[p] + s[m]) / sim(h[p], x[m])) for p, m in (("la", "v"), ("lv", "a"), ("av", "l"))]
+    w2 = F.softmax(torch.cat([t[2] for t in tri], -1), -1)
+    trimodal = sum(torch.tanh(w2[:, k : k + 1] * g.trimodal(torch.cat([p, q], -1))) for k, (p, q, _) in enumerate(tri))
+    return g.readout(torch.cat([unimodal, bimodal, trimodal], -1))
+
+
+def test_graph_fusion_has_the_six_trimodal_nodes_of_the_notes():
+    torch.manual_seed(0)
+    g = GraphFusion(5, 3).double()
+    xs = [torch.randn(4, 5, dtype=torch.float64) for _ in range(3)]
+    calls = []
+    g.trimodal.register_forward_hook(lambda mod, args, y: calls.append(1))
+    ours = g(xs)
+    assert len(calls) == 6
+    torch.testing.assert_close(ours, graph_by_hand(g, *xs))

@@ -136,7 +136,8 @@ class LowRankFusion(nn.Module):
 
 class GraphFusion(nn.Module):
     """Graph fusion (ARGF) as in the MIB code: unimodal, bimodal and trimodal nodes weighted by
-    learned scores and similarities, read out by three tanh layers."""
+    learned scores and similarities (softmaxed over the nodes of a layer), read out by three tanh
+    layers."""
 
     def __init__(self, in_features, out_features, hidden=64):
         super().__init__()
@@ -161,17 +162,26 @@ class GraphFusion(nn.Module):
             [(scores[i] + scores[j]) / ((soft[i] * soft[j]).sum(-1, keepdim=True) + 0.5) for i, j in pairs], dim=-1
         )
         pair_weights = torch.softmax(pair_logits, dim=-1)
-        bi_nodes = [torch.tanh(pair_weights[:, k : k + 1] * self.bimodal(torch.cat([xs[i], xs[j]], -1)))
-                    for k, (i, j) in enumerate(pairs)]
+        bi_mlp = [self.bimodal(torch.cat([xs[i], xs[j]], -1)) for i, j in pairs]
+        bi_nodes = [torch.tanh(pair_weights[:, k : k + 1] * h) for k, h in enumerate(bi_mlp)]
         bimodal = sum(bi_nodes)
-        # Trimodal nodes: each bimodal node combined with the modality it lacks.
-        tri_nodes = []
-        for k, (i, j) in enumerate(pairs):
-            for m in range(len(xs)):
-                if m not in (i, j):
-                    w = torch.sigmoid(scores[m] + pair_logits[:, k : k + 1])
-                    tri_nodes.append(torch.tanh(w * self.trimodal(torch.cat([bi_nodes[k], xs[m]], -1))))
-        trimodal = sum(tri_nodes) if tri_nodes else torch.zeros_like(unimodal)
+        # Trimodal nodes, built like the bimodal ones from two nodes that together span three
+        # modalities: two bimodal nodes, or a bimodal node and the modality it lacks (6 for three
+        # inputs). As in the MIB code, a bimodal node's score is its pair logit and its similarity
+        # is taken on its MLP output. Node: (modalities, vector, similarity vector, score).
+        bi = [(set(p), bi_nodes[k], torch.softmax(bi_mlp[k], dim=-1), pair_logits[:, k : k + 1])
+              for k, p in enumerate(pairs)]
+        uni = [({m}, xs[m], soft[m], scores[m]) for m in range(len(xs))]
+        combos = [(p, q) for k, p in enumerate(bi) for q in bi[k + 1 :] if len(p[0] | q[0]) == 3]
+        combos += [(p, q) for p in bi for q in uni if not p[0] & q[0]]
+        if combos:
+            tri_logits = torch.cat([(p[3] + q[3]) / ((p[2] * q[2]).sum(-1, keepdim=True) + 0.5) for p, q in combos],
+                                   dim=-1)
+            tri_weights = torch.softmax(tri_logits, dim=-1)
+            trimodal = sum(torch.tanh(tri_weights[:, k : k + 1] * self.trimodal(torch.cat([p[1], q[1]], -1)))
+                           for k, (p, q) in enumerate(combos))
+        else:
+            trimodal = torch.zeros_like(unimodal)
         return self.readout(torch.cat([unimodal, bimodal, trimodal], dim=-1))
 
 
