@@ -63,6 +63,12 @@ def test_every_variant_and_fusion_trains_a_step(variant, fusion):
     assert len(out["kl"]) == n_kl
 
 
+def test_clean_is_the_default_mode():
+    from mibcore.train import TrainConfig
+
+    assert models.MIBConfig().mode == TrainConfig().mode == "clean"
+
+
 def test_faithful_samples_at_evaluation_clean_does_not():
     torch.manual_seed(0)
     text, audio, visual, _ = batch()

@@ -27,9 +27,9 @@ the paper's TFN flattens audio (x) video (x) text, so its post_fusion_layer_1 lo
 head is the paper's per-variant `tensor` module (TENSOR_ACTIVATIONS).
 
 Losses: task loss (L1 for regression, BCE-with-logits for multi-label emotion) of each
-prediction + beta * KL of each bottleneck (the paper's mean reduction). Mode "faithful" counts
-the final task loss twice and samples z at evaluation, as the paper's code does; mode "clean"
-counts it once and uses z = mu at evaluation.
+prediction + beta * KL of each bottleneck (the paper's mean reduction). Mode "clean" (the
+default) counts the final task loss once and uses z = mu at evaluation; mode "faithful" counts it
+twice and samples z at evaluation, as the paper's code does.
 """
 import dataclasses
 
@@ -69,7 +69,7 @@ class MIBConfig:
     lmf_rank: int = 5
     beta: float = 1e-3               # 0 gives B-MIB
     output_dim: int = 1              # 1: regression (L1); > 1: multi-label emotion (BCE)
-    mode: str = "faithful"           # or "clean"
+    mode: str = "clean"              # or "faithful" (the paper's quirks; see the docstring)
     no_ib: tuple = ()                # modalities without a unimodal bottleneck ("W/O IB on X")
     shift: float = -5.0
     text_backbone: str = None        # local Hugging Face model dir: text arrives as token ids
