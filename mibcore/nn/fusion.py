@@ -114,8 +114,7 @@ class TensorFusionHead(nn.Module):
 
 class LowRankFusion(nn.Module):
     """LMF with rank-`rank` modality factors [rank, d_i + 1, out], fusion_weights [1, rank] and
-    fusion_bias [1, out], all Xavier-normal as the MIB code's `low_rank` (the LMF code itself
-    zero-fills the bias)."""
+    fusion_bias [1, out], all Xavier-normal as the MIB code's `low_rank` (cmib.py)."""
 
     def __init__(self, in_features, out_features, rank=5, n_inputs=3):
         super().__init__()
