@@ -21,6 +21,17 @@ def test_parameter_counts_match_the_paper(variant):
     assert count(models.build(variant)) == PAPER_COUNTS[variant]
 
 
+# With the paper's tensor fusion head instead of concat (Linear(150, 50), 7,550 parameters):
+# post_fusion_layer_1 = Linear(51^3, 50) (6,632,600) and two Linear(50, 50) (2 x 2,550).
+TENSOR_COUNTS = {"cmib": 7_574_250, "emib": 7_109_925, "lmib": 7_419_526, "plain": 6_955_201}
+
+
+@pytest.mark.parametrize("variant", list(TENSOR_COUNTS))
+def test_tensor_fusion_parameter_counts(variant):
+    assert TENSOR_COUNTS[variant] == PAPER_COUNTS[variant] - 7_550 + 51 ** 3 * 50 + 50 + 2 * 2_550
+    assert count(models.build(variant, fusion="tensor")) == TENSOR_COUNTS[variant]
+
+
 def small(variant, fusion, **kwargs):
     return models.build(variant, fusion=fusion, text_dim=12, audio_dim=5, visual_dim=4, d=10, hidden=16, **kwargs)
 
@@ -50,6 +61,12 @@ def test_every_variant_and_fusion_trains_a_step(variant, fusion):
     assert changed > 0
     n_kl = {"plain": 0, "emib": 1, "lmib": 3, "cmib": 4}[variant]
     assert len(out["kl"]) == n_kl
+
+
+def test_clean_is_the_default_mode():
+    from mibcore.train import TrainConfig
+
+    assert models.MIBConfig().mode == TrainConfig().mode == "clean"
 
 
 def test_faithful_samples_at_evaluation_clean_does_not():

@@ -25,8 +25,9 @@ def test_parameter_count_is_the_papers():
     assert _count(PaperCMIB("concat")) == 109_835_748 - 108_891_648
     # mibcore fuses fc_mu|fc_std into one Linear of the same size: counts are equal.
     assert _count(PaperCMIB("concat")) == _count(models.build("cmib", fusion="concat"))
-    # mibcore's tensor head is only post_fusion_layer_1 (the paper's two Linear(50, 50) missing).
-    assert _count(PaperCMIB("tensor")) - _count(models.build("cmib", fusion="tensor")) == 2 * (50 * 50 + 50)
+    # mibcore's tensor head is the paper's three layers, under the paper's names.
+    assert _count(PaperCMIB("tensor")) == _count(models.build("cmib", fusion="tensor"))
+    models.build("cmib", fusion="tensor").fusion.load_state_dict(TensorFusionHead().state_dict())
 
 
 def _load_mibcore_weights(paper, mib):

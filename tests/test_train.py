@@ -139,8 +139,8 @@ def test_emotion_run(tmp_path):
 def test_cli_train_writes_the_metrics_and_eval_reads_them(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--model", "cmib", "--fusion", "tensor", "--data", "synthetic", "--epochs", "1", "--out", str(out),
-            "--d", "10", "--hidden", "16", "--synthetic-samples", "64", "--seq-len", "4", "--no-progress",
-            "--mode", "clean"]  # clean: z = mu at evaluation, so eval reproduces the run's test metrics
+            "--d", "10", "--hidden", "16", "--synthetic-samples", "64", "--seq-len", "4", "--no-progress"]
+    # The default mode, clean, uses z = mu at evaluation, so eval reproduces the run's test metrics.
     assert cli(args) == 0
     metrics = json.load(open(out / "metrics.json"))
     assert {"mae", "corr", "acc2", "f1", "acc7", "baseline_mae"} <= set(metrics)

@@ -22,10 +22,14 @@ shapes, so their masks (and samples) differ.
 Text can also go through a local Hugging Face backbone (`text_backbone=PATH`, never downloaded):
 token ids -> backbone -> the same Conv1d projection -> last step, as the paper's BERT branch.
 
+Fusion F takes (text, audio, visual), except tensor fusion, which takes (audio, visual, text):
+the paper's TFN flattens audio (x) video (x) text, so its post_fusion_layer_1 loads unchanged. Its
+head is the paper's per-variant `tensor` module (TENSOR_ACTIVATIONS).
+
 Losses: task loss (L1 for regression, BCE-with-logits for multi-label emotion) of each
-prediction + beta * KL of each bottleneck (the paper's mean reduction). Mode "faithful" counts
-the final task loss twice and samples z at evaluation, as the paper's code does; mode "clean"
-counts it once and uses z = mu at evaluation.
+prediction + beta * KL of each bottleneck (the paper's mean reduction). Mode "clean" (the
+default) counts the final task loss once and uses z = mu at evaluation; mode "faithful" counts it
+twice and samples z at evaluation, as the paper's code does.
 """
 import dataclasses
 
@@ -39,6 +43,12 @@ from mibcore.nn import PoEFusion, VariationalBottleneck, build_fusion
 
 MODALITIES = ("text", "audio", "visual")
 VARIANTS = ("plain", "emib", "lmib", "cmib")
+# The activations after the three Linear layers of the paper's tensor fusion head, which differ
+# between its model files; "plain" (E-MIB without its bottleneck) takes E-MIB's.
+TENSOR_ACTIVATIONS = {"cmib": ("tanh", "tanh", "tanh"), "emib": (None, "tanh", "relu"),
+                      "lmib": (None, "tanh", "relu"), "plain": (None, "tanh", "relu")}
+# The order in which each fusion takes the modalities (default: MODALITIES).
+FUSION_ORDER = {"tensor": ("audio", "visual", "text")}
 
 
 @dataclasses.dataclass
@@ -60,7 +70,7 @@ class MIBConfig:
     lmf_rank: int = 5
     beta: float = 1e-3               # 0 gives B-MIB
     output_dim: int = 1              # 1: regression (L1); > 1: multi-label emotion (BCE)
-    mode: str = "faithful"           # or "clean"
+    mode: str = "clean"              # or "faithful" (the paper's quirks; see the docstring)
     no_ib: tuple = ()                # modalities without a unimodal bottleneck ("W/O IB on X")
     shift: float = -5.0
     text_backbone: str = None        # local Hugging Face model dir: text arrives as token ids
@@ -115,7 +125,8 @@ class MIB(nn.Module):
             m: self._bottleneck() for m in MODALITIES if unimodal and m not in c.no_ib
         })
         self.unimodal_dec = nn.ModuleDict({m: nn.Linear(c.d, c.output_dim) for m in self.unimodal_ib})
-        self.fusion = build_fusion(c.fusion, c.d, tensor_dropout=c.tensor_dropout, rank=c.lmf_rank)
+        self.fusion = build_fusion(c.fusion, c.d, tensor_dropout=c.tensor_dropout,
+                                   tensor_activations=TENSOR_ACTIVATIONS[c.variant], rank=c.lmf_rank)
         self.fused_ib = self._bottleneck() if c.variant in ("emib", "cmib") else None
         self.decoder = nn.Linear(c.d, c.output_dim)
 
@@ -149,19 +160,17 @@ class MIB(nn.Module):
         """Returns a dict: pred [B, output_dim], unimodal preds, and the KL terms."""
         x = self.encode(text, audio, visual)
         out = {"kl": [], "unimodal_pred": {}}
-        zs, heads = [], []
+        z, heads = dict(x), {}
         for m in MODALITIES:
             if m in self.unimodal_ib:
-                b = self.unimodal_ib[m](x[m])
+                b = heads[m] = self.unimodal_ib[m](x[m])
                 out["kl"].append(b.kl)
                 out["unimodal_pred"][m] = self.unimodal_dec[m](b.z)
-                zs.append(b.z)
-            else:
-                b = None
-                zs.append(x[m])
-            heads.append(b)
+                z[m] = b.z
+        order = FUSION_ORDER.get(self.config.fusion, MODALITIES)
+        zs = [z[m] for m in order]
         if isinstance(self.fusion, PoEFusion):  # the only reader of the bottlenecks' stds
-            stds = [torch.ones_like(z) if b is None else b.std for z, b in zip(zs, heads)]
+            stds = [heads[m].std if m in heads else torch.ones_like(z[m]) for m in order]
             fused = self.fusion(zs, stds)
         else:
             fused = self.fusion(zs)

@@ -12,6 +12,7 @@ from mibcore.nn.fusion import (
     MultiplicationFusion,
     PoEFusion,
     TensorFusion,
+    TensorFusionHead,
     build_fusion,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "PoEFusion",
     "ReLUDropout",
     "TensorFusion",
+    "TensorFusionHead",
     "VariationalBottleneck",
     "build_fusion",
 ]

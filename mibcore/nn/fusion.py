@@ -2,7 +2,8 @@
 
 Concat, addition and multiplication follow the paper's code; tensor fusion (TFN) and low-rank
 fusion (LMF) call mibcore's fused operators (their parameters load from an nn.Linear over the
-materialized outer product, resp. the LMF code's factors); graph fusion follows ARGF as the MIB
+materialized outer product, resp. the LMF code's factors); TensorFusionHead is the MIB code's
+`tensor` module (TensorFusion then two Linear layers); graph fusion follows ARGF as the MIB
 code implements it; PoE is the product of Gaussian experts of the paper's Eq. 19.
 """
 import math
@@ -80,9 +81,40 @@ class TensorFusion(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, dropout={self.dropout}"
 
 
+_ACTIVATIONS = {None: lambda y: y, "tanh": torch.tanh, "relu": torch.relu}
+
+
+class TensorFusionHead(nn.Module):
+    """The MIB code's `tensor` fusion module: TensorFusion (dropout on the outer product, then its
+    Linear) as post_fusion_layer_1, then post_fusion_layer_2 and _3, Linear(out, out) each, with
+    `activations[k]` after layer k + 1 ("tanh", "relu" or None). The parameter names are the MIB
+    code's, so its state dict loads unchanged. The MIB code flattens audio (x) video (x) text,
+    audio most significant: pass the inputs in that order to load its weights.
+    """
+
+    def __init__(self, in_features, out_features, dropout=0.5, activations=("tanh", "tanh", "tanh"), n_inputs=3):
+        super().__init__()
+        activations = tuple(activations)
+        if len(activations) != 3 or any(a not in _ACTIVATIONS for a in activations):
+            raise ValueError("TensorFusionHead: `activations` must be 3 of 'tanh', 'relu' or None, "
+                             f"got {activations!r}")
+        self.activations = activations
+        self.post_fusion_layer_1 = TensorFusion(in_features, out_features, dropout=dropout, n_inputs=n_inputs)
+        self.post_fusion_layer_2 = nn.Linear(out_features, out_features)
+        self.post_fusion_layer_3 = nn.Linear(out_features, out_features)
+
+    def forward(self, inputs):
+        y = _ACTIVATIONS[self.activations[0]](self.post_fusion_layer_1(inputs))
+        y = _ACTIVATIONS[self.activations[1]](self.post_fusion_layer_2(y))
+        return _ACTIVATIONS[self.activations[2]](self.post_fusion_layer_3(y))
+
+    def extra_repr(self):
+        return f"activations={self.activations}"
+
+
 class LowRankFusion(nn.Module):
-    """LMF with rank-`rank` modality factors [rank, d_i + 1, out] (Xavier-normal, as the LMF code),
-    fusion_weights [1, rank] and fusion_bias [1, out] (zero)."""
+    """LMF with rank-`rank` modality factors [rank, d_i + 1, out], fusion_weights [1, rank] and
+    fusion_bias [1, out], all Xavier-normal as the MIB code's `low_rank` (cmib.py)."""
 
     def __init__(self, in_features, out_features, rank=5, n_inputs=3):
         super().__init__()
@@ -93,10 +125,9 @@ class LowRankFusion(nn.Module):
             [nn.Parameter(torch.empty(rank, d + 1, out_features)) for d in self.in_features]
         )
         self.fusion_weights = nn.Parameter(torch.empty(1, rank))
-        self.fusion_bias = nn.Parameter(torch.zeros(1, out_features))
-        for factor in self.factors:
-            nn.init.xavier_normal_(factor)
-        nn.init.xavier_normal_(self.fusion_weights)
+        self.fusion_bias = nn.Parameter(torch.empty(1, out_features))
+        for p in (*self.factors, self.fusion_weights, self.fusion_bias):
+            nn.init.xavier_normal_(p)
 
     def forward(self, inputs):
         return MF.low_rank_fusion(list(inputs), list(self.factors), self.fusion_weights, self.fusion_bias)
@@ -104,7 +135,8 @@ class LowRankFusion(nn.Module):
 
 class GraphFusion(nn.Module):
     """Graph fusion (ARGF) as in the MIB code: unimodal, bimodal and trimodal nodes weighted by
-    learned scores and similarities, read out by three tanh layers."""
+    learned scores and similarities (softmaxed over the nodes of a layer), read out by three tanh
+    layers."""
 
     def __init__(self, in_features, out_features, hidden=64):
         super().__init__()
@@ -129,17 +161,26 @@ class GraphFusion(nn.Module):
             [(scores[i] + scores[j]) / ((soft[i] * soft[j]).sum(-1, keepdim=True) + 0.5) for i, j in pairs], dim=-1
         )
         pair_weights = torch.softmax(pair_logits, dim=-1)
-        bi_nodes = [torch.tanh(pair_weights[:, k : k + 1] * self.bimodal(torch.cat([xs[i], xs[j]], -1)))
-                    for k, (i, j) in enumerate(pairs)]
+        bi_mlp = [self.bimodal(torch.cat([xs[i], xs[j]], -1)) for i, j in pairs]
+        bi_nodes = [torch.tanh(pair_weights[:, k : k + 1] * h) for k, h in enumerate(bi_mlp)]
         bimodal = sum(bi_nodes)
-        # Trimodal nodes: each bimodal node combined with the modality it lacks.
-        tri_nodes = []
-        for k, (i, j) in enumerate(pairs):
-            for m in range(len(xs)):
-                if m not in (i, j):
-                    w = torch.sigmoid(scores[m] + pair_logits[:, k : k + 1])
-                    tri_nodes.append(torch.tanh(w * self.trimodal(torch.cat([bi_nodes[k], xs[m]], -1))))
-        trimodal = sum(tri_nodes) if tri_nodes else torch.zeros_like(unimodal)
+        # Trimodal nodes, built like the bimodal ones from two nodes that together span three
+        # modalities: two bimodal nodes, or a bimodal node and the modality it lacks (6 for three
+        # inputs). As in the MIB code, a bimodal node's score is its pair logit and its similarity
+        # is taken on its MLP output. Node: (modalities, vector, similarity vector, score).
+        bi = [(set(p), bi_nodes[k], torch.softmax(bi_mlp[k], dim=-1), pair_logits[:, k : k + 1])
+              for k, p in enumerate(pairs)]
+        uni = [({m}, xs[m], soft[m], scores[m]) for m in range(len(xs))]
+        combos = [(p, q) for k, p in enumerate(bi) for q in bi[k + 1 :] if len(p[0] | q[0]) == 3]
+        combos += [(p, q) for p in bi for q in uni if not p[0] & q[0]]
+        if combos:
+            tri_logits = torch.cat([(p[3] + q[3]) / ((p[2] * q[2]).sum(-1, keepdim=True) + 0.5) for p, q in combos],
+                                   dim=-1)
+            tri_weights = torch.softmax(tri_logits, dim=-1)
+            trimodal = sum(torch.tanh(tri_weights[:, k : k + 1] * self.trimodal(torch.cat([p[1], q[1]], -1)))
+                           for k, (p, q) in enumerate(combos))
+        else:
+            trimodal = torch.zeros_like(unimodal)
         return self.readout(torch.cat([unimodal, bimodal, trimodal], dim=-1))
 
 
@@ -186,20 +227,21 @@ FUSIONS = {
     "concat": ConcatFusion,
     "addition": AdditionFusion,
     "multiplication": MultiplicationFusion,
-    "tensor": TensorFusion,
+    "tensor": TensorFusionHead,
     "low-rank": LowRankFusion,
     "graph": GraphFusion,
     "poe": PoEFusion,
 }
 
 
-def build_fusion(name, d, out=None, *, tensor_dropout=0.5, rank=5):
-    """A fusion module by name for three d-dimensional inputs, producing `out` (default d) features."""
+def build_fusion(name, d, out=None, *, tensor_dropout=0.5, tensor_activations=("tanh", "tanh", "tanh"), rank=5):
+    """A fusion module by name for three d-dimensional inputs, producing `out` (default d) features.
+    "tensor" is the MIB code's 3-layer head (TensorFusionHead) with `tensor_activations`."""
     out = d if out is None else out
     if name == "concat":
         return ConcatFusion(d, out)
     if name == "tensor":
-        return TensorFusion(d, out, dropout=tensor_dropout)
+        return TensorFusionHead(d, out, dropout=tensor_dropout, activations=tensor_activations)
     if name == "low-rank":
         return LowRankFusion(d, out, rank=rank)
     if name == "graph":
