@@ -194,7 +194,7 @@ def make_trainer(provider, fusion, device, example):
     if provider.startswith("paper"):
         model, backend = PaperCMIB(fusion), None
     else:
-        model = models.build("cmib", fusion=fusion)
+        model = models.build("cmib", fusion=fusion, mode="faithful")  # the paper's loss, as the baseline's
         backend = "reference" if provider == "mibcore-reference" else "auto"
     trainer = Trainer(model.to(device), backend, compile=provider.endswith("-compile"))
     return trainer.compile(example) if trainer.compiled else trainer

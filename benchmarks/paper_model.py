@@ -157,7 +157,9 @@ class PaperCMIB(nn.Module):
         x_a = self.trans_a(self.proj_a(audio.transpose(1, 2)).permute(2, 0, 1))[-1]
         x_v = self.trans_v(self.proj_v(visual.transpose(1, 2)).permute(2, 0, 1))[-1]
         (z_l, kl_l), (z_a, kl_a), (z_v, kl_v) = self.ib_l(x_l), self.ib_a(x_a), self.ib_v(x_v)
-        z, kl = self.ib(self.fusion(z_l, z_a, z_v))
+        # The paper's tensor head takes (audio, video, text), audio most significant; concat (l, a, v).
+        fused = self.fusion(z_a, z_v, z_l) if isinstance(self.fusion, TensorFusionHead) else self.fusion(z_l, z_a, z_v)
+        z, kl = self.ib(fused)
         return {
             "pred": self.decoder(z),
             "unimodal_pred": {"text": self.decoder_l(z_l), "audio": self.decoder_a(z_a), "visual": self.decoder_v(z_v)},
