@@ -131,6 +131,16 @@ def std_terms(scale, shift, P: tl.constexpr, F64: tl.constexpr):
 
 
 @triton.jit
+def exact_scalar(value, bits, F64: tl.constexpr):
+    """A host float scalar at the kernel's precision: for float64 the double whose bits travel
+    in the int64 `bits` (a Python float argument arrives as float32), else the float32 `value`."""
+    if F64:
+        return bits.to(tl.int64).to(tl.float64, bitcast=True)
+    else:
+        return value
+
+
+@triton.jit
 def uniform_from_bits(r):
     return ((r >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08
 

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from mibcore.kernels._launch import double_bits, launch
-from mibcore.kernels._math import _philox_words, uniform_from_bits
+from mibcore.kernels._math import _philox_words, exact_scalar, uniform_from_bits
 
 _BLOCK = 1024
 DROPOUT, ADD, RELU = 0, 1, 2  # the MODE of _dropout_kernel
@@ -20,14 +20,11 @@ DROPOUT, ADD, RELU = 0, 1, 2  # the MODE of _dropout_kernel
 
 @triton.jit
 def _scale_of(bits, keep_prob, inv_keep, inv_keep64_bits, F64: tl.constexpr):
-    if F64:
-        inv = inv_keep64_bits.to(tl.int64).to(tl.float64, bitcast=True)
-        return tl.where(uniform_from_bits(bits) <= keep_prob, inv, 0.0)
-    else:
-        return tl.where(uniform_from_bits(bits) <= keep_prob, inv_keep, 0.0)
+    inv = exact_scalar(inv_keep, inv_keep64_bits, F64)
+    return tl.where(uniform_from_bits(bits) <= keep_prob, inv, 0.0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["inv_keep64_bits"])
 def _dropout_kernel(x_ptr, h_ptr, y_ptr, rng_ptr, n, keep_prob, inv_keep, inv_keep64_bits,
                     MODE: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):
     """y = h * scale (MODE 0), x + h * scale (MODE 1), relu(h) * scale (MODE 2)."""
@@ -48,7 +45,7 @@ def _dropout_kernel(x_ptr, h_ptr, y_ptr, rng_ptr, n, keep_prob, inv_keep, inv_ke
         tl.store(y_ptr + index, y.to(y_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["inv_keep64_bits"])
 def _relu_dropout_backward_kernel(grad_ptr, y_ptr, out_ptr, n, inv_keep, inv_keep64_bits,
                                   F64: tl.constexpr, BLOCK: tl.constexpr):
     """grad * (y > 0) / keep_prob: y > 0 exactly where the input was > 0 and kept."""
@@ -57,10 +54,7 @@ def _relu_dropout_backward_kernel(grad_ptr, y_ptr, out_ptr, n, inv_keep, inv_kee
     ok = index < n
     grad = tl.load(grad_ptr + index, mask=ok, other=0.0).to(acc_t)
     y = tl.load(y_ptr + index, mask=ok, other=0.0).to(acc_t)
-    if F64:
-        inv = inv_keep64_bits.to(tl.int64).to(tl.float64, bitcast=True)
-    else:
-        inv = inv_keep
+    inv = exact_scalar(inv_keep, inv_keep64_bits, F64)
     tl.store(out_ptr + index, (grad * tl.where(y > 0.0, inv, 0.0)).to(out_ptr.dtype.element_ty), mask=ok)
 
 

@@ -16,18 +16,10 @@ import triton.language as tl
 
 from mibcore.constants import accumulation_dtype
 from mibcore.kernels._launch import double_bits, launch
-from mibcore.kernels._math import normals_of_block, std_terms
+from mibcore.kernels._math import exact_scalar, normals_of_block, std_terms
 
 _MAX_BLOCK_Q = 512
 _BLOCKS_PER_PROGRAM = 256  # Philox blocks (1024 elements) per program: 1024 spills in float64
-
-
-@triton.jit
-def _shift_value(shift, shift_bits, F64: tl.constexpr):
-    if F64:  # the exact double (a Python float argument arrives as float32)
-        return shift_bits.to(tl.int64).to(tl.float64, bitcast=True)
-    else:
-        return shift
 
 
 @triton.jit
@@ -42,7 +34,7 @@ def _forward_kernel(mu_ptr, scale_ptr, z_ptr, kl_ptr, rng_ptr, rows, cols, row_b
                     P: tl.constexpr, SAMPLE: tl.constexpr, F64: tl.constexpr,
                     BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr):
     acc_t = tl.float64 if F64 else tl.float32
-    shift_v = _shift_value(shift, shift_bits, F64)
+    shift_v = exact_scalar(shift, shift_bits, F64)
     row, row_ok, start, end = _row_blocks(tl.program_id(0), rows, cols, BLOCK_R)
     seed = tl.load(rng_ptr)
     offset = tl.load(rng_ptr + 1)
@@ -73,7 +65,7 @@ def _backward_kernel(grad_z_ptr, grad_kl_ptr, mu_ptr, scale_ptr, grad_mu_ptr, gr
                      P: tl.constexpr, SAMPLE: tl.constexpr, F64: tl.constexpr,
                      BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr):
     acc_t = tl.float64 if F64 else tl.float32
-    shift_v = _shift_value(shift, shift_bits, F64)
+    shift_v = exact_scalar(shift, shift_bits, F64)
     row, row_ok, start, end = _row_blocks(tl.program_id(0), rows, cols, BLOCK_R)
     seed = tl.load(rng_ptr)
     offset = tl.load(rng_ptr + 1)

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from mibcore.constants import accumulation_dtype
 from mibcore.kernels._launch import dot_precision, double_bits, launch, target_programs
-from mibcore.kernels._math import dropout_scale_at, mma
+from mibcore.kernels._math import dropout_scale_at, exact_scalar, mma
 from mibcore.reference import with_ones
 
 # Tiles of at most 32 along B, K and out: larger ones spill registers (the Philox keep bits of a
@@ -33,14 +33,6 @@ from mibcore.reference import with_ones
 _MAX_BLOCK_B = 32
 _MAX_BLOCK_K = 32
 _MAX_BLOCK_O = 32
-
-
-@triton.jit
-def _inverse_keep(inv_keep, inv_keep_bits, F64: tl.constexpr):
-    if F64:  # the exact double (a Python float argument arrives as float32)
-        return inv_keep_bits.to(tl.int64).to(tl.float64, bitcast=True)
-    else:
-        return inv_keep
 
 
 @triton.jit
@@ -71,7 +63,7 @@ def _forward_kernel(a_ptr, v_ptr, t_ptr, w_ptr, part_ptr, rng_ptr, B, I, J, K, N
                     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                     BLOCK_O: tl.constexpr):
     acc_t = part_ptr.dtype.element_ty
-    inv = _inverse_keep(inv_keep, inv_keep_bits, F64)
+    inv = exact_scalar(inv_keep, inv_keep_bits, F64)
     # Tile and unit numbers are int32 (64-bit division is a subroutine call, which spills);
     # element offsets are int64 (weights may exceed 2^31 elements).
     pid = tl.program_id(0)
@@ -103,7 +95,7 @@ def _grad_weight_kernel(a_ptr, v_ptr, t_ptr, dy_ptr, dw_ptr, rng_ptr, B, I, J, K
                         PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                         BLOCK_O: tl.constexpr):
     acc_t = a_ptr.dtype.element_ty
-    inv = _inverse_keep(inv_keep, inv_keep_bits, F64)
+    inv = exact_scalar(inv_keep, inv_keep_bits, F64)
     pid = tl.program_id(0)
     n_o = tl.cdiv(OUT, BLOCK_O)
     chunks = tl.cdiv(K, BLOCK_K)
@@ -129,7 +121,7 @@ def _grad_input_kernel(a_ptr, v_ptr, t_ptr, w_ptr, dy_ptr, dt_part_ptr, s_part_p
                        F64: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                        BLOCK_O: tl.constexpr):
     acc_t = a_ptr.dtype.element_ty
-    inv = _inverse_keep(inv_keep, inv_keep_bits, F64)
+    inv = exact_scalar(inv_keep, inv_keep_bits, F64)
     pid = tl.program_id(0)
     n_b = tl.cdiv(B, BLOCK_B)
     chunks = tl.cdiv(K, BLOCK_K)

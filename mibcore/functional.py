@@ -90,6 +90,8 @@ def _check_fusion_inputs(fn, inputs):
                 f"{fn}: `inputs[{i}]` must be [B, d] with B = {first.shape[0]} (from inputs[0]), "
                 f"got {list(x.shape)}"
             )
+        if x.shape[1] == 0:  # (the Triton kernels computed a wrong product for a factor of [1] alone)
+            raise ValueError(f"{fn}: `inputs[{i}]` must have at least one feature (d >= 1), got {list(x.shape)}")
     return [x.shape[1] for x in inputs]
 
 
