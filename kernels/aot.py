@@ -162,10 +162,12 @@ class Specialization:
                 repr(sorted(self.attrs.items())), tuple(sorted(self.options.items())))
 
     def tile_class(self):
-        """kernel x pointer dtypes x tile sizes (constexprs named BLOCK*)."""
+        """kernel x pointer dtypes x tile sizes (constexprs named BLOCK*) x dot precision (IEEE, TF32)
+        x warps."""
         pointers = tuple(v for v in self.signature.values() if v.startswith("*"))
-        blocks = tuple(sorted((k, v) for k, v in self.constexprs.items() if "BLOCK" in str(self._name(k))))
-        return self.module, self.kernel, pointers, blocks
+        blocks = tuple(sorted((k, v) for k, v in self.constexprs.items()
+                              if "BLOCK" in str(self._name(k)) or self._name(k) == "PRECISION"))
+        return self.module, self.kernel, pointers, blocks, tuple(sorted(self.options.items()))
 
     def _name(self, path):
         return list(self.signature)[path[0]]

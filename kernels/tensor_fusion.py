@@ -195,6 +195,19 @@ class _Problem:
         return self.B, self.I, self.J, self.K, self.N, self.OUT
 
 
+def _forward_warps(p):
+    # 8 warps (4 spill on sm_80 with dropout); TF32 spills 8 B with 8 (on sm_90 without dropout,
+    # on sm_80 with it): 4 without dropout, 16 with.
+    if p.constexprs["PRECISION"] == "tf32":
+        return 16 if p.constexprs["DROPOUT"] else 4
+    return 8
+
+
+def _grad_input_warps(p):
+    # 8 warps (4 spill in fp32), 16 for TF32 (8 spill 8-24 B on sm_80).
+    return 16 if p.constexprs["PRECISION"] == "tf32" else 8
+
+
 def forward(inputs, weight, bias, dropout, rng):
     p = _Problem(inputs, weight, dropout)
     if p.B == 0 or p.OUT == 0:
@@ -204,7 +217,7 @@ def forward(inputs, weight, bias, dropout, rng):
     per_split, splits = _split(p.I * p.J * p.chunks, tiles, weight)
     partial = torch.empty(splits, p.B, p.OUT, dtype=p.dtype, device=weight.device)
     launch(_forward_kernel, (tiles * splits,), p.A, p.V, p.T, weight, partial, rng, *p.shape_args(), per_split,
-           *p.scalars, **p.constexprs, num_warps=8)  # 4 warps: spills on sm_80 with dropout
+           *p.scalars, **p.constexprs, num_warps=_forward_warps(p))
     y = partial.sum(0)  # a fixed-order reduction: deterministic, unlike atomics
     if bias is not None:
         y = y + bias.to(p.dtype)
@@ -227,7 +240,7 @@ def backward(grad_y, inputs, weight, dropout, rng):
     dt_part = torch.empty(groups, p.B, p.K, dtype=p.dtype, device=weight.device)
     s_part = torch.empty(p.chunks, p.B, p.I * p.J, dtype=p.dtype, device=weight.device)
     launch(_grad_input_kernel, (b_tiles * p.chunks * groups,), p.A, p.V, p.T, weight, dy, dt_part, s_part, rng,
-           *p.shape_args(), per_group, *p.scalars, **p.constexprs, num_warps=8)  # 4 warps: fp32 spills
+           *p.shape_args(), per_group, *p.scalars, **p.constexprs, num_warps=_grad_input_warps(p))
     S = s_part.sum(0).view(p.B, p.I, p.J)  # S[b, i, j] = sum_k dZ[b, ijk] t_k
     dA = torch.einsum("bij,bj->bi", S, p.V)
     dV = torch.einsum("bij,bi->bj", S, p.A)
