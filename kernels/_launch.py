@@ -86,7 +86,8 @@ def alert_not_deterministic(caller):
     if not torch.are_deterministic_algorithms_enabled():
         return
     message = (f"{caller} does not have a deterministic implementation, but you set "
-               "'torch.use_deterministic_algorithms(True)'. Use another backend (cpu, cuda or reference).")
+               "'torch.use_deterministic_algorithms(True)'. Use a backend whose implementation is "
+               "deterministic (see the README's Determinism).")
     if torch.is_deterministic_algorithms_warn_only_enabled():
         warnings.warn(message, stacklevel=3)
     else:

@@ -1,7 +1,7 @@
 """Backend selection: which implementation of a fused operator runs.
 
 Backends:
-    reference  pure PyTorch (the paper's formulas), any device; the oracle of the tests
+    reference  pure PyTorch (the paper's formulas), CPU and CUDA tensors; the oracle of the tests
     cpu        C++ extension (OpenMP + SIMD), CPU tensors
     triton     Triton kernels, CUDA tensors (and CPU tensors under TRITON_INTERPRET=1)
     cuda       CUDA C++ extension, CUDA tensors

@@ -197,8 +197,9 @@ def _check_dropout_args(fn, x, p, training, generator):
 def dropout(x, p, *, training=True, generator=None):
     """Inverted dropout: x * keep / (1 - p), the keep decisions from Philox (one (seed, offset)
     draw per call; element j of the row-major flattened x is kept iff its 24-bit uniform is
-    <= 1 - p). The mask is never stored: the backward regenerates it. Identity when not
-    training or p = 0. Output: contiguous, x's dtype (computed in fp32, fp64 for fp64)."""
+    <= 1 - p). The mask is never stored: the backward regenerates it. Identity (x itself) when
+    not training or p = 0; else a new contiguous tensor of x's dtype (computed in fp32, fp64 for
+    fp64)."""
     fn = "dropout"
     p = _check_dropout_args(fn, x, p, training, generator)
     if not training or p == 0.0:

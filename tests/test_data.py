@@ -203,3 +203,13 @@ def test_files_that_are_no_npz_are_refused_without_unpickling(tmp_path):
         with pytest.raises(DataError, match=names):
             load_dataset(str(tmp_path / name))
     assert not os.path.exists("/tmp/mibcore-pwned")
+
+
+def test_a_large_array_referenced_by_every_row_is_refused(tmp_path):
+    # Rows are distinct tuples, but each points at one 1 MB array: stacking them would build rows x 1 MB.
+    big = np.zeros(1 << 18, dtype=np.float32)
+    rows = [((["w"], big, big), 0.0, f"s{i}") for i in range(1000)]
+    path = _write(tmp_path / "shared-array.pkl", {"train": rows, "dev": [], "test": []})
+    assert os.path.getsize(path) < 2 << 20
+    with pytest.raises(pickle.UnpicklingError, match="large array or string is referenced more than once"):
+        pickles.load(path)

@@ -99,7 +99,7 @@ def test_cpp_operators_refuse_bad_shapes_and_sizes():
         torch.ops.mibcore.low_rank_fusion([x.long() for x in inputs], [f.long() for f in factors],
                                           torch.ones(2).long(), torch.zeros(5).long())
     huge = torch.empty_strided((1, 2**40), (0, 0))  # sizes whose product wraps around int64
-    with pytest.raises(RuntimeError, match="more than 2\\^63 columns"):
+    with pytest.raises(RuntimeError, match="2\\^63 columns or more"):
         torch.ops.mibcore.tensor_fusion([huge, huge, huge], torch.empty(1, 1), None, 0.0, torch.tensor([1, 2]))
 
 
@@ -135,3 +135,16 @@ def test_zero_width_inputs_are_refused_on_every_backend(op):
                 MF.tensor_fusion(inputs, torch.zeros(2, 5))
             else:
                 MF.low_rank_fusion(inputs, [torch.zeros(2, 1, 3), torch.zeros(2, 5, 3)], torch.ones(2), torch.zeros(3))
+
+
+def test_fake_kernels_check_every_operand():
+    # The dropout fakes took *args, so their rng and devices went unchecked.
+    x = torch.empty(3, 4, device="meta")
+    for name in ("dropout", "relu_dropout", "dropout_triton", "relu_dropout_triton"):
+        if not hasattr(torch.ops.mibcore, name):
+            continue
+        op = getattr(torch.ops.mibcore, name)
+        with pytest.raises((ValueError, RuntimeError), match="one device|device"):
+            op(x, 0.5, torch.tensor([1, 2]))
+        with pytest.raises((TypeError, RuntimeError), match="rng"):
+            op(x, 0.5, torch.zeros(1, 2, dtype=torch.int64, device="meta"))

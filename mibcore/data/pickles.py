@@ -32,9 +32,11 @@ _ALLOWED = {
 } | {("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict")} | {
     (module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")
 }
-# Bounds on what a loaded pickle may hold. A container referenced twice is refused: shared
-# references let a 1 KB pickle describe 2^30 elements (which converting it then builds), and a
-# dataset never shares them. Without sharing, what a pickle holds is bounded by its size.
+# Bounds on what a loaded pickle may hold. A container, or a large array or string (4 KB and
+# more), referenced twice is refused: shared references let a 1 KB pickle describe 2^30
+# elements (which converting it then builds), and a dataset does not share them. Without such
+# sharing, what a pickle holds is bounded by its size (a small leaf, under 4 KB, shared costs a
+# memo reference of a few bytes each time: at most a few hundred times its size).
 MAX_DEPTH = 64
 MAX_OBJECTS = 50_000_000
 
@@ -57,8 +59,17 @@ def check_structure(obj, source):
     seen, count, stack = set(), 0, [(obj, 0)]
     while stack:
         item, depth = stack.pop()
+        if _is_large_leaf(item):
+            # A large array or string referenced twice multiplies into what loading builds
+            # (every row of a MAG-BERT split pointing at one 10 MB array).
+            if id(item) in seen:
+                raise pickle.UnpicklingError(
+                    f"{source}: refused: a large array or string is referenced more than once (shared "
+                    "references can describe exponentially large data)")
+            seen.add(id(item))
+            continue
         if isinstance(item, np.ndarray):
-            if item.dtype != object:
+            if not item.dtype.hasobject:  # (structured dtypes with object fields are walked too)
                 continue
             children = item.ravel().tolist()
         elif isinstance(item, dict):
@@ -81,6 +92,12 @@ def check_structure(obj, source):
             raise pickle.UnpicklingError(f"{source}: refused: more than {MAX_OBJECTS} objects")
         stack.extend((child, depth + 1) for child in children)
     return obj
+
+
+def _is_large_leaf(item):
+    if isinstance(item, np.ndarray):
+        return not item.dtype.hasobject and item.nbytes >= 4096
+    return isinstance(item, (str, bytes)) and len(item) >= 4096
 
 
 def restricted_load(path):

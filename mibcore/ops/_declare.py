@@ -46,7 +46,7 @@ def check_operands(op, names, args):
                 continue
             devices.add(str(t.device))
             if name == "rng":
-                if t.dtype != torch.int64 or t.numel() != 2:
+                if t.dtype != torch.int64 or t.shape != (2,):
                     raise TypeError(f"{op}: `rng` must be an int64 tensor (seed, offset), got {t.dtype} {list(t.shape)}")
             elif not t.is_floating_point():
                 raise TypeError(f"{op}: `{name}` must be floating point, got {t.dtype}")
@@ -56,6 +56,8 @@ def check_operands(op, names, args):
 
 def _checked(op, fn):
     names = list(inspect.signature(fn).parameters)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in inspect.signature(fn).parameters.values()):
+        raise TypeError(f"{op}: give {fn.__name__} explicit parameters (the checks read their names)")
 
     def checked(*args):
         check_operands(op, names, args)

@@ -31,19 +31,24 @@ RELU_IMPLEMENTATIONS = {
 }
 
 
-def _fake_like_input(x, *args):
+# (Explicit parameters, not *args: the boundary checks read the parameter names.)
+def _fake_dropout(x, p, rng):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-def _fake_like_second(x, h, *args):
+def _fake_dropout_add(x, h, p, rng):
     return torch.empty_like(h, memory_format=torch.contiguous_format)
 
 
+def _fake_relu_dropout_backward(grad_y, y, p):
+    return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
 register_cpp_fakes({
-    "mibcore::dropout": _fake_like_input,
-    "mibcore::dropout_add": _fake_like_second,
-    "mibcore::relu_dropout": _fake_like_input,
-    "mibcore::relu_dropout_backward": _fake_like_second,
+    "mibcore::dropout": _fake_dropout,
+    "mibcore::dropout_add": _fake_dropout_add,
+    "mibcore::relu_dropout": _fake_dropout,
+    "mibcore::relu_dropout_backward": _fake_relu_dropout_backward,
 })
 
 
@@ -100,15 +105,15 @@ def _relu_dropout_gradients(ctx, backward_op, grad_y):
 
 
 triton_operator(
-    "dropout_triton", _dropout_triton, _dropout_triton_backward, fake_forward=_fake_like_input,
-    fake_backward=_fake_like_input, setup_context=_save_rng, gradients=_dropout_gradients,
+    "dropout_triton", _dropout_triton, _dropout_triton_backward, fake_forward=_fake_dropout,
+    fake_backward=_fake_dropout, setup_context=_save_rng, gradients=_dropout_gradients,
 )
 # dropout_add's backward: the gradient itself for x, dropout of it for h (the same kernel).
 triton_operator(
-    "dropout_add_triton", _dropout_add_triton, _dropout_triton_backward, fake_forward=_fake_like_second,
-    fake_backward=_fake_like_input, setup_context=_save_rng, gradients=_dropout_add_gradients,
+    "dropout_add_triton", _dropout_add_triton, _dropout_triton_backward, fake_forward=_fake_dropout_add,
+    fake_backward=_fake_dropout, setup_context=_save_rng, gradients=_dropout_add_gradients,
 )
 triton_operator(
-    "relu_dropout_triton", _relu_dropout_triton, _relu_dropout_triton_backward, fake_forward=_fake_like_input,
-    fake_backward=_fake_like_second, setup_context=_save_output, gradients=_relu_dropout_gradients,
+    "relu_dropout_triton", _relu_dropout_triton, _relu_dropout_triton_backward, fake_forward=_fake_dropout,
+    fake_backward=_fake_relu_dropout_backward, setup_context=_save_output, gradients=_relu_dropout_gradients,
 )

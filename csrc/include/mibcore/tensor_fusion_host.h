@@ -49,7 +49,7 @@ inline FusionShape check_tensor_fusion_args(at::TensorList inputs, const at::Ten
   int64_t N = 0;  // I * J * K, which must not wrap around for huge dims
   TORCH_CHECK(!__builtin_mul_overflow(I, J, &N) && !__builtin_mul_overflow(N, K, &N),
               "tensor_fusion: the outer product of inputs of sizes ", I - 1, ", ", J - 1, ", ", K - 1,
-              " has more than 2^63 columns");
+              " has 2^63 columns or more");
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) == N, "tensor_fusion: weight must be [out, ", N, "], got ",
               weight.sizes());
   if (bias.has_value() && bias->defined()) {
