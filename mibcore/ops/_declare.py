@@ -55,8 +55,9 @@ def check_operands(op, names, args):
 
 
 def _checked(op, fn):
-    names = list(inspect.signature(fn).parameters)
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in inspect.signature(fn).parameters.values()):
+    parameters = inspect.signature(fn).parameters
+    names = list(parameters)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values()):
         raise TypeError(f"{op}: give {fn.__name__} explicit parameters (the checks read their names)")
 
     def checked(*args):
