@@ -34,6 +34,28 @@ def backends(op, device="cpu", *, fused=False):
     return [n for n in names if n != "reference"] if fused else names
 
 
+def rounding_bound(depth, magnitude, dtype, products=4):
+    """The worst-case rounding error of sums of `depth` products computed in `dtype`:
+    gamma_{depth + products} * magnitude, where magnitude is the same computation on absolute
+    values (sum |a_k b_k| per output element), gamma_n = n u / (1 - n u) and u the unit roundoff.
+    `products` counts the roundings inside each term (multiplies, scales) and the final store.
+    Any summation order and blocking (AVX-512, AVX2, baseline, a BLAS) stays within it."""
+    n = (depth + products) * torch.finfo(dtype).eps / 2
+    return magnitude.double().abs() * (n / (1 - n))
+
+
+def assert_within(actual, expected, bound, name="value"):
+    """|actual - expected| <= bound elementwise (in float64), with the worst element named."""
+    error = (actual.double() - expected.double()).abs()
+    excess = error - bound.double()
+    if excess.numel() and excess.max() > 0:
+        i = int(excess.argmax())
+        raise AssertionError(
+            f"{name}: error {error.flatten()[i]:.3g} above its rounding bound {bound.double().flatten()[i]:.3g} "
+            f"at flat index {i} ({int((excess > 0).sum())} of {excess.numel()} elements)"
+        )
+
+
 def assert_close(actual, expected, dtype, scale=1.0):
     """actual == expected within `dtype`'s tolerance (times `scale`), compared in float64."""
     rtol, atol = TOLERANCES[dtype]
