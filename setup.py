@@ -2,8 +2,9 @@
 
 The CPU part is always built. The CUDA part (csrc/cuda/*.cu) is built when torch has
 CUDA and nvcc is found, or when forced with MIBCORE_BUILD_CUDA=1 (MIBCORE_BUILD_CUDA=0
-turns it off). Set MIBCORE_CPU_ARCH to change -march (default: native, since the
-extension is built on the machine that runs it; use e.g. x86-64-v3 for portable builds).
+turns it off). The CPU kernels are compiled for every instruction-set level (baseline, AVX2,
+AVX-512) and chosen at run time, so one build runs on any x86-64 CPU; MIBCORE_CPU_ARCH=native
+opts in to a -march for the whole build.
 Install with `pip install --no-build-isolation .` (build isolation hides torch).
 MIBCORE_SKIP_EXTENSION=1 installs the Python package only: the Makefile builds the extension
 in place with `setup.py build_ext --inplace` (ninja: only what changed) and then installs the
@@ -44,16 +45,22 @@ def _pip_cuda_dirs():
 
 
 def _extension():
-    arch = os.environ.get("MIBCORE_CPU_ARCH", "native")
+    # One build for every x86-64 CPU: the CPU kernels are compiled once per instruction-set
+    # level and chosen at run time (csrc/cpu/isa.h); everything else for the baseline.
+    # MIBCORE_CPU_ARCH (e.g. native) opts in to a -march for the whole build, for local use.
+    arch = os.environ.get("MIBCORE_CPU_ARCH")
     # -fno-trapping-math lets g++ inline floorf and if-convert the branch-free math in
     # csrc/include, which is what makes the `omp simd` loops vectorize (10x here).
     # -Wno-maybe-uninitialized: g++ 12's AVX-512 intrinsics pass _mm512_undefined_*() as their
     # unused merge source, which the warning reports at every inlined call (GCC bug 105593);
     # a build flag rather than a pragma in a header, which would leak into every includer.
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++20", f"-march={arch}", "-fno-math-errno", "-fno-trapping-math",
-                 "-Wno-maybe-uninitialized"]
+    # -Wno-psabi: the baseline pass of the kernels passes 64-byte GNU vectors between inlined
+    # helpers, which g++ reports as an ABI change that no exported function has.
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++20", "-fno-math-errno", "-fno-trapping-math",
+                 "-Wno-maybe-uninitialized", "-Wno-psabi"] + ([f"-march={arch}"] if arch else [])
     sources = ["csrc/ops.cpp", "csrc/autograd.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
+    macros = [("MIBCORE_MARCH", f'"{arch}"')] if arch else []  # build_info reports a non-portable build
     if _want_cuda():
         import torch
 
@@ -75,7 +82,7 @@ def _extension():
             sources + sorted(glob.glob("csrc/cuda/*.cpp")) + sorted(glob.glob("csrc/cuda/*.cu")),
             include_dirs=include_dirs + [os.path.join(ROOT, "csrc", "cuda")] + pip_includes,
             library_dirs=pip_libs,
-            define_macros=[("MIBCORE_WITH_CUDA", None)],
+            define_macros=[("MIBCORE_WITH_CUDA", None)] + macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=["-fopenmp"],
         )
@@ -83,6 +90,7 @@ def _extension():
         "mibcore._C",
         sources,
         include_dirs=include_dirs,
+        define_macros=macros,
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=["-fopenmp"],
     )

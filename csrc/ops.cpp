@@ -28,12 +28,10 @@ std::string build_info() {
 #else
   info += ";cuda=0";
 #endif
-#if defined(__AVX512F__)
-  info += ";simd=avx512";
-#elif defined(__AVX2__)
-  info += ";simd=avx2";
-#else
-  info += ";simd=baseline";
+  // The CPU kernels' instruction set is chosen at run time (cpu_isa(), csrc/cpu/isa.h); a
+  // build for one -march (MIBCORE_CPU_ARCH, opt-in) runs only on CPUs like the build host's.
+#ifdef MIBCORE_MARCH
+  info += std::string(";march=") + MIBCORE_MARCH;
 #endif
   return info;
 }

@@ -8,6 +8,6 @@ See README.md for backends, benchmarks and the support matrix.
 """
 __version__ = "0.1.0"
 
-from mibcore import backends, functional, models, nn, reference  # noqa: E402
+from mibcore import backends, cpu_isa, functional, models, nn, reference  # noqa: E402
 
-__all__ = ["__version__", "backends", "functional", "models", "nn", "reference"]
+__all__ = ["__version__", "backends", "cpu_isa", "functional", "models", "nn", "reference"]

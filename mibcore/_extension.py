@@ -30,6 +30,9 @@ def load():
             stacklevel=2,
         )
         return None
+    from mibcore import cpu_isa
+
+    cpu_isa.apply_environment()
     info = {}
     for item in torch.ops.mibcore.build_info().split(";"):
         key, _, value = item.partition("=")

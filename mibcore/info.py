@@ -5,7 +5,7 @@ import platform
 import torch
 
 import mibcore
-from mibcore import _extension, backends
+from mibcore import _extension, backends, cpu_isa
 
 
 def report():
@@ -25,6 +25,11 @@ def report():
         lines.append("extension mibcore._C: not built (fused cpu/cuda backends off)")
     else:
         lines.append("extension mibcore._C: " + ", ".join(f"{k}={v}" for k, v in build.items()))
+        lines.append(f"CPU kernels' instruction set: {cpu_isa.current()} (this CPU supports up to "
+                     f"{cpu_isa.supported()}; levels that run here: {', '.join(cpu_isa.available())}; "
+                     "MIBCORE_CPU_ISA chooses a lower one)")
+        cpu_ops = sorted(op for op in backends.BACKENDS["cpu"].ops)
+        lines.append("  " + ", ".join(f"{op}={cpu_isa.current()}" for op in cpu_ops))
     lines.append(f"threads: {torch.get_num_threads()}  GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
     lines.append("backends serving each device (auto picks the first that implements an operator):")
     for device in ("cpu", "cuda"):

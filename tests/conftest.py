@@ -36,9 +36,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+def pytest_make_parametrize_id(config, val, argname):
+    # cpu backends carry their instruction-set level (utils.Backend): name the case after it.
+    return val.id if isinstance(val, utils.Backend) else None
+
+
+def _backend_param(request):
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    return next((v for v in params.values() if isinstance(v, utils.Backend)), None)
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_reset_backend():
+def _seed_and_reset_backend(request):
     torch.manual_seed(1234)
     mibcore.backends.set(None)
-    yield
+    # A test parametrized with a cpu backend runs its kernels at that backend's level.
+    with utils.at_level(_backend_param(request)):
+        yield
     mibcore.backends.set(None)

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+import mibcore
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -33,11 +35,22 @@ def test_triton_launches_compile_fit_and_do_not_spill():
 
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c++") is None, reason="needs cmake and a C++ compiler")
 def test_cpp_unit_tests(tmp_path):
+    # The math and lane tests built for every instruction-set level (each must compile), run for
+    # each level this CPU supports (an AVX2 machine: baseline and avx2; AVX-512: all three).
     build = tmp_path / "build"
     subprocess.run(["cmake", "-S", ROOT, "-B", str(build), "-DMIBCORE_CUDA_CHECK=OFF"], check=True, capture_output=True)
-    targets = ["test_math"] + (["test_math_baseline"] if platform.machine() in ("x86_64", "AMD64") else [])
-    for target in targets:  # native -march (AVX-512 here), and baseline x86-64 for the generic fallbacks
-        subprocess.run(["cmake", "--build", str(build), "--target", target], check=True, capture_output=True)
-        out = subprocess.run([str(build / target)], capture_output=True, text=True)
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    levels = ["baseline", "avx2", "avx512"] if x86 else ["baseline"]
+    for level in levels:
+        subprocess.run(["cmake", "--build", str(build), "--target", f"test_math_{level}"], check=True, capture_output=True)
+    runnable = mibcore.cpu_isa.available() if mibcore._extension.available() else ["baseline"]
+    assert runnable[0] == "baseline" and (not x86 or "avx2" in runnable or "avx2" not in _cpu_flags())
+    for level in runnable:
+        out = subprocess.run([str(build / f"test_math_{level}")], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout
-        assert "all C++ math tests passed" in out.stdout
+        assert f"all C++ math tests passed (level {levels.index(level)})" in out.stdout, out.stdout
+
+
+def _cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])

@@ -45,7 +45,7 @@ def _check(fn, backend, run, expected, dtype, terms=1):
     """run() under `backend` equals expected (float64) within dtype's tolerance, widened by
     sqrt(terms) for sums of `terms` products; or it raises a clear error."""
     try:
-        with mibcore.backends.use(backend):
+        with mibcore.backends.use(backend), utils.at_level(backend):
             actual = run()
     except Exception as error:  # noqa: BLE001 - the assertion below says which errors are allowed
         assert _clear_error(fn, error), f"{fn} on {backend}: unclear error {type(error).__name__}: {error}"
@@ -84,7 +84,7 @@ def test_tensor_fusion(batch, dims, out, data):
     for backend in utils.backends("tensor_fusion"):
         run = lambda: MF.tensor_fusion(inputs, weight, bias)  # noqa: E731
         if expected is None:  # zero-width inputs are refused on every backend
-            with mibcore.backends.use(backend), pytest.raises(ValueError, match="at least one feature"):
+            with mibcore.backends.use(backend), utils.at_level(backend), pytest.raises(ValueError, match="at least one feature"):
                 run()
         else:
             _check("tensor_fusion", backend, run, expected, dtype, terms=n)

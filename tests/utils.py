@@ -4,6 +4,7 @@ The backends a test runs are those that serve the operator on this machine; the 
 the run when a backend named in MIBCORE_REQUIRE_BACKENDS (set by .ci/run) is missing, so the
 suite never quietly shrinks to the reference backend.
 """
+import contextlib
 import os
 
 import torch
@@ -25,13 +26,47 @@ def required_backends():
     return [b.strip() for b in os.environ.get("MIBCORE_REQUIRE_BACKENDS", "").split(",") if b.strip()]
 
 
+class Backend(str):
+    """A backend name that also carries, for `cpu`, the instruction-set level its kernels run at
+    (mibcore.cpu_isa). It equals the plain name, so `mibcore.backends.use(b)` and `b != "triton"`
+    work; the conftest names the test case after the level and sets it while the test runs."""
+
+    def __new__(cls, name, isa=None):
+        self = super().__new__(cls, name)
+        self.isa = isa
+        return self
+
+    @property
+    def id(self):
+        return f"{self}-{self.isa}" if self.isa else str(self)
+
+
+def cpu_levels():
+    """The CPU kernels' levels this machine can run (an AVX2 machine: avx2 and baseline)."""
+    return list(reversed(mibcore.cpu_isa.available())) if mibcore._extension.available() else []
+
+
 def backends(op, device="cpu", *, fused=False):
-    """Backends that serve operator `op` on `device` here (without the reference if `fused`)."""
-    names = [
-        name for name, backend in mibcore.backends.BACKENDS.items()
-        if backend.serves(op, torch.device(device).type)
-    ]
-    return [n for n in names if n != "reference"] if fused else names
+    """Backends that serve operator `op` on `device` here (without the reference if `fused`);
+    the `cpu` backend once per instruction-set level this CPU supports."""
+    out = []
+    for name, backend in mibcore.backends.BACKENDS.items():
+        if not backend.serves(op, torch.device(device).type) or (fused and name == "reference"):
+            continue
+        levels = cpu_levels() if name == "cpu" else [None]
+        out.extend(Backend(name, isa) for isa in levels)
+    return out
+
+
+@contextlib.contextmanager
+def at_level(backend):
+    """Runs the block at `backend`'s CPU instruction-set level (nothing for other backends)."""
+    isa = getattr(backend, "isa", None)
+    if isa is None:
+        yield
+    else:
+        with mibcore.cpu_isa.use(isa):
+            yield
 
 
 def rounding_bound(depth, magnitude, dtype, products=4):

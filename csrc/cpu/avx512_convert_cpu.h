@@ -1,15 +1,14 @@
 // fp32, fp16 and bf16 storage <-> fp32 AVX-512 registers, for the CPU kernels: 16 values per
 // vector, masked for tails (the lanes off the mask read as 0 and are not written).
-#pragma once
+// Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass.
+#include "isa_level.h"
 
-#if defined(__AVX512F__)
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <immintrin.h>
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
 
 #include <cstdint>
 
 namespace mibcore {
+namespace MIBCORE_ISA {
 namespace cpu {
 namespace avx512 {
 
@@ -40,5 +39,6 @@ inline __mmask16 tail_mask(int64_t j, int64_t n) {
 
 }  // namespace avx512
 }  // namespace cpu
+}  // namespace MIBCORE_ISA
 }  // namespace mibcore
 #endif

@@ -8,6 +8,7 @@
 // AVX-512 the keep-decisions become bits (dropout_keep_bits) that mask a splat of 1 / (1 - p),
 // and fp16 / bf16 are converted in registers (avx512_convert_cpu.h). Dropped elements are
 // x * 0, not a select, so that inf and NaN inputs give NaN there, as torch's F.dropout does.
+#ifndef MIBCORE_ISA  // the first inclusion: what every level uses, compiled for the baseline
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -19,12 +20,25 @@
 #include <type_traits>
 #include <utility>
 
-#include "avx512_convert_cpu.h"
 #include "mibcore/dropout_host.h"
 #include "mibcore/philox.h"
+
+#define MIBCORE_ISA_FILE "dropout_cpu.cpp"
+#include "isa_foreach.h"  // this file again, once per level
+
+TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
+  m.impl("dropout", MIBCORE_CPU_KERNEL(dropout_cpu));
+  m.impl("dropout_add", MIBCORE_CPU_KERNEL(dropout_add_cpu));
+  m.impl("relu_dropout", MIBCORE_CPU_KERNEL(relu_dropout_cpu));
+  m.impl("relu_dropout_backward", MIBCORE_CPU_KERNEL(relu_dropout_backward_cpu));
+}
+
+#else  // one pass per level (isa_foreach.h)
+#include "avx512_convert_cpu.h"
 #include "philox_cpu.h"
 
 namespace mibcore {
+namespace MIBCORE_ISA {
 namespace {
 
 constexpr int64_t kTile = 2048;     // elements per tile: whole 64-bit words of keep-bits
@@ -32,8 +46,7 @@ constexpr int64_t kGrainTiles = 8;  // tiles per parallel task, at least (16K el
 
 enum class Op { kDropout, kAdd, kRelu };  // y = dropout(b), a + dropout(b), dropout(relu(b))
 
-#if defined(MIBCORE_HAVE_DROPOUT_KEEP_BITS)
-#define MIBCORE_DROPOUT_AVX512 1
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
 
 // One AVX-512 vector of compute values per storage type: 16 fp32 lanes for fp32, fp16 and
 // bf16; 8 fp64 lanes for fp64.
@@ -107,7 +120,7 @@ void dropout_kernel(const scalar_t* a, const scalar_t* b, scalar_t* y, int64_t n
   const acc_t inv = std::is_same_v<scalar_t, double> ? static_cast<acc_t>(d.inv_keep_d) : d.inv_keep_f;
   const int64_t tiles = (numel + kTile - 1) / kTile;
   at::parallel_for(0, tiles, kGrainTiles, [&](int64_t t_begin, int64_t t_end) {
-#if defined(MIBCORE_DROPOUT_AVX512)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
     alignas(64) uint32_t scratch[cpu::keep_bits_scratch_size(kTile)];
     alignas(64) uint64_t kept[kTile / 64];
 #else
@@ -117,7 +130,7 @@ void dropout_kernel(const scalar_t* a, const scalar_t* b, scalar_t* y, int64_t n
     for (int64_t t = t_begin; t < t_end; ++t) {
       const int64_t first = t * kTile;
       const int64_t n = std::min(kTile, numel - first);
-#if defined(MIBCORE_DROPOUT_AVX512)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
       cpu::dropout_keep_bits(static_cast<uint64_t>(first), n, seed, offset, d.keep_prob, kept, scratch);
 #else
       cpu::fill_dropout_scale(static_cast<uint64_t>(first), n, seed, offset, d.keep_prob, 1.0f, kept, scratch);
@@ -134,7 +147,7 @@ void relu_dropout_backward_kernel(const scalar_t* g, const scalar_t* y, scalar_t
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t inv = std::is_same_v<scalar_t, double> ? static_cast<acc_t>(d.inv_keep_d) : d.inv_keep_f;
   at::parallel_for(0, numel, kTile * kGrainTiles, [&](int64_t begin, int64_t end) {
-#if defined(MIBCORE_DROPOUT_AVX512)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
     using L = Lanes<scalar_t>;
     for (int64_t j = begin; j < end; j += L::kN) {
       const typename L::M m = L::tail(j, end);
@@ -169,6 +182,8 @@ at::Tensor run(const at::Tensor& a, const at::Tensor& b, double p, const at::Ten
   return y;
 }
 
+}  // namespace
+
 at::Tensor dropout_cpu(const at::Tensor& x, double p, const at::Tensor& rng) {
   check_dropout_args("dropout", x, p, rng, at::kCPU);
   if (p == 0.0) return x.clone();
@@ -200,13 +215,6 @@ at::Tensor relu_dropout_backward_cpu(const at::Tensor& grad_y_in, const at::Tens
   return out;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
-  m.impl("dropout", &dropout_cpu);
-  m.impl("dropout_add", &dropout_add_cpu);
-  m.impl("relu_dropout", &relu_dropout_cpu);
-  m.impl("relu_dropout_backward", &relu_dropout_backward_cpu);
-}
-
+}  // namespace MIBCORE_ISA
 }  // namespace mibcore
+#endif  // MIBCORE_ISA

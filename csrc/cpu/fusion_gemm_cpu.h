@@ -11,12 +11,11 @@
 // - backward: both products have a small left factor (dY^T or dY) and a long right one whose
 //   rows are contiguous (Z, or W's rows): the columns run along the vector lanes, a few rows
 //   of the result stay in registers, and the small factor is broadcast.
-#pragma once
+// Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass.
+#include "isa_level.h"
 
-#if defined(__AVX512F__)
-#define MIBCORE_HAVE_FUSION_GEMM 1
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
 
-#include <immintrin.h>
 
 #include <algorithm>
 #include <array>
@@ -24,6 +23,7 @@
 #include <utility>
 
 namespace mibcore {
+namespace MIBCORE_ISA {
 namespace cpu {
 
 constexpr int64_t kFusionLanes = 16;  // floats per vector
@@ -234,6 +234,7 @@ inline void small_left_gemm(int64_t rows, int64_t depth, int64_t width, const fl
 }
 
 }  // namespace cpu
+}  // namespace MIBCORE_ISA
 }  // namespace mibcore
 
-#endif  // __AVX512F__
+#endif  // MIBCORE_ISA_AVX512

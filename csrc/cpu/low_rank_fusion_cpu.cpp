@@ -10,6 +10,7 @@
 // transposed factors). The shapes of LMF are small (the paper: B 32, rank 5, 51 x 50 factors),
 // where a BLAS call per modality costs more in thread wake-ups and packing than the
 // arithmetic; plain loops keep it on one core until B is large.
+#ifndef MIBCORE_ISA  // the first inclusion: what every level uses, compiled for the baseline
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -24,9 +25,20 @@
 #include <vector>
 
 #include "mibcore/host.h"
+
+#define MIBCORE_ISA_FILE "low_rank_fusion_cpu.cpp"
+#include "isa_foreach.h"  // this file again, once per level
+
+TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
+  m.impl("low_rank_fusion", MIBCORE_CPU_KERNEL(low_rank_fusion_cpu));
+  m.impl("low_rank_fusion_backward", MIBCORE_CPU_KERNEL(low_rank_fusion_backward_cpu));
+}
+
+#else  // one pass per level (isa_foreach.h)
 #include "vec_cpu.h"
 
 namespace mibcore {
+namespace MIBCORE_ISA {
 namespace {
 
 // Multiply-adds per parallel task, at least: below this, waking threads costs more than it saves.
@@ -344,6 +356,8 @@ std::vector<T*> pointers(const std::vector<Buffer<U>>& list) {
   return out;
 }
 
+}  // namespace
+
 at::Tensor low_rank_fusion_cpu(at::TensorList inputs, at::TensorList factors, const at::Tensor& rank_weights,
                                const at::Tensor& bias) {
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
@@ -414,11 +428,6 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
   return {grad_inputs, grad_factors, dw.to(rank_weights.scalar_type()), grad_y.sum(0).to(rank_weights.scalar_type())};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
-  m.impl("low_rank_fusion", &low_rank_fusion_cpu);
-  m.impl("low_rank_fusion_backward", &low_rank_fusion_backward_cpu);
-}
-
+}  // namespace MIBCORE_ISA
 }  // namespace mibcore
+#endif  // MIBCORE_ISA

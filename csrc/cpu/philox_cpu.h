@@ -9,19 +9,20 @@
 // narrowing drops. Four groups of 8 blocks are interleaved so that the multiply latency
 // overlaps. Without AVX-512 the generic vector code compiles for any target (the multiply
 // then masks the garbage off; slower, same numbers).
-#pragma once
+// Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass.
+#include "isa_level.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
 #endif
 
 #include "mibcore/philox.h"
 
 namespace mibcore {
+namespace MIBCORE_ISA {
 namespace cpu {
 
 constexpr int64_t kPhiloxLanes = 8;                       // blocks per vector
@@ -35,7 +36,7 @@ typedef uint32_t VecU32x8 __attribute__((vector_size(32)));
 
 // The 64-bit products (low 32 bits of b) * m in every lane.
 MIB_CPU_INLINE VecU64 mul_low32(VecU64 b, uint32_t m) {
-#if defined(__AVX512F__)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
   return reinterpret_cast<VecU64>(
       _mm512_mul_epu32(reinterpret_cast<__m512i>(b), _mm512_set1_epi64(static_cast<long long>(m))));
 #else
@@ -114,8 +115,7 @@ inline void fill_dropout_scale(uint64_t first, int64_t n, uint64_t seed, uint64_
   std::copy(out + skip, out + skip + n, scale);
 }
 
-#if defined(__AVX512F__) && defined(__BMI2__)
-#define MIBCORE_HAVE_DROPOUT_KEEP_BITS 1
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
 
 // Words of scratch dropout_keep_bits needs for n elements.
 constexpr int64_t keep_bits_scratch_size(int64_t n) { return 4 * philox_buffer_size((n + 3) / 4); }
@@ -145,4 +145,5 @@ inline void dropout_keep_bits(uint64_t first, int64_t n, uint64_t seed, uint64_t
 #endif
 
 }  // namespace cpu
+}  // namespace MIBCORE_ISA
 }  // namespace mibcore

@@ -8,18 +8,18 @@
 // the same reduced arguments (so the results agree with the scalar functions to the last bit
 // or so, within the fp32 rounding DESIGN.md section 5 allows), in about half the instructions.
 // Selects for special values are kept only where the argument can hold them.
-#pragma once
+// Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass.
+#include "isa_level.h"
 
-#if defined(__AVX512F__)
-#define MIBCORE_HAVE_REPARAMETERIZE_AVX512 1
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
 
-#include <immintrin.h>
 
 #include <cstdint>
 
 #include "mibcore/math.h"
 
 namespace mibcore {
+namespace MIBCORE_ISA {
 namespace cpu {
 namespace avx512 {
 
@@ -214,6 +214,7 @@ inline void normals_from_blocks(const uint32_t* r0, const uint32_t* r1, const ui
 
 }  // namespace avx512
 }  // namespace cpu
+}  // namespace MIBCORE_ISA
 }  // namespace mibcore
 
-#endif  // __AVX512F__
+#endif  // MIBCORE_ISA_AVX512

@@ -5,6 +5,7 @@
 // `#pragma GCC ivdep` rather than `omp simd` for those element loops: omp simd privatizes the
 // inlined callee's locals into per-lane arrays and the loop turns into gathers; the KL row sum
 // is a separate small reduction.
+#ifndef MIBCORE_ISA  // the first inclusion: what every level uses, compiled for the baseline
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -17,12 +18,23 @@
 #include <tuple>
 
 #include "mibcore/philox.h"
-#include "philox_cpu.h"
 #include "mibcore/reparameterize_kl_host.h"
+
+#define MIBCORE_ISA_FILE "reparameterize_kl_cpu.cpp"
+#include "isa_foreach.h"  // this file again, once per level
+
+TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
+  m.impl("reparameterize_kl", MIBCORE_CPU_KERNEL(reparameterize_kl_cpu));
+  m.impl("reparameterize_kl_backward", MIBCORE_CPU_KERNEL(reparameterize_kl_backward_cpu));
+}
+
+#else  // one pass per level (isa_foreach.h)
+#include "philox_cpu.h"
 #include "reparameterize_kl_avx512.h"
 #include "avx512_convert_cpu.h"
 
 namespace mibcore {
+namespace MIBCORE_ISA {
 namespace {
 
 constexpr int64_t kTile = 512;                 // elements per inner tile, a multiple of 4
@@ -38,7 +50,7 @@ void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, flo
   const int64_t skip = static_cast<int64_t>(first & 3);
   const int64_t blocks = (skip + n + 3) / 4;
   cpu::philox_blocks(first >> 2, blocks, seed, offset, r0, r1, r2, r3);
-#if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
   cpu::avx512::normals_from_blocks(r0, r1, r2, r3, (blocks + 15) / 16 * 16, all);
 #else
   alignas(64) float n0[kBlocks], n1[kBlocks], n2[kBlocks], n3[kBlocks];
@@ -62,7 +74,7 @@ void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, flo
   std::copy(all + skip, all + skip + n, eps);
 }
 
-#if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
 // forward_element for k < n (scalar_t float, half or bfloat16); without kSample, z is left to
 // the caller (a copy of mu).
 template <int64_t P, bool kSample, typename scalar_t>
@@ -101,7 +113,7 @@ void backward_tile_avx512(const scalar_t* grad_z, const float* grad_kl, const sc
 // The AVX-512 tiles serve fp32, fp16 and bf16 (fp64 keeps the double-precision scalar math).
 template <typename scalar_t>
 constexpr bool kAvx512Tiles =
-#if defined(MIBCORE_HAVE_REPARAMETERIZE_AVX512)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
     std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
 #else
     false;
@@ -254,6 +266,8 @@ std::pair<uint64_t, uint64_t> read_rng(const at::Tensor& rng) {
   return {static_cast<uint64_t>(p[0]), static_cast<uint64_t>(p[1])};
 }
 
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu_in,
                                                          const at::Tensor& scale_in,
                                                          const at::Tensor& rng,
@@ -303,11 +317,6 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
   return {grad_mu, grad_scale};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
-  m.impl("reparameterize_kl", &reparameterize_kl_cpu);
-  m.impl("reparameterize_kl_backward", &reparameterize_kl_backward_cpu);
-}
-
+}  // namespace MIBCORE_ISA
 }  // namespace mibcore
+#endif  // MIBCORE_ISA

@@ -7,6 +7,7 @@
 // dW[:, chunk] = dY^T Z and dZ = dY W[:, chunk], contracted into dA, dV, dT on the fly.
 // Parallel over chunks (per-thread accumulators). The GEMMs are fusion_gemm_cpu.h's AVX-512
 // kernels for fp32 and fp16 weights, ATen's (MKL/oneDNN) otherwise.
+#ifndef MIBCORE_ISA  // the first inclusion: what every level uses, compiled for the baseline
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -19,11 +20,22 @@
 #include <vector>
 
 #include "mibcore/philox.h"
-#include "fusion_gemm_cpu.h"
-#include "philox_cpu.h"
 #include "mibcore/tensor_fusion_host.h"
 
+#define MIBCORE_ISA_FILE "tensor_fusion_cpu.cpp"
+#include "isa_foreach.h"  // this file again, once per level
+
+TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
+  m.impl("tensor_fusion", MIBCORE_CPU_KERNEL(tensor_fusion_cpu));
+  m.impl("tensor_fusion_backward", MIBCORE_CPU_KERNEL(tensor_fusion_backward_cpu));
+}
+
+#else  // one pass per level (isa_foreach.h)
+#include "fusion_gemm_cpu.h"
+#include "philox_cpu.h"
+
 namespace mibcore {
+namespace MIBCORE_ISA {
 namespace {
 
 // Columns per tile: 2048 (long contiguous runs of W's rows; at the paper's B = 32 the tile and
@@ -121,7 +133,7 @@ struct GemmPlan {
 
 GemmPlan plan_gemm(const at::Tensor& W) {
   bool own = false;
-#if defined(MIBCORE_HAVE_FUSION_GEMM)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
   own = W.scalar_type() == at::kFloat || W.scalar_type() == at::kHalf;
 #endif
   const bool half = own && W.scalar_type() == at::kHalf;
@@ -133,7 +145,7 @@ GemmPlan plan_gemm(const at::Tensor& W) {
 template <typename acc_t>
 bool accumulate_tile_own_gemm(const FusionShape& s, const Chunk& c, acc_t* z, int64_t ldz, int64_t rows_padded,
                               acc_t* zt, const at::Tensor& W, bool round_to_half, at::Tensor& Y) {
-#if defined(MIBCORE_HAVE_FUSION_GEMM)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
   if constexpr (std::is_same_v<acc_t, float>) {
     if (round_to_half) cpu::round_through_half(z, ldz, s.B, c.width);
     cpu::transpose_tile(z, ldz, rows_padded, round_up(c.width, kTransposeBlock), zt, rows_padded);
@@ -151,7 +163,7 @@ template <typename acc_t>
 bool backward_tile_own_gemm(const FusionShape& s, const Chunk& c, acc_t* z, const at::Tensor& dY,
                             const at::Tensor& dYt, const at::Tensor& W, bool round_to_half, at::Tensor& grad_weight,
                             at::Tensor& dZ_tile) {
-#if defined(MIBCORE_HAVE_FUSION_GEMM)
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
   if constexpr (std::is_same_v<acc_t, float>) {
     if (round_to_half) cpu::round_through_half(z, c.width, s.B, c.width);
     cpu::small_left_gemm(s.out, s.B, c.width, dYt.data_ptr<float>(), s.B, z, c.width,
@@ -163,6 +175,8 @@ bool backward_tile_own_gemm(const FusionShape& s, const Chunk& c, acc_t* z, cons
 #endif
   return false;
 }
+
+}  // namespace
 
 at::Tensor tensor_fusion_cpu(at::TensorList inputs, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              double dropout, const at::Tensor& rng) {
@@ -286,11 +300,6 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
   return {grads, grad_weight.to(weight.scalar_type()), grad_y.sum(0).to(weight.scalar_type())};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
-  m.impl("tensor_fusion", &tensor_fusion_cpu);
-  m.impl("tensor_fusion_backward", &tensor_fusion_backward_cpu);
-}
-
+}  // namespace MIBCORE_ISA
 }  // namespace mibcore
+#endif  // MIBCORE_ISA

@@ -3,13 +3,15 @@
 // g++ keeps a handful of these vectors in registers where it would spill plain arrays of
 // accumulators, and lowers them to AVX-512 (or pairs of AVX2 registers, or scalars) for
 // whatever -march the extension is built for.
-#pragma once
+// Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass.
+#include "isa_level.h"
 
 #include <cstdint>
 #include <cstring>
 #include <memory>
 
 namespace mibcore {
+namespace MIBCORE_ISA {
 namespace cpu {
 
 // Declared per type: the vector_size attribute is ignored on a dependent type.
@@ -42,4 +44,5 @@ Buffer<T> uninitialized(int64_t n) {
 }
 
 }  // namespace cpu
+}  // namespace MIBCORE_ISA
 }  // namespace mibcore
