@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.mibcore-installed
 BUILT := $(VENV)/.mibcore-built
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py
 
-.PHONY: run test build bench cuda-check cuda-torch-check gpu-check aot-sweep clean
+.PHONY: run test build bench cuda-check cuda-torch-check aarch64-check gpu-check aot-sweep clean
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,12 +59,16 @@ aot-sweep: build
 cuda-torch-check:
 	bash .ci/cuda_torch_check.sh
 
+# The C++ sources compiled for aarch64 with Debian's cross compiler (portable fallbacks; compile only).
+aarch64-check: $(INSTALLED)
+	PYTHON=$(BIN)/python bash .ci/aarch64_check.sh
+
 # The one prepared check for a lent GPU machine: build with CUDA, GPU tests, contract suite on
 # CUDA, benchmarks; logs in $$OUT (default gpu-check-out). Without a GPU: preflight, then "no GPU".
 gpu-check:
 	bash .ci/gpu_check.sh
 
-test: build cuda-check cuda-torch-check
+test: build cuda-check cuda-torch-check aarch64-check
 	$(BIN)/pytest -q tests
 
 clean:

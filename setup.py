@@ -61,6 +61,8 @@ def _extension():
     sources = ["csrc/ops.cpp", "csrc/autograd.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     macros = [("MIBCORE_MARCH", f'"{arch}"')] if arch else []  # build_info reports a non-portable build
+    if os.environ.get("MIBCORE_CPU_BASELINE_ONLY") == "1":  # the CPU kernels for the baseline only (faster build)
+        macros.append(("MIBCORE_ISA_BASELINE_ONLY", None))
     if _want_cuda():
         import torch
 

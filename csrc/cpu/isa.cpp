@@ -1,5 +1,6 @@
 // The CPU kernels' instruction-set level: detection, the level in use, and the operators that
-// read and set it (isa.h). Compiled for the baseline.
+// read and set it (isa.h). Compiled for the baseline. supported() is the highest level both
+// this CPU and the build have.
 #include <torch/library.h>
 
 #include <string>
@@ -10,7 +11,7 @@ namespace mibcore {
 namespace isa {
 
 int supported() {
-#if defined(__x86_64__)
+#if defined(MIBCORE_ISA_DISPATCH)
   // __builtin_cpu_supports also checks that the OS saves the AVX and AVX-512 registers (XCR0).
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -31,7 +32,7 @@ namespace {
 
 std::string compiled() {
   std::string out;
-#if defined(__x86_64__)
+#if defined(MIBCORE_ISA_DISPATCH)
   for (const char* name : kNames) out += std::string(out.empty() ? "" : ",") + name;
 #else
   out = kNames[MIBCORE_ISA_BASELINE];

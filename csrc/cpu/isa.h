@@ -48,7 +48,7 @@ struct Kernel<Baseline, Avx2, Avx512> {
 
 // The CPU kernel `fn` (a function defined in every level's namespace of this file) as one
 // function for m.impl. Where only the baseline is compiled (not x86-64), the baseline itself.
-#if defined(__x86_64__)
+#if defined(MIBCORE_ISA_DISPATCH)
 #define MIBCORE_CPU_KERNEL(fn) \
   (&::mibcore::isa::Kernel<&::mibcore::baseline::fn, &::mibcore::avx2::fn, &::mibcore::avx512::fn>::call)
 #else

@@ -5,7 +5,8 @@
 // stays compiled for the baseline, so inline functions outside the per-level namespaces are
 // the same in every object and the linker may keep any copy. The per-level headers of
 // csrc/cpu have no include guard: the kernel file includes each once per pass.
-// Without x86-64 only the baseline pass exists (isa.h then registers it directly).
+// Without x86-64 (or MIBCORE_ISA_DISPATCH, isa_level.h) only the baseline pass exists, and
+// isa.h registers it directly.
 // What per-level code may use, included here first so that it is compiled for the baseline
 // (tests/test_build.py checks the built extension: no AVX instruction outside the per-level
 // namespaces).
@@ -32,7 +33,7 @@
 #error "define MIBCORE_ISA_FILE before including isa_foreach.h"
 #endif
 
-#if defined(__x86_64__)
+#if defined(MIBCORE_ISA_DISPATCH)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
 #define MIBCORE_ISA avx512

@@ -28,6 +28,13 @@
 #endif
 #endif
 
+// The levels above the baseline are compiled on x86-64, unless the build asks for the baseline
+// only (MIBCORE_CPU_BASELINE_ONLY=1 in setup.py: the CUDA-torch compile check, which is about
+// the CUDA host code, saves two thirds of the CPU kernels' compile time).
+#if defined(__x86_64__) && !defined(MIBCORE_ISA_BASELINE_ONLY)
+#define MIBCORE_ISA_DISPATCH 1
+#endif
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif

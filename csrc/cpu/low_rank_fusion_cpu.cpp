@@ -76,7 +76,7 @@ int64_t rows_per_task(const LmfShape& s) {
   return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(macs_per_row, 1));
 }
 
-constexpr int64_t kLanes = 16;  // columns per register block (a zmm of floats)
+constexpr int64_t kLanes = 16;  // columns are padded to whole vectors at every level (a zmm of floats)
 constexpr int64_t kRowBlock = 4;  // batch rows sharing each factor load
 
 int64_t padded(int64_t out) { return (out + kLanes - 1) / kLanes * kLanes; }
@@ -85,7 +85,6 @@ using cpu::Buffer;
 using cpu::load_vec;
 using cpu::store_vec;
 using cpu::uninitialized;
-using cpu::Vec64;
 
 // P[bb][r * op + o] = F[r, 0, o] + sum_i x[b0 + bb, i] F[r, i + 1, o] for bb < kRowBlock, with
 // factors padded to op columns (zeros). GNU vector types keep the kRowBlock accumulators in
@@ -94,8 +93,8 @@ using cpu::Vec64;
 template <typename acc_t>
 void project_block(const LmfShape& s, int64_t rows, int64_t op, const acc_t* x, int64_t b0, int64_t nb,
                    const acc_t* F, acc_t* P) {
-  using Vec = typename Vec64<acc_t>::type;
-  constexpr int64_t kV = 64 / sizeof(acc_t);
+  using Vec = typename cpu::Vec<acc_t>::type;
+  constexpr int64_t kV = cpu::kVecBytes / sizeof(acc_t);
   static_assert(kRowBlock == 4, "the accumulators below are written out for 4 rows");
   // Rows past the batch read x from the first row (their results are never stored).
   const acc_t* x0 = x + b0 * (rows - 1);
@@ -127,8 +126,8 @@ constexpr int64_t kFactorRows = 8;
 template <typename acc_t>
 void accumulate_factor_grad(const LmfShape& s, int64_t rows, int64_t op, int64_t n, const acc_t* xrow, int64_t xs,
                             const acc_t* G, acc_t* dF) {
-  using Vec = typename Vec64<acc_t>::type;
-  constexpr int64_t kV = 64 / sizeof(acc_t);
+  using Vec = typename cpu::Vec<acc_t>::type;
+  constexpr int64_t kV = cpu::kVecBytes / sizeof(acc_t);
   static_assert(kFactorRows == 8, "the accumulators below are written out for 8 factor rows");
   const int64_t RO = s.R * op;
   for (int64_t r = 0; r < s.R; ++r) {
@@ -175,8 +174,8 @@ Buffer<acc_t> transposed_input_rows(const LmfShape& s, int64_t rows, int64_t op,
 template <typename acc_t>
 void input_grad(const LmfShape& s, int64_t d, int64_t op, int64_t dp, int64_t n, const acc_t* FT, const acc_t* G,
                 acc_t* dx) {
-  using Vec = typename Vec64<acc_t>::type;
-  constexpr int64_t kV = 64 / sizeof(acc_t);
+  using Vec = typename cpu::Vec<acc_t>::type;
+  constexpr int64_t kV = cpu::kVecBytes / sizeof(acc_t);
   const int64_t RO = s.R * op;
   for (int64_t b0 = 0; b0 < n; b0 += kRowBlock) {
     const int64_t nb = std::min(kRowBlock, n - b0);
@@ -255,7 +254,7 @@ template <typename acc_t>
 void backward_rows(const LmfShape& s, int64_t op, int64_t task_rows, const std::vector<const acc_t*>& x,
                    const std::vector<const acc_t*>& F, const acc_t* w, const acc_t* dy,
                    const std::vector<acc_t*>& dx, acc_t* dF_partial, int64_t factor_elems, acc_t* dw_partial) {
-  constexpr int64_t kV = 64 / sizeof(acc_t);
+  constexpr int64_t kV = cpu::kVecBytes / sizeof(acc_t);
   const int64_t RO = s.R * op;
   const int64_t tasks = (s.B + task_rows - 1) / task_rows;
   std::vector<int64_t> dp(s.M);

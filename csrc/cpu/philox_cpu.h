@@ -7,8 +7,8 @@
 // whole 64-bit product: its low half is the next word as it stands, its high half one shift
 // away. The high halves of the lanes hold garbage that vpmuludq ignores and the final
 // narrowing drops. Four groups of 8 blocks are interleaved so that the multiply latency
-// overlaps. Without AVX-512 the generic vector code compiles for any target (the multiply
-// then masks the garbage off; slower, same numbers).
+// overlaps. AVX2 and SSE2 have the same multiply on narrower registers; other architectures
+// mask the garbage off and multiply in 64 bits (slower, same numbers).
 // Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass.
 #include "isa_level.h"
 
@@ -34,11 +34,28 @@ typedef uint32_t VecU32x8 __attribute__((vector_size(32)));
 
 #define MIB_CPU_INLINE inline __attribute__((always_inline))
 
-// The 64-bit products (low 32 bits of b) * m in every lane.
+// The 64-bit products (low 32 bits of b) * m in every lane: one vpmuludq per register
+// (zmm, ymm or, at the baseline, SSE2's xmm). Without it g++ widens to a 64x64 multiply, which
+// AVX2 and SSE2 lack: three multiplies, shifts and adds per register.
 MIB_CPU_INLINE VecU64 mul_low32(VecU64 b, uint32_t m) {
 #if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
   return reinterpret_cast<VecU64>(
       _mm512_mul_epu32(reinterpret_cast<__m512i>(b), _mm512_set1_epi64(static_cast<long long>(m))));
+#elif MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
+  __m256i half[2];
+  std::memcpy(half, &b, sizeof(b));
+  const __m256i mm = _mm256_set1_epi64x(static_cast<long long>(m));
+  half[0] = _mm256_mul_epu32(half[0], mm);
+  half[1] = _mm256_mul_epu32(half[1], mm);
+  std::memcpy(&b, half, sizeof(b));
+  return b;
+#elif defined(__x86_64__)
+  __m128i quarter[4];
+  std::memcpy(quarter, &b, sizeof(b));
+  const __m128i mm = _mm_set1_epi64x(static_cast<long long>(m));
+  for (auto& q : quarter) q = _mm_mul_epu32(q, mm);
+  std::memcpy(&b, quarter, sizeof(b));
+  return b;
 #else
   return (b & 0xffffffffull) * static_cast<uint64_t>(m);
 #endif

@@ -1,8 +1,10 @@
-// 64-byte GNU vector types and helpers for the CPU kernels' register-blocked loops.
+// GNU vector types one register wide at each level, and helpers, for the CPU kernels'
+// register-blocked loops.
 //
 // g++ keeps a handful of these vectors in registers where it would spill plain arrays of
-// accumulators, and lowers them to AVX-512 (or pairs of AVX2 registers, or scalars) for
-// whatever -march the extension is built for.
+// accumulators. One register per vector at every level (64 bytes with AVX-512, 32 with AVX2,
+// 16 with SSE2): a 64-byte vector at the AVX2 level is a pair of registers, and the kernels'
+// 8-accumulator blocks then spill.
 // Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass.
 #include "isa_level.h"
 
@@ -14,12 +16,14 @@ namespace mibcore {
 namespace MIBCORE_ISA {
 namespace cpu {
 
+constexpr int kVecBytes = MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512 ? 64 : MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2 ? 32 : 16;
+
 // Declared per type: the vector_size attribute is ignored on a dependent type.
-typedef float VecF __attribute__((vector_size(64)));
-typedef double VecD __attribute__((vector_size(64)));
-template <typename T> struct Vec64;
-template <> struct Vec64<float> { using type = VecF; };
-template <> struct Vec64<double> { using type = VecD; };
+typedef float VecF __attribute__((vector_size(kVecBytes)));
+typedef double VecD __attribute__((vector_size(kVecBytes)));
+template <typename T> struct Vec;
+template <> struct Vec<float> { using type = VecF; };
+template <> struct Vec<double> { using type = VecD; };
 
 template <typename Vec, typename T>
 inline Vec load_vec(const T* p) {
