@@ -1,7 +1,7 @@
 // CPU kernels of mibcore::reparameterize_kl: at::parallel_for over rows, and within a row
-// tiles of kTile elements. fp32, fp16 and bf16 run the explicit AVX-512 code of
-// reparameterize_kl_avx512.h where built with AVX-512; fp64 and other builds run loops that
-// g++ auto-vectorizes (the shared math in csrc/include is branch-free for that reason).
+// tiles of kTile elements. fp32, fp16 and bf16 run the explicit SIMD code of
+// reparameterize_kl_simd.h at the AVX2 and AVX-512 levels; fp64 and the baseline level run
+// loops that g++ auto-vectorizes (the shared math in csrc/include is branch-free for that reason).
 // `#pragma GCC ivdep` rather than `omp simd` for those element loops: omp simd privatizes the
 // inlined callee's locals into per-lane arrays and the loop turns into gathers; the KL row sum
 // is a separate small reduction.
@@ -30,8 +30,7 @@ TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
 
 #else  // one pass per level (isa_foreach.h)
 #include "philox_cpu.h"
-#include "reparameterize_kl_avx512.h"
-#include "avx512_convert_cpu.h"
+#include "reparameterize_kl_simd.h"
 
 namespace mibcore {
 namespace MIBCORE_ISA {
@@ -41,17 +40,18 @@ constexpr int64_t kTile = 512;                 // elements per inner tile, a mul
 constexpr int64_t kParallelGrain = 16384;      // elements per parallel task, at least
 
 // eps[k] = the standard normal of flat element first + k, for k < n <= kTile: Philox, then
-// Box-Muller in the AVX-512 code of reparameterize_kl_avx512.h where built with it (for every
-// dtype: eps is fp32), else in loops g++ vectorizes from philox.h.
+// Box-Muller in the SIMD code of reparameterize_kl_simd.h at the AVX2 and AVX-512 levels (for
+// every dtype: eps is fp32), else in loops g++ vectorizes from philox.h.
 void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, float* eps) {
-  constexpr int64_t kBlocks = cpu::philox_buffer_size(kTile / 4 + 1);  // whole vectors of 16 blocks
+  constexpr int64_t kBlocks = cpu::philox_buffer_size(kTile / 4 + 1);  // whole vectors of blocks
   alignas(64) uint32_t r0[kBlocks], r1[kBlocks], r2[kBlocks], r3[kBlocks];
   alignas(64) float all[4 * kBlocks];
   const int64_t skip = static_cast<int64_t>(first & 3);
   const int64_t blocks = (skip + n + 3) / 4;
   cpu::philox_blocks(first >> 2, blocks, seed, offset, r0, r1, r2, r3);
-#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
-  cpu::avx512::normals_from_blocks(r0, r1, r2, r3, (blocks + 15) / 16 * 16, all);
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
+  constexpr int64_t kN = cpu::Simd::kN;
+  cpu::simd::normals_from_blocks(r0, r1, r2, r3, (blocks + kN - 1) / kN * kN, all);
 #else
   alignas(64) float n0[kBlocks], n1[kBlocks], n2[kBlocks], n3[kBlocks];
 #pragma GCC ivdep
@@ -74,46 +74,46 @@ void fill_normals(uint64_t first, int64_t n, uint64_t seed, uint64_t offset, flo
   std::copy(all + skip, all + skip + n, eps);
 }
 
-#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
-// forward_element for k < n (scalar_t float, half or bfloat16); without kSample, z is left to
-// the caller (a copy of mu).
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
+// forward_element for k < n (scalar_t float, half or bfloat16), Simd::kN lanes at a time;
+// without kSample, z is left to the caller (a copy of mu).
 template <int64_t P, bool kSample, typename scalar_t>
-void forward_tile_avx512(const scalar_t* mu, const scalar_t* scale, scalar_t* z, const float* eps, float* kl,
-                         int64_t n, float shift) {
-  using namespace cpu::avx512;
-  for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(j, n);
-    const __m512 mu_v = load16(mu + j, m);
-    const StdTermsPs t = std_terms_ps<P, true>(load16(scale + j, m), shift);
-    if constexpr (kSample) store16(z + j, m, _mm512_fmadd_ps(t.std, _mm512_maskz_loadu_ps(m, eps + j), mu_v));
-    __m512 k = _mm512_fmadd_ps(mu_v, mu_v, _mm512_mul_ps(t.std, t.std));
-    k = _mm512_sub_ps(_mm512_fnmadd_ps(splat(2.0f), t.log_std, k), splat(1.0f));
-    _mm512_mask_storeu_ps(kl + j, m, _mm512_mul_ps(splat(0.5f), k));
+void forward_tile_simd(const scalar_t* mu, const scalar_t* scale, scalar_t* z, const float* eps, float* kl,
+                       int64_t n, float shift) {
+  using S = cpu::Simd;
+  for (int64_t j = 0; j < n; j += S::kN) {
+    const S::Tail m = S::tail(j, n);
+    const S::V mu_v = S::load(mu + j, m);
+    const auto t = cpu::simd::std_terms_ps<P, true>(S::load(scale + j, m), shift);
+    if constexpr (kSample) S::store(z + j, m, S::fmadd(t.std, S::load(eps + j, m), mu_v));
+    S::V k = S::fmadd(mu_v, mu_v, S::mul(t.std, t.std));
+    k = S::sub(S::fnmadd(S::splat(2.0f), t.log_std, k), S::splat(1.0f));
+    S::store(kl + j, m, S::mul(S::splat(0.5f), k));
   }
 }
 
 // backward_element for k < n (eps all 0 without sampling).
 template <int64_t P, typename scalar_t>
-void backward_tile_avx512(const scalar_t* grad_z, const float* grad_kl, const scalar_t* mu, const scalar_t* scale,
-                          scalar_t* grad_mu, scalar_t* grad_scale, const float* eps, int64_t n, float shift) {
-  using namespace cpu::avx512;
-  for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(j, n);
-    const __m512 gz = load16(grad_z + j, m);
-    const __m512 gk = _mm512_maskz_loadu_ps(m, grad_kl + j);
-    const StdTermsPs t = std_terms_ps<P, false>(load16(scale + j, m), shift);
-    store16(grad_mu + j, m, _mm512_fmadd_ps(gk, load16(mu + j, m), gz));
-    const __m512 kl_dscale = _mm512_fmsub_ps(t.std, t.dstd, t.dlog_std);
-    const __m512 g = _mm512_mul_ps(_mm512_mul_ps(gz, _mm512_maskz_loadu_ps(m, eps + j)), t.dstd);
-    store16(grad_scale + j, m, _mm512_fmadd_ps(gk, kl_dscale, g));
+void backward_tile_simd(const scalar_t* grad_z, const float* grad_kl, const scalar_t* mu, const scalar_t* scale,
+                        scalar_t* grad_mu, scalar_t* grad_scale, const float* eps, int64_t n, float shift) {
+  using S = cpu::Simd;
+  for (int64_t j = 0; j < n; j += S::kN) {
+    const S::Tail m = S::tail(j, n);
+    const S::V gz = S::load(grad_z + j, m);
+    const S::V gk = S::load(grad_kl + j, m);
+    const auto t = cpu::simd::std_terms_ps<P, false>(S::load(scale + j, m), shift);
+    S::store(grad_mu + j, m, S::fmadd(gk, S::load(mu + j, m), gz));
+    const S::V kl_dscale = S::fmsub(t.std, t.dstd, t.dlog_std);
+    const S::V g = S::mul(S::mul(gz, S::load(eps + j, m)), t.dstd);
+    S::store(grad_scale + j, m, S::fmadd(gk, kl_dscale, g));
   }
 }
 #endif
 
-// The AVX-512 tiles serve fp32, fp16 and bf16 (fp64 keeps the double-precision scalar math).
+// The explicit SIMD tiles serve fp32, fp16 and bf16 (fp64 keeps the double-precision scalar math).
 template <typename scalar_t>
-constexpr bool kAvx512Tiles =
-#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
+constexpr bool kSimdTiles =
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
     std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
 #else
     false;
@@ -138,12 +138,12 @@ MIB_CPU_INLINE void forward_elements(const scalar_t* mu, const scalar_t* scale, 
                                         uint64_t first, int64_t n, acc_t shift, bool sample, uint64_t seed,
                                         uint64_t offset) {
   if (sample) fill_normals(first, n, seed, offset, eps);
-  if constexpr (kAvx512Tiles<scalar_t>) {
+  if constexpr (kSimdTiles<scalar_t>) {
     if (sample) {
-      forward_tile_avx512<P, true>(mu, scale, z, eps, kl, n, shift);
+      forward_tile_simd<P, true>(mu, scale, z, eps, kl, n, shift);
     } else {
       std::copy(mu, mu + n, z);  // exactly mu (std may be inf, and inf * 0 is NaN)
-      forward_tile_avx512<P, false>(mu, scale, z, eps, kl, n, shift);
+      forward_tile_simd<P, false>(mu, scale, z, eps, kl, n, shift);
     }
     return;
   }
@@ -179,8 +179,8 @@ MIB_CPU_INLINE void backward_elements(const scalar_t* grad_z, const acc_t* grad_
   } else {
     std::fill(eps, eps + n, 0.0f);
   }
-  if constexpr (kAvx512Tiles<scalar_t>) {
-    backward_tile_avx512<P>(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, n, shift);
+  if constexpr (kSimdTiles<scalar_t>) {
+    backward_tile_simd<P>(grad_z, grad_kl, mu, scale, grad_mu, grad_scale, eps, n, shift);
     return;
   }
 #pragma GCC ivdep

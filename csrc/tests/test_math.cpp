@@ -1,8 +1,8 @@
 // C++ unit tests of csrc/include: the float exp/log polynomials against the C library,
 // special values, the softplus-family terms, Philox4x32-10 known-answer vectors, and the CPU
-// kernels' vectorized Philox (csrc/cpu/philox_cpu.h) and, where built with AVX-512, the
-// AVX-512 math of reparameterize_kl (csrc/cpu/reparameterize_kl_avx512.h) against the scalar
-// functions.
+// kernels' vectorized Philox (csrc/cpu/philox_cpu.h) and, where built for the AVX2 or AVX-512
+// level, the explicit SIMD math of reparameterize_kl (csrc/cpu/reparameterize_kl_simd.h)
+// against the scalar functions, lane by lane.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -11,7 +11,7 @@
 #include "isa_level.h"  // csrc/cpu: the level this build's -march gives (CMakeLists.txt builds each)
 #include "mibcore/philox.h"
 #include "philox_cpu.h"  // csrc/cpu
-#include "reparameterize_kl_avx512.h"  // csrc/cpu
+#include "reparameterize_kl_simd.h"  // csrc/cpu
 
 static int failures = 0;
 #define CHECK(cond, ...)                                          \
@@ -131,7 +131,7 @@ static void test_philox_blocks() {
   }
 }
 
-#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
 // |a - b| in units in the last place of b (NaN only against NaN, infinities only equal).
 static double ulps(float a, float b) {
   if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b) ? 0 : 1e30;
@@ -141,14 +141,15 @@ static double ulps(float a, float b) {
 }
 
 // The largest ulp distance between a vector function and its scalar twin over x[0..n) (n a
-// multiple of 16).
+// multiple of the vector width).
+using S = cpu::Simd;
 template <typename Vector, typename Scalar>
 static double worst_ulps(const float* x, int n, Vector vector_fn, Scalar scalar_fn) {
   double worst = 0;
-  for (int i = 0; i < n; i += 16) {
-    float got[16];
-    _mm512_storeu_ps(got, vector_fn(_mm512_loadu_ps(x + i)));
-    for (int l = 0; l < 16; ++l) worst = std::fmax(worst, ulps(got[l], scalar_fn(x[i + l])));
+  for (int i = 0; i < n; i += S::kN) {
+    float got[S::kN];
+    S::store(got, S::tail(0, S::kN), vector_fn(S::load(x + i, S::tail(0, S::kN))));
+    for (int l = 0; l < S::kN; ++l) worst = std::fmax(worst, ulps(got[l], scalar_fn(x[i + l])));
   }
   return worst;
 }
@@ -160,13 +161,14 @@ static void check_std_terms(const char* name, const float* x, int n, float shift
   const char* terms[4] = {"std", "log_std", "dstd", "dlog_std"};
   double worst[4] = {0, 0, 0, 0};
   float at[4] = {0, 0, 0, 0};
-  for (int i = 0; i < n; i += 16) {
-    const auto f = cpu::avx512::std_terms_ps<P, true>(_mm512_loadu_ps(x + i), shift);
-    const auto b = cpu::avx512::std_terms_ps<P, false>(_mm512_loadu_ps(x + i), shift);
-    float got[4][16];
-    _mm512_storeu_ps(got[0], f.std), _mm512_storeu_ps(got[1], f.log_std);
-    _mm512_storeu_ps(got[2], b.dstd), _mm512_storeu_ps(got[3], b.dlog_std);
-    for (int l = 0; l < 16; ++l) {
+  for (int i = 0; i < n; i += S::kN) {
+    const S::Tail all = S::tail(0, S::kN);
+    const auto f = cpu::simd::std_terms_ps<P, true>(S::load(x + i, all), shift);
+    const auto b = cpu::simd::std_terms_ps<P, false>(S::load(x + i, all), shift);
+    float got[4][S::kN];
+    S::store(got[0], all, f.std), S::store(got[1], all, f.log_std);
+    S::store(got[2], all, b.dstd), S::store(got[3], all, b.dlog_std);
+    for (int l = 0; l < S::kN; ++l) {
       const StdTerms<float> t = std_terms<P>(x[i + l], shift);
       const float want[4] = {t.std, t.log_std, t.dstd, t.dlog_std};
       for (int k = 0; k < 4; ++k) {
@@ -175,12 +177,12 @@ static void check_std_terms(const char* name, const float* x, int n, float shift
       }
     }
   }
-  for (int k = 0; k < 4; ++k) CHECK(worst[k] <= 2, "avx512 %s %s: %g ulp at %g", name, terms[k], worst[k], at[k]);
+  for (int k = 0; k < 4; ++k) CHECK(worst[k] <= 2, "simd %s %s: %g ulp at %g", name, terms[k], worst[k], at[k]);
 }
 
-// The AVX-512 functions agree with math.h's scalar ones to 1 ulp (the same reductions and
+// The SIMD functions agree with math.h's scalar ones to 1 ulp (the same reductions and
 // polynomials; only the fusing of multiply-adds may differ), special values included.
-static void test_avx512_math() {
+static void test_simd_math() {
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   constexpr int kN = 16 * 4096;
@@ -190,22 +192,22 @@ static void test_avx512_math() {
   const float exp_special[16] = {inf, -inf, nan, 0.0f, -0.0f, 88.7f, 88.73f, -103.9f, -104.0f, -87.4f,
                                  -95.5f, 1e-30f, -1e-30f, 1.0f, -1.0f, 89.0f};
   for (int i = 0; i < 16; ++i) x[kN - 16 + i] = exp_special[i];
-  double worst = worst_ulps(x, kN, [](__m512 v) { return cpu::avx512::exp_ps(v); },
+  double worst = worst_ulps(x, kN, [](S::V v) { return cpu::simd::exp_ps(v); },
                             [](float v) { return fast_exp(v); });
-  CHECK(worst <= 1, "avx512 exp: %g ulp from fast_exp", worst);
+  CHECK(worst <= 1, "simd exp: %g ulp from fast_exp", worst);
   // log: positive normals and subnormals over the whole range, +inf, NaN.
   for (int i = 0; i < kN - 16; ++i) x[i] = std::ldexp(1.0f + (i % 977) / 977.0f, -149 + (i * 277) % 277);
   const float log_special[16] = {inf, nan, 1.0f, 2.0f, 0.5f, 1.4142135f, 1.4142137f, 0.70710677f,
                                  1e-45f, 1.17549435e-38f, 3.4e38f, 1e-40f, 1.0000001f, 0.99999994f, 7.0f, 1e10f};
   for (int i = 0; i < 16; ++i) x[kN - 16 + i] = log_special[i];
-  worst = worst_ulps(x, kN, [](__m512 v) { return cpu::avx512::log_ps<cpu::avx512::kPositiveOrInf>(v); },
+  worst = worst_ulps(x, kN, [](S::V v) { return cpu::simd::log_ps<cpu::simd::kPositiveOrInf>(v); },
                      [](float v) { return fast_log(v); });
-  CHECK(worst <= 1, "avx512 log: %g ulp from fast_log", worst);
+  CHECK(worst <= 1, "simd log: %g ulp from fast_log", worst);
   // log1p_unit on [0, 1].
   for (int i = 0; i < kN; ++i) x[i] = static_cast<float>(i) / (kN - 1);
-  worst = worst_ulps(x, kN, [](__m512 v) { return cpu::avx512::log1p_unit_ps(v); },
+  worst = worst_ulps(x, kN, [](S::V v) { return cpu::simd::log1p_unit_ps(v); },
                      [](float v) { return log1p_unit(v); });
-  CHECK(worst <= 1, "avx512 log1p_unit: %g ulp", worst);
+  CHECK(worst <= 1, "simd log1p_unit: %g ulp", worst);
   // std terms of every parameterization across their branches, infinities and NaN (softplus:
   // deep, ordinary and linear; std: zero and negatives too).
   for (int i = 0; i < kN - 16; ++i) x[i] = -300.0f + 400.0f * i / (kN - 16);
@@ -221,10 +223,10 @@ static void test_avx512_math() {
   uint32_t r0[kBlocks], r1[kBlocks], r2[kBlocks], r3[kBlocks];
   float normals[4 * kBlocks];
   cpu::philox_blocks(1000, kBlocks, 42, 7, r0, r1, r2, r3);
-  cpu::avx512::normals_from_blocks(r0, r1, r2, r3, kBlocks, normals);
+  cpu::simd::normals_from_blocks(r0, r1, r2, r3, kBlocks, normals);
   worst = 0;
   for (int64_t i = 0; i < 4 * kBlocks; ++i) worst = std::fmax(worst, ulps(normals[i], normal_at(4000 + i, 42, 7)));
-  CHECK(worst <= 4, "avx512 Box-Muller: %g ulp from normal_at", worst);
+  CHECK(worst <= 4, "simd Box-Muller: %g ulp from normal_at", worst);
 }
 #endif
 
@@ -233,8 +235,8 @@ int main() {
   test_std_terms();
   test_philox();
   test_philox_blocks();
-#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
-  test_avx512_math();
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
+  test_simd_math();
 #endif
   if (failures) {
     std::printf("%d failure(s)\n", failures);
