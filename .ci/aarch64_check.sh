@@ -22,7 +22,7 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 pids=()
 for src in csrc/*.cpp csrc/cpu/*.cpp; do
-  $CXX -std=c++20 -O1 -fopenmp -Wno-psabi -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C \
+  $CXX -std=c++20 -O0 -fopenmp -Wno-psabi -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C \
     -Icsrc/include -I"$TI" -I"$TI/torch/csrc/api/include" -I"$PYI" -c "$src" -o "$OUT/$(basename "$src").o" \
     > "$OUT/$(basename "$src").log" 2>&1 &
   pids+=($!)

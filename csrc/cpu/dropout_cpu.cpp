@@ -34,8 +34,7 @@ TORCH_LIBRARY_IMPL(mibcore, CPU, m) {
 }
 
 #else  // one pass per level (isa_foreach.h)
-#include "avx512_convert_cpu.h"
-#include "philox_cpu.h"
+#include "philox_cpu.h"  // (and simd_cpu.h, avx512_convert_cpu.h)
 
 namespace mibcore {
 namespace MIBCORE_ISA {

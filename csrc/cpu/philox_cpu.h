@@ -20,6 +20,7 @@
 #endif
 
 #include "mibcore/philox.h"
+#include "simd_cpu.h"
 
 namespace mibcore {
 namespace MIBCORE_ISA {
@@ -122,6 +123,16 @@ inline void fill_dropout_scale(uint64_t first, int64_t n, uint64_t seed, uint64_
   uint32_t *r0 = scratch, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
   float* out = reinterpret_cast<float*>(r3 + stride);
   philox_blocks(first_block, blocks, seed, offset, r0, r1, r2, r3);
+#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
+  // The decisions of S::kN blocks per word as vectors, then interleaved into element order (g++
+  // writes the four strided streams of the loop below one lane at a time).
+  using S = Simd;
+  const S::V keep = S::splat(keep_prob), kept = S::splat(inv_keep), dropped = S::zero();
+  auto scale_of = [&](const uint32_t* r) { return S::select(S::le(S::uniform(r), keep), kept, dropped); };
+  for (int64_t b = 0; b < blocks; b += S::kN) {  // (stride is a multiple of S::kN)
+    S::store_interleaved4(scale_of(r0 + b), scale_of(r1 + b), scale_of(r2 + b), scale_of(r3 + b), out + 4 * b);
+  }
+#else
 #pragma GCC ivdep
   for (int64_t b = 0; b < blocks; ++b) {
     out[4 * b] = uniform_from_bits(r0[b]) <= keep_prob ? inv_keep : 0.0f;
@@ -129,6 +140,7 @@ inline void fill_dropout_scale(uint64_t first, int64_t n, uint64_t seed, uint64_
     out[4 * b + 2] = uniform_from_bits(r2[b]) <= keep_prob ? inv_keep : 0.0f;
     out[4 * b + 3] = uniform_from_bits(r3[b]) <= keep_prob ? inv_keep : 0.0f;
   }
+#endif
   std::copy(out + skip, out + skip + n, scale);
 }
 

@@ -9,7 +9,8 @@
 // Cephes polynomials, with the same reduced arguments (so the results agree with the scalar
 // functions to the last bit or so, within the fp32 rounding DESIGN.md section 5 allows).
 // Selects for special values are kept only where the argument can hold them.
-// Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass.
+// Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass,
+// after philox_cpu.h (which brings simd_cpu.h).
 #include "isa_level.h"
 
 #if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
@@ -17,7 +18,6 @@
 #include <cstdint>
 
 #include "mibcore/math.h"
-#include "simd_cpu.h"
 
 namespace mibcore {
 namespace MIBCORE_ISA {

@@ -4,8 +4,8 @@
 // instruction (or the shortest sequence) that the level has: AVX-512's vscalefps and
 // vgetmantps/vgetexpps become integer exponent arithmetic on AVX2, with the same results
 // (csrc/tests/test_math.cpp checks both levels against the scalar functions of math.h).
-// Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass
-// (and not together with avx512_convert_cpu.h, which it includes).
+// Per-level code (isa_level.h): no include guard; philox_cpu.h includes it (and it includes
+// avx512_convert_cpu.h), so a kernel file includes philox_cpu.h and none of these two.
 #include "isa_level.h"
 
 #if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
@@ -51,6 +51,7 @@ struct Simd {
   static M gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
   static M lt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static M ge(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+  static M le(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
   static M eq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
   static M is_nan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
   static M either(M a, M b) { return a | b; }
@@ -121,6 +122,7 @@ struct Simd {
   static M gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
   static M lt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
   static M ge(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+  static M le(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
   static M eq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
   static M is_nan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
   static M either(M a, M b) { return _mm256_or_ps(a, b); }
