@@ -38,3 +38,10 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+
+// The storage types the per-level loads and stores take, declared (the kernels include their
+// definitions first, with torch; the C++ tests, which have no torch, use fp32 only).
+namespace c10 {
+struct Half;
+struct BFloat16;
+}  // namespace c10

@@ -17,13 +17,6 @@
 #include "avx512_convert_cpu.h"
 #endif
 
-// The storage types, declared (the kernels include their definitions first, with torch; the
-// C++ tests, which have no torch, use the fp32 functions only).
-namespace c10 {
-struct Half;
-struct BFloat16;
-}  // namespace c10
-
 namespace mibcore {
 namespace MIBCORE_ISA {
 namespace cpu {
