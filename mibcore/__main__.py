@@ -31,6 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_parser(commands, common):
+    from mibcore.models import MODALITIES
     from mibcore.train import TrainConfig
 
     p = commands.add_parser("train", parents=[common], help="train a MIB model; writes OUT/metrics.json")
@@ -42,7 +43,7 @@ def _train_parser(commands, common):
         name = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
         if field.name == "no_ib":
-            p.add_argument(name, nargs="*", choices=("text", "audio", "visual"), default=None)
+            p.add_argument(name, nargs="*", choices=MODALITIES, default=None)
         elif isinstance(default, bool):
             p.add_argument(name, action=argparse.BooleanOptionalAction, default=None)
         else:
@@ -130,7 +131,7 @@ def _run(args):
         print(report())
     elif args.command == "train":
         from mibcore.train import TrainConfig, train, train_seeds
-        from mibcore.train.engine import dump_config, load_config
+        from mibcore.train.config import dump_config, load_config
 
         overrides = {k: v for k, v in vars(args).items()
                      if k not in ("command", "config", "print_config", "seeds", "debug") and v is not None}

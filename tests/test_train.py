@@ -66,33 +66,33 @@ def _fake_cuda(monkeypatch, n_devices=2):
 
 
 def test_checkpoint_rng_states_include_cuda_where_cuda_is_in_use(monkeypatch, tmp_path):
-    from mibcore.train import engine
+    from mibcore.train import checkpoint
 
     restored = _fake_cuda(monkeypatch)
-    states = engine._rng_states()
+    states = checkpoint.rng_states()
     assert set(states) == {"rng", "cuda_rng"} and len(states["cuda_rng"]) == 2
-    torch.save(states, tmp_path / "ckpt.pt")  # as _save_checkpoint writes it, read as _resume reads it
-    engine._restore_rng_states(torch.load(tmp_path / "ckpt.pt", weights_only=True))
+    torch.save(states, tmp_path / "ckpt.pt")  # as save_checkpoint writes it, read as resume reads it
+    checkpoint.restore_rng_states(torch.load(tmp_path / "ckpt.pt", weights_only=True))
     assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], states["cuda_rng"]))
 
 
 def test_resume_restores_the_cuda_states_of_the_devices_present(monkeypatch):
-    from mibcore.train import engine
+    from mibcore.train import checkpoint
 
     saved = {"rng": torch.get_rng_state(), "cuda_rng": [torch.zeros(16, dtype=torch.uint8)] * 4}
     restored = _fake_cuda(monkeypatch, n_devices=1)
-    engine._restore_rng_states(saved)
+    checkpoint.restore_rng_states(saved)
     assert len(restored) == 1 and len(restored[0]) == 1
 
 
 def test_old_checkpoints_without_cuda_rng_still_resume(monkeypatch):
-    from mibcore.train import engine
+    from mibcore.train import checkpoint
 
     restored = _fake_cuda(monkeypatch)
     torch.manual_seed(5)
     state = torch.get_rng_state()
     expected = torch.rand(3)
-    engine._restore_rng_states({"rng": state})  # a checkpoint written before CUDA states were saved
+    checkpoint.restore_rng_states({"rng": state})  # a checkpoint written before CUDA states were saved
     assert torch.equal(torch.rand(3), expected) and restored == []
 
 
@@ -150,7 +150,7 @@ def test_cli_train_writes_the_metrics_and_eval_reads_them(tmp_path, capsys):
 
 
 def test_config_file_mmsa_style(tmp_path):
-    from mibcore.train.engine import load_config
+    from mibcore.train.config import load_config
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"cmib": {"commonParams": {"beta": 0.01},
@@ -281,7 +281,7 @@ def test_a_second_training_on_a_locked_folder_fails_at_once(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mibcore.train.engine import lock_run_folder\n"
+        [sys.executable, "-c", "import sys, time; from mibcore.train.run_folder import lock_run_folder\n"
          f"with lock_run_folder({str(out)!r}):\n    print('locked', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
@@ -294,7 +294,7 @@ def test_a_second_training_on_a_locked_folder_fails_at_once(tmp_path, capsys):
     finally:
         holder.kill()  # as kill -9 would: the OS releases the lock
         holder.wait()
-    from mibcore.train.engine import lock_run_folder
+    from mibcore.train.run_folder import lock_run_folder
 
     with lock_run_folder(str(out)):
         pass
@@ -329,7 +329,7 @@ def test_epoch_lines_curves_and_the_plot_command(tmp_path, capsys):
 def test_print_config_round_trips_through_json_and_yaml(tmp_path, capsys, monkeypatch):
     yaml = pytest.importorskip("yaml")
     monkeypatch.chdir(tmp_path)
-    from mibcore.train.engine import load_config
+    from mibcore.train.config import load_config
 
     # MMSA-style sections in YAML; 1e-3 (no dot) is a string to PyYAML, read as the number
     (tmp_path / "c.yaml").write_text("model: cmib\nlr: 1e-3\nno_ib: [audio]\n"

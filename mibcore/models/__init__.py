@@ -1,4 +1,5 @@
 """MIB models: E-MIB, L-MIB, C-MIB and the model without IB, and a factory by name."""
-from mibcore.models.mib import CMIB, EMIB, LMIB, MIB, MODALITIES, VARIANTS, MIBConfig, build
+from mibcore.models.mib import (CMIB, DROPOUT_FIELDS, EMIB, LMIB, MIB, MODALITIES, MODES, VARIANTS, MIBConfig,
+                                build)
 
-__all__ = ["CMIB", "EMIB", "LMIB", "MIB", "MIBConfig", "MODALITIES", "VARIANTS", "build"]
+__all__ = ["CMIB", "DROPOUT_FIELDS", "EMIB", "LMIB", "MIB", "MIBConfig", "MODALITIES", "MODES", "VARIANTS", "build"]

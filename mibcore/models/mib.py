@@ -43,6 +43,9 @@ from mibcore.nn import PoEFusion, VariationalBottleneck, build_fusion
 
 MODALITIES = ("text", "audio", "visual")
 VARIANTS = ("plain", "emib", "lmib", "cmib")
+MODES = ("faithful", "clean")  # the paper's quirks, or not (see the docstring)
+# Every dropout probability of MIBConfig (the training's `dropouts=False` sets them all to 0).
+DROPOUT_FIELDS = ("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "tensor_dropout")
 # The activations after the three Linear layers of the paper's tensor fusion head, which differ
 # between its model files; "plain" (E-MIB without its bottleneck) takes E-MIB's.
 TENSOR_ACTIVATIONS = {"cmib": ("tanh", "tanh", "tanh"), "emib": (None, "tanh", "relu"),
@@ -81,8 +84,8 @@ class MIBConfig:
     def validate(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.mode not in ("faithful", "clean"):
-            raise ValueError(f"mode must be 'faithful' or 'clean', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be {' or '.join(map(repr, MODES))}, got {self.mode!r}")
         if isinstance(self.no_ib, str):  # ("text" would read as the letters 't', 'e', 'x')
             raise ValueError(f"no_ib must be a sequence of modality names, e.g. ('{self.no_ib}',), got {self.no_ib!r}")
         unknown = set(self.no_ib) - set(MODALITIES)
@@ -90,7 +93,7 @@ class MIBConfig:
             raise ValueError(f"no_ib names unknown modalities {sorted(unknown)}; expected {MODALITIES}")
         for name in ("text_dim", "audio_dim", "visual_dim", "d", "hidden", "heads", "layers", "lmf_rank", "output_dim"):
             _checks.positive_int("MIBConfig", name, getattr(self, name))
-        for name in ("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "tensor_dropout"):
+        for name in DROPOUT_FIELDS:
             _checks.probability("MIBConfig", name, getattr(self, name))
         if _checks.finite_number("MIBConfig", "beta", self.beta) < 0:
             raise ValueError(f"MIBConfig: `beta` must be >= 0, got {self.beta!r}")

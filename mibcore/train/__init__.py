@@ -1,5 +1,22 @@
-"""Training and evaluation of the MIB models (engine, metrics, results over seeds)."""
-from mibcore.train.engine import TrainConfig, evaluate_checkpoint, train, train_seeds
+"""Training and evaluation of the MIB models.
+
+  config.py      TrainConfig (fields, checks) and config files (JSON / YAML / MMSA sections)
+  engine.py      train(): the training loop of one seed
+  runtime.py     seeding, DDP process group, device, autocast
+  build.py       the dataset and the model a config names
+  optimizer.py   fused Adam (a text backbone's own learning rate)
+  batching.py    each epoch's shuffled batches (resumable, split across DDP processes)
+  progress.py    the tqdm bar and the per-epoch log lines
+  evaluation.py  metrics of a split, evaluate_checkpoint, the dev-score rule of model selection
+  checkpoint.py  best.pt / checkpoint.pt: atomic writes, safe reads, exact resume
+  run_folder.py  the run folder's file names and lock
+  report.py      train_seeds: runs over seeds, mean +- std
+  metrics.py     the paper's and MMSA's metrics     curves.py  training curves (curves.png, `mibcore plot`)
+"""
+from mibcore.train.config import TrainConfig
+from mibcore.train.engine import train
+from mibcore.train.evaluation import evaluate_checkpoint
 from mibcore.train.metrics import emotion_metrics, regression_metrics
+from mibcore.train.report import train_seeds
 
 __all__ = ["TrainConfig", "emotion_metrics", "evaluate_checkpoint", "regression_metrics", "train", "train_seeds"]

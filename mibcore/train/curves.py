@@ -6,34 +6,19 @@ not depend on it, and without it a run writes no curves.png (and says so).
 """
 import importlib.util
 import json
-import math
 import os
 
 from mibcore._io import atomic_write
 from mibcore.errors import DataError, UsageError
+from mibcore.train.evaluation import best_epoch, dev_metric
+from mibcore.train.run_folder import CURVES, HISTORY
 
 FIGSIZE, DPI = (10, 4), 100  # a 1000 x 400 PNG
 
 
-def dev_metric(dev):
-    """(key, label) of the dev metric shown: MAE for regression, mean F1 for emotion."""
-    return ("mae", "dev MAE") if "mae" in dev else ("mean_f1", "dev mean F1")
-
-
-def best_epoch(history):
-    """The best dev epoch, selected as the engine does (the earliest on a tie; None if all NaN)."""
-    from mibcore.train.engine import _dev_score  # (the engine imports this module)
-
-    best, best_score = None, math.inf
-    for h in history:
-        if _dev_score(h["dev"]) < best_score:
-            best, best_score = h["epoch"], _dev_score(h["dev"])
-    return best
-
-
 def read_history(run):
     """The history of a run folder (or of a history.json path); UsageError / DataError naming it."""
-    path = os.path.join(run, "history.json") if os.path.isdir(run) else run
+    path = os.path.join(run, HISTORY) if os.path.isdir(run) else run
     if not os.path.isfile(path):
         raise UsageError(f"plot: {run!r} is not a run folder with a history.json (train writes it at its end)")
     try:
@@ -84,6 +69,6 @@ def write_run_curves(folder, history):
     """A run's curves.png; returns its path, or None where matplotlib is not installed."""
     if importlib.util.find_spec("matplotlib") is None:
         return None
-    path = os.path.join(folder, "curves.png")
+    path = os.path.join(folder, CURVES)
     plot([(os.path.basename(os.path.normpath(folder)), history)], path)
     return path

@@ -1,0 +1,168 @@
+"""The training config (TrainConfig: its fields, defaults and checks) and config files: JSON or
+YAML, flat TrainConfig fields or MMSA-style per-model sections; dump_config writes what
+load_config reads back."""
+import contextlib
+import dataclasses
+import json
+import math
+
+from mibcore import models
+from mibcore.errors import UsageError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "cmib"             # emib | lmib | cmib | plain
+    fusion: str = "concat"          # concat | addition | multiplication | tensor | low-rank | graph | poe
+    mode: str = "clean"             # clean | faithful (the paper's quirks; see mibcore.models.mib)
+    beta: float = 1e-3              # 0: B-MIB
+    no_ib: tuple = ()               # modalities without a unimodal bottleneck
+    d: int = 50
+    hidden: int = 1024
+    dropouts: bool = True           # False turns every dropout off (for exactness checks)
+    text_backbone: str = ""         # local Hugging Face model dir (text as token ids; never downloaded)
+    backbone_lr: float = 1e-5       # the paper's learning rate for BERT
+    max_text_length: int = 50       # token ids per sample with a text backbone (the paper: 50)
+    data: str = "synthetic"         # synthetic | synthetic-emotion | path (.h5, .npz, MMSA or MAG-BERT .pkl)
+    synthetic_samples: int = 512    # training samples of the synthetic data (dev/test: a quarter)
+    seq_len: int = 20               # synthetic sequence length
+    epochs: int = 10
+    batch_size: int = 32            # the global batch (split across DDP processes)
+    lr: float = 1e-3                # the paper uses 2e-5 for the non-BERT parameters with BERT inputs
+    weight_decay: float = 0.0
+    patience: int = 5               # early stopping on the dev metric
+    seed: int = 0
+    amp: str = "none"               # none | bf16 | fp16 (fp16 on GPUs)
+    device: str = "auto"
+    out: str = "runs/mib"
+    resume: bool = True
+    progress: bool = True           # a tqdm bar on a terminal; else one line per epoch on stderr
+    quiet: bool = False             # neither the bar nor the epoch lines
+    compile: bool = False           # torch.compile the model for training (fullgraph without DDP)
+
+    def validate(self):
+        """Raises UsageError naming the first bad field (types, choices, ranges); returns self."""
+        _check_field_types(self)
+        if self.model not in models.VARIANTS:
+            raise UsageError(f"model must be one of {models.VARIANTS}, got {self.model!r}")
+        if self.mode not in models.MODES:
+            raise UsageError(f"mode must be {' or '.join(models.MODES)}, got {self.mode!r}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise UsageError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+        for name in ("epochs", "batch_size", "patience", "synthetic_samples", "seq_len", "d", "hidden",
+                     "max_text_length"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name, positive in (("lr", True), ("backbone_lr", True), ("beta", False), ("weight_decay", False)):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+                raise UsageError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+        return self
+
+
+FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _check_field_types(config):
+    """Each field has its default's type (ints for floats too; no_ib: a tuple of str)."""
+    for field in dataclasses.fields(config):
+        value, default = getattr(config, field.name), field.default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float) if isinstance(default, float) else int) and not isinstance(value, bool)
+        elif isinstance(default, tuple):
+            ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise UsageError(f"{field.name} must be of type {type(default).__name__}, got {value!r}")
+
+
+def config_from_dict(values):
+    """The TrainConfig of a stored config (a checkpoint's): keys of no field are dropped (a field
+    removed since), missing fields take their defaults, no_ib becomes a tuple. Not validated."""
+    config = TrainConfig(**{k: v for k, v in values.items() if k in FIELDS})
+    return dataclasses.replace(config, no_ib=tuple(config.no_ib))
+
+
+def _is_yaml(path):
+    return path.endswith((".yaml", ".yml"))
+
+
+def _yaml(what):
+    try:
+        import yaml
+    except ImportError:
+        raise UsageError(f"{what} needs PyYAML (pip install pyyaml), or use JSON") from None
+    return yaml
+
+
+def _read_config_file(path):
+    """The object in a JSON or (by its extension) YAML config file."""
+    kind = "YAML" if _is_yaml(path) else "JSON"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise UsageError(f"config {path}: cannot read it ({e.strerror})") from e
+    except ValueError as e:  # UnicodeDecodeError
+        raise UsageError(f"config {path}: not valid {kind} ({e})") from e
+    if kind == "JSON":
+        try:
+            raw = json.loads(text)
+        except ValueError as e:  # JSONDecodeError
+            raise UsageError(f"config {path}: not valid JSON ({e})") from e
+    else:
+        yaml = _yaml(f"config {path}: a YAML config")
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UsageError(f"config {path}: not valid YAML ({' '.join(str(e).split())})") from e
+    if not isinstance(raw, dict):
+        raise UsageError(f"config {path}: expected a {kind} object, got {type(raw).__name__}")
+    return raw
+
+
+def _yaml_floats(values):
+    """PyYAML reads YAML 1.1, where 1e-3 (an exponent without a dot) is a string: such strings
+    of float fields become the numbers they spell."""
+    floats = {f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, float)}
+    for name in floats & set(values):
+        if isinstance(values[name], str):
+            with contextlib.suppress(ValueError):
+                values[name] = float(values[name])
+
+
+def dump_config(config, fmt="json"):
+    """The config as JSON or YAML text, which load_config reads back to the same config."""
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    if fmt == "yaml":
+        return _yaml("--print-config yaml").safe_dump(values, sort_keys=False)
+    return json.dumps(values, indent=2) + "\n"
+
+
+def load_config(path, overrides=None):
+    """A TrainConfig from a JSON or YAML (.yaml, .yml) file: flat TrainConfig fields, or MMSA-style
+    {model: {"commonParams": {...}, "datasetParams": {data: {...}}}} sections."""
+    raw = _read_config_file(path)
+    stray = set(raw) - FIELDS - set(models.VARIANTS)
+    if stray:
+        raise UsageError(f"{path}: unknown config keys {sorted(stray)}")
+    values = {k: v for k, v in raw.items() if k in FIELDS}
+    model = (overrides or {}).get("model", values.get("model", TrainConfig.model))
+    section = raw.get(model, {})
+    if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+        raise UsageError(f"{path}: section {model!r} must map commonParams / datasetParams to objects")
+    values.update(section.get("commonParams", {}))
+    data = (overrides or {}).get("data", values.get("data", TrainConfig.data))
+    values.update(section.get("datasetParams", {}).get(data, {}))
+    unknown = set(values) - FIELDS
+    if unknown:
+        raise UsageError(f"{path}: unknown config keys {sorted(unknown)}")
+    if _is_yaml(path):
+        _yaml_floats(values)
+    values.update(overrides or {})
+    if isinstance(values.get("no_ib"), list):
+        values["no_ib"] = tuple(values["no_ib"])
+    return TrainConfig(**values).validate()

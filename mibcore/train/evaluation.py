@@ -1,0 +1,102 @@
+"""Evaluation: predictions and metrics of a split, the evaluation of a saved run, and the one
+dev-score rule by which the best epoch is selected (training, curves, epoch lines)."""
+import contextlib
+import dataclasses
+import math
+import os
+
+import numpy as np
+import torch
+
+from mibcore.data import MultimodalDataset
+from mibcore.errors import CheckpointError, DivergedError
+from mibcore.train.build import build_model, load_data
+from mibcore.train.checkpoint import read_checkpoint
+from mibcore.train.config import config_from_dict
+from mibcore.train.metrics import emotion_metrics, regression_metrics
+from mibcore.train.run_folder import BEST
+from mibcore.train.runtime import autocast, config_device
+
+
+def dev_metric(dev):
+    """(key, label) of the dev metric that selects the best epoch: MAE for regression, mean F1
+    for emotion (told apart by the metrics the labels gave)."""
+    return ("mae", "dev MAE") if "mae" in dev else ("mean_f1", "dev mean F1")
+
+
+def dev_score(dev):
+    """dev_metric as a score where lower is better: MAE, or 1 - mean F1."""
+    key, _ = dev_metric(dev)
+    return dev[key] if key == "mae" else 1.0 - dev[key]
+
+
+def best_epoch(history):
+    """The best dev epoch of a history, as training selects it (the earliest on a tie; None if all NaN)."""
+    best, best_score = None, math.inf
+    for h in history:
+        if dev_score(h["dev"]) < best_score:
+            best, best_score = h["epoch"], dev_score(h["dev"])
+    return best
+
+
+def train_label_mean(data):
+    """The predict-the-mean baseline of regression metrics (None for emotion labels)."""
+    label = data["train"]["label"]
+    return float(np.mean(label)) if label.ndim == 1 else None
+
+
+@torch.no_grad()
+def predict(model, split, device, config, batch_size=256):
+    model.eval()
+    ds = MultimodalDataset(split, token_ids=bool(config.text_backbone))
+    preds = []
+    for start in range(0, len(ds), batch_size):
+        text, audio, visual, _ = (t.to(device) for t in ds[start : start + batch_size])
+        with autocast(config, device):
+            preds.append(model(text, audio, visual)["pred"].float().cpu())
+    return torch.cat(preds).numpy() if preds else np.zeros((0, 1), np.float32)
+
+
+@contextlib.contextmanager
+def _evaluation_rng(config, device):
+    """Faithful mode samples z at evaluation. Its draws come from the default generators seeded
+    by the run's seed inside a fork of the RNG state: evaluating the same weights always gives
+    the same numbers (so `eval` reproduces metrics.json exactly), and the training's RNG stream
+    is left as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        yield
+
+
+def evaluate(model, split, device, config, train_label_mean):
+    with _evaluation_rng(config, device):
+        pred = predict(model, split, device, config)
+    bad = int(pred.size - np.count_nonzero(np.isfinite(pred)))
+    if bad:
+        raise DivergedError(f"{bad} of the model's {pred.size} predictions are NaN or Inf: its weights have diverged")
+    if split["label"].ndim == 1:
+        return regression_metrics(pred[:, 0], split["label"], train_label_mean)
+    return emotion_metrics(pred, split["label"])
+
+
+def evaluate_checkpoint(path, data_spec=None, split="test", device=None):
+    """Evaluates best.pt (or a run folder) on a split; returns the metrics. `device`: where to
+    evaluate (default: the run's device setting)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, BEST)
+    ckpt = read_checkpoint(path)
+    if "optimizer" in ckpt:
+        raise CheckpointError(f"{path} is the resume checkpoint of a run; evaluate its folder or its {BEST}")
+    if not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path}: not a mibcore {BEST} (it holds no config)")
+    config = config_from_dict(ckpt["config"])
+    config = dataclasses.replace(config, data=data_spec or config.data, device=device or config.device)
+    device = config_device(config)
+    data = load_data(config)
+    model = build_model(config, data)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not fit the model for data {config.data!r} "
+                              f"({str(e).splitlines()[0]} ...)") from e
+    return evaluate(model.to(device), data[split], device, config, train_label_mean(data))
