@@ -18,3 +18,5 @@ def add_arguments(parser):
     parser.add_argument("--out", default="bench-results", help="output folder")
     parser.add_argument("--launch-report", action="store_true",
                         help="print the Triton launches and their H200 floor times (no GPU needed), then exit")
+    parser.add_argument("--overhead", action="store_true",
+                        help="print the functional API's per-call overhead over the torch operators, then exit")

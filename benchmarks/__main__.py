@@ -1,5 +1,6 @@
 """Benchmark runner: `python -m benchmarks [--quick] [--device cpu] [--out bench-results]`
-(`--launch-report`: the Triton launches against H200 floors, nothing timed; benchmarks/launch_report.py).
+(`--launch-report`: the Triton launches against H200 floors, nothing timed; benchmarks/launch_report.py;
+`--overhead`: the functional API's per-call cost over the torch operators; benchmarks/overhead.py).
 
 Times every case for every provider (forward, backward, forward+backward; training cases
 also the whole step with Adam, or the epoch), reports speedups against the case's baseline
@@ -109,6 +110,11 @@ def main(argv=None, args=None):
         from . import launch_report
 
         print(launch_report.report())
+        return 0
+    if args.overhead:
+        from . import overhead
+
+        print(overhead.report(args.device))
         return 0
     run(args)
     return 0

@@ -10,11 +10,8 @@ bf16/fp16 tensor cores 990 TFLOP/s; TF32 495 TFLOP/s; plain fp32 (IEEE, the FMA 
 TFLOP/s; fp64 (tensor cores) 67 TFLOP/s. 132 SMs.
 """
 import math
-from functools import partial
 
 import torch
-
-from mibcore.kernels.aot import meta, meta_rng
 
 SMS = 132
 HBM_BYTES_PER_S = 4.8e12
@@ -23,51 +20,15 @@ TF32_FLOPS_PER_S = 495e12
 
 
 def _cases():
-    """(op, shape label, dtype, pass, call, bytes, flops) rows."""
-    from mibcore.kernels import dropout, low_rank_fusion, reparameterize_kl, tensor_fusion
+    """(op, shape label, dtype, pass, call, bytes, flops): the rows of the operators' launch tables
+    (OpSpec.launches) marked for the report."""
+    from mibcore.ops import SPECS
 
-    for rows, cols in ((32, 50), (4096, 1024)):
-        for dtype in (torch.float32, torch.bfloat16):
-            e, n = dtype.itemsize, rows * cols
-            x = meta(rows, cols, dtype=dtype)
-            label = f"{rows}x{cols}"
-            yield ("reparameterize_kl", label, dtype, "forward",
-                   partial(reparameterize_kl.forward, x, x, meta_rng(), 0, -5.0, True), 3 * e * n + 4 * rows, 0)
-            yield ("reparameterize_kl", label, dtype, "backward",
-                   partial(reparameterize_kl.backward, x, meta(rows), x, x, meta_rng(), 0, -5.0, True),
-                   5 * e * n + 4 * rows, 0)
-    for batch, dims, out, p in ((32, (50, 50, 50), 50, 0.5), (64, (64, 64, 64), 128, 0.0),
-                                (256, (32, 32, 32), 64, 0.5)):
-        n = math.prod(d + 1 for d in dims)
-        for dtype in (torch.float32, torch.bfloat16):
-            e = dtype.itemsize
-            inputs = [meta(batch, d, dtype=dtype) for d in dims]
-            weight = meta(out, n, dtype=dtype)
-            label = f"B{batch} {'x'.join(map(str, dims))}->{out}" + (f" p={p}" if p else "")
-            small = e * (batch * sum(dims) + batch * out)
-            yield ("tensor_fusion", label, dtype, "forward",
-                   partial(tensor_fusion.forward, inputs, weight, None, p, meta_rng()), e * out * n + small,
-                   2 * batch * n * out)
-            yield ("tensor_fusion", label, dtype, "backward",
-                   partial(tensor_fusion.backward, meta(batch, out, dtype=dtype), inputs, weight, p, meta_rng()),
-                   2 * e * out * n + 2 * small, 4 * batch * n * out)
-    for batch, dims, out, rank in ((32, (50, 50, 50), 50, 5), (512, (128, 128, 128), 128, 8)):
-        dtype = torch.float32
-        inputs = [meta(batch, d) for d in dims]
-        factors = [meta(rank, d + 1, out) for d in dims]
-        w, b = meta(1, rank), meta(1, out)
-        factor_bytes = 4 * rank * out * sum(d + 1 for d in dims)
-        io = 4 * batch * (sum(dims) + out)
-        flops = 2 * batch * rank * out * sum(d + 1 for d in dims)
-        label = f"B{batch} {'x'.join(map(str, dims))}->{out} r{rank}"
-        yield ("low_rank_fusion", label, dtype, "forward",
-               partial(low_rank_fusion.forward, inputs, factors, w, b), factor_bytes + io, flops)
-        yield ("low_rank_fusion", label, dtype, "backward",
-               partial(low_rank_fusion.backward, meta(batch, out), inputs, factors, w),
-               2 * factor_bytes + 2 * io, 3 * flops)  # recomputed projections + two gradient GEMMs
-    x = meta(4096, 1024)
-    yield ("dropout", "4096x1024", torch.float32, "forward", partial(dropout.dropout, x, 0.1, meta_rng()),
-           2 * 4 * x.numel(), 0)
+    for spec in SPECS.values():
+        for launch in spec.launches():
+            if launch.report:
+                for which, call, nbytes, flops in launch.passes:
+                    yield spec.name, launch.label, launch.dtype, which, call, nbytes, flops
 
 
 def rows():

@@ -1,9 +1,7 @@
 """Ahead-of-time compilation of every Triton launch the host code makes, without a GPU.
 
 The launches are not listed by hand: `record_calls` drives the host wrappers (kernels/*.py)
-with meta tensors through a table of realistic calls (the paper's shapes, the benchmarks'
-scale shapes, modality dims up to 600, 2 and 3 inputs, every dtype, with and without dropout,
-every parameterization, forward and backward, the dropout operators) under
+with meta tensors through the launch table of every operator's spec (mibcore/ops/<op>.py) under
 kernels/_launch.recording(), which records each launch instead of running it. Each distinct
 specialization (Triton's own binder decides what is distinct: argument dtypes, 32/64-bit
 integers, alignment, constexprs) is compiled once per target, in parallel processes, and
@@ -20,9 +18,7 @@ Must run without TRITON_INTERPRET=1 (interpreted kernels cannot be compiled).
 import argparse
 import concurrent.futures
 import dataclasses
-from functools import partial
 import importlib
-import itertools
 import multiprocessing
 import os
 import re
@@ -36,99 +32,17 @@ import torch
 from mibcore.kernels import _launch
 
 SHARED_LIMIT = {90: 227 * 1024, 80: 163 * 1024}  # bytes of shared memory per block (opt-in maximum)
-DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-# (rows, cols): the paper's bottleneck (B 32, d 50), the benchmarks' scale shapes, small and odd ones.
-REPARAMETERIZE_SHAPES = ((32, 50), (4096, 1024), (1024, 512), (33, 257), (3, 7), (1, 1))
-# (batch, modality dims, out): paper, benchmarks/cases.py scale shapes, wide last inputs (300,
-# 600: tiled along K), 2 inputs, a weight over 2^31 elements, the smallest case.
-TENSOR_FUSION_SHAPES = (
-    (32, (50, 50, 50), 50), (64, (64, 64, 64), 128), (256, (32, 32, 32), 64), (512, (32, 32, 32), 64),
-    (128, (128, 128), 128), (32, (50, 50, 300), 50), (32, (50, 600), 50), (128, (600, 600), 64),
-    (32, (50, 50), 50), (64, (600, 600, 600), 16), (1, (1, 7), 1),
-)
-# (batch, modality dims, out, rank)
-LOW_RANK_FUSION_SHAPES = ((32, (50, 50, 50), 50, 5), (512, (128, 128, 128), 128, 8), (32, (50, 50), 50, 4),
-                          (1, (1, 7), 1, 1))
-DROPOUT_SHAPES = ((32, 1024), (4096, 1024), (7,))
-
-
-def meta(*shape, dtype=torch.float32):
-    """A tensor with no storage: the host code runs on it at any size, and records launches."""
-    return torch.empty(shape, dtype=dtype, device="meta")
-
-
-def meta_rng():
-    return meta(2, dtype=torch.int64)
-
-
-def _reparameterize_kl_calls():
-    from mibcore.kernels import reparameterize_kl as k
-
-    for (rows, cols), dtype, p, sample in itertools.product(REPARAMETERIZE_SHAPES, DTYPES, (0, 1, 2), (True, False)):
-        mu, kl_dtype = meta(rows, cols, dtype=dtype), torch.float64 if dtype == torch.float64 else torch.float32
-        yield f"reparameterize_kl {rows}x{cols} {dtype} P{p} sample={sample}", [
-            partial(k.forward, mu, mu, meta_rng(), p, -5.0, sample),
-            partial(k.backward, mu, meta(rows, dtype=kl_dtype), mu, mu, meta_rng(), p, -5.0, sample),
-        ]
-
-
-def _tensor_fusion_calls():
-    from mibcore.kernels import tensor_fusion as k
-
-    for (batch, dims, out), dtype, dropout in itertools.product(TENSOR_FUSION_SHAPES, DTYPES, (0.0, 0.5)):
-        inputs = [meta(batch, d, dtype=dtype) for d in dims]
-        n = 1
-        for d in dims:
-            n *= d + 1
-        weight, bias = meta(out, n, dtype=dtype), meta(out, dtype=dtype)
-        for tf32 in (False, True) if dtype == torch.float32 else (False,):
-            yield f"tensor_fusion B{batch} {dims}->{out} {dtype} p={dropout}" + (" tf32" if tf32 else ""), [
-                _with_tf32(tf32, partial(k.forward, inputs, weight, bias, dropout, meta_rng())),
-                _with_tf32(tf32, partial(k.backward, meta(batch, out, dtype=dtype), inputs, weight, dropout,
-                                         meta_rng())),
-            ]
-
-
-def _low_rank_fusion_calls():
-    from mibcore.kernels import low_rank_fusion as k
-
-    for (batch, dims, out, rank), dtype in itertools.product(LOW_RANK_FUSION_SHAPES, DTYPES):
-        inputs = [meta(batch, d, dtype=dtype) for d in dims]
-        factors = [meta(rank, d + 1, out, dtype=dtype) for d in dims]
-        w, b = meta(1, rank, dtype=dtype), meta(1, out, dtype=dtype)
-        yield f"low_rank_fusion B{batch} {dims}->{out} r{rank} {dtype}", [
-            partial(k.forward, inputs, factors, w, b),
-            partial(k.backward, meta(batch, out, dtype=dtype), inputs, factors, w),
-        ]
-
-
-def _dropout_calls():
-    from mibcore.kernels import dropout as k
-
-    for shape, dtype in itertools.product(DROPOUT_SHAPES, DTYPES):
-        x = meta(*shape, dtype=dtype)
-        yield f"dropout {shape} {dtype}", [
-            partial(k.dropout, x, 0.1, meta_rng()), partial(k.dropout_add, x, x, 0.1, meta_rng()),
-            partial(k.relu_dropout, x, 0.1, meta_rng()), partial(k.relu_dropout_backward, x, x, 0.1),
-        ]
-
-
-def _with_tf32(enabled, call):
-    def run():
-        previous = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = enabled
-        try:
-            return call()
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = previous
-    return run
 
 
 def calls():
-    """(label, [host calls]) for every row of the table (each call bound to its row's arguments)."""
-    for group in (_reparameterize_kl_calls, _tensor_fusion_calls, _low_rank_fusion_calls, _dropout_calls):
-        yield from group()
+    """(label, [host calls]) for every row of the operators' launch tables (OpSpec.launches: the
+    paper's shapes, the benchmarks' scale shapes, modality dims up to 600, 2 and 3 inputs, every
+    dtype, with and without dropout, every parameterization, forward and backward)."""
+    from mibcore.ops import SPECS
+
+    for spec in SPECS.values():
+        for launch in spec.launches():
+            yield f"{spec.name} {launch.label} {launch.dtype}", [call for _, call, _, _ in launch.passes]
 
 
 def record_calls(table=None):

@@ -1,4 +1,4 @@
-"""Argument checks of the public API: every error names the argument at fault."""
+"""Argument checks of the public API (made once, in Python): every error names the argument at fault."""
 import numbers
 
 import torch
@@ -70,3 +70,40 @@ def flag(fn, name, value):
     if not isinstance(value, bool):
         raise TypeError(f"{fn}: `{name}` must be a bool, got {type(value).__name__}")
     return value
+
+
+def fusion_inputs(fn, inputs):
+    """The inputs of a fusion operator: a list or tuple of 2 or 3 [B, d_i] tensors of one dtype
+    and device with d_i >= 1; returns the d_i."""
+    if isinstance(inputs, torch.Tensor) or not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"{fn}: `inputs` must be a list or tuple of 2 or 3 tensors [B, d_i]")
+    if len(inputs) not in (2, 3):
+        raise ValueError(f"{fn}: `inputs` must hold 2 or 3 tensors, got {len(inputs)}")
+    first = floating(fn, "inputs[0]", inputs[0])
+    for i, x in enumerate(inputs):
+        like(fn, f"inputs[{i}]", x, "inputs[0]", first, shape=False)
+        if x.dim() != 2:
+            raise ValueError(f"{fn}: `inputs[{i}]` must be [B, d] (2 dimensions), got shape {list(x.shape)}")
+        if x.shape[0] != first.shape[0]:
+            raise ValueError(
+                f"{fn}: `inputs[{i}]` must be [B, d] with B = {first.shape[0]} (from inputs[0]), "
+                f"got {list(x.shape)}"
+            )
+        if x.shape[1] == 0:  # (the Triton kernels computed a wrong product for a factor of [1] alone)
+            raise ValueError(f"{fn}: `inputs[{i}]` must have at least one feature (d >= 1), got {list(x.shape)}")
+    return [x.shape[1] for x in inputs]
+
+
+def autocast_operands(*groups):
+    """Under autocast, operators with a weight GEMM take autocast's dtype (as F.linear would),
+    on every backend; the fused kernels still accumulate in fp32. Each group is a sequence of
+    tensors (or None); anything else is left for the argument checks to report."""
+    tensors = [t for group in groups if isinstance(group, (list, tuple)) for t in group if isinstance(t, torch.Tensor)]
+    if not tensors or not torch.is_autocast_enabled(tensors[0].device.type):
+        return groups
+    dtype = torch.get_autocast_dtype(tensors[0].device.type)
+    # As autocast itself: float64 is not an autocast dtype and stays float64.
+    cast = lambda t: (  # noqa: E731
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64 else t
+    )
+    return tuple([cast(t) for t in group] if isinstance(group, (list, tuple)) else group for group in groups)

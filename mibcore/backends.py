@@ -9,8 +9,10 @@ Backends:
 
 The choice is made in the functional API before autograd records the operator. The
 selection comes from, in order: `use(name)` (a context manager), `set(name)`, the
-environment variable MIBCORE_BACKEND, and finally "auto". Asking for a backend that
-cannot serve the tensors is a BackendError, never a silent fallback.
+environment variable MIBCORE_BACKEND (read once, at the first call), and finally "auto".
+Asking for a backend that cannot serve the tensors is a BackendError, never a silent fallback.
+Which backend implements which operator on which devices comes from the operators' specs
+(mibcore.ops.SPECS) alone; a resolution is cached per (operator, device type, selection).
 """
 import contextlib
 import dataclasses
@@ -22,8 +24,8 @@ from typing import Callable
 
 import torch
 
-from mibcore import _extension
-from mibcore.ops import AUTO_ORDERS, OPERATORS
+from mibcore import _extension, ops
+from mibcore.ops._spec import DEVICE_TYPES
 
 NAMES = ("reference", "cpu", "triton", "cuda", "auto")
 
@@ -33,7 +35,7 @@ _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "referenc
 
 def auto_order(op, device_type):
     """The backends `auto` tries for `op` on `device_type`, in order."""
-    return AUTO_ORDERS.get(op, {}).get(device_type) or _AUTO_ORDER.get(device_type, ("reference",))
+    return ops.SPECS[op].auto_order.get(device_type) or _AUTO_ORDER.get(device_type, ("reference",))
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,7 +55,7 @@ class BackendError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Backend:
     """A backend: what it needs to run on this machine (`ready`). Which operators it implements
-    and on which devices comes from the operator modules' IMPLEMENTATIONS (mibcore.ops)."""
+    and on which devices comes from the operators' specs (mibcore.ops.SPECS)."""
 
     name: str
     description: str
@@ -61,22 +63,18 @@ class Backend:
 
     @property
     def ops(self):
-        """Names of the operators it implements (the reference implements every one)."""
-        if self.name == "reference":
-            return frozenset(OPERATORS)
-        return frozenset(op for op, implementations in OPERATORS.items() if self.name in implementations)
+        """Names of the operators it implements."""
+        return frozenset(name for name, spec in ops.SPECS.items() if self.name in spec.implementations)
 
     def serves(self, op, device_type):
         """Whether it can run operator `op` on `device_type` tensors on this machine now."""
-        if not (self.ready() and _device_present(device_type)):
-            return False
-        return self.name == "reference" or (
-            self.name in OPERATORS[op] and device_type in OPERATORS[op][self.name].devices
-        )
+        implementation = ops.SPECS[op].implementations.get(self.name)
+        return (implementation is not None and device_type in implementation.devices and self.ready()
+                and _device_present(device_type))
 
     def devices(self):
         """Device types it serves (for at least one operator) on this machine right now."""
-        return tuple(d for d in ("cpu", "cuda") if any(self.serves(op, d) for op in OPERATORS))
+        return tuple(d for d in DEVICE_TYPES if any(self.serves(op, d) for op in ops.SPECS))
 
 
 BACKENDS = {
@@ -88,8 +86,9 @@ BACKENDS = {
 
 
 def implementation(op, backend):
-    """The torch operator that fused backend `backend` runs for `op`."""
-    return OPERATORS[op][backend].operator()
+    """The torch operator that fused backend `backend` runs for `op` (the function, for the
+    reference)."""
+    return ops.SPECS[op].implementations[backend].target()
 
 
 _state = threading.local()
@@ -129,13 +128,20 @@ def current():
         return stack[-1]
     if _global_choice is not None:
         return _global_choice
-    env = os.environ.get("MIBCORE_BACKEND")
-    if env:
-        try:
-            return _check_name(env.strip().lower())
-        except BackendError as error:
-            raise BackendError(f"MIBCORE_BACKEND: {error}") from None
-    return "auto"
+    return _environment_choice()
+
+
+@functools.lru_cache(maxsize=None)
+def _environment_choice():
+    # Read once (an unknown name stays an error at every call, not a silent "auto"); tests that
+    # change the variable call clear_cache().
+    env = os.environ.get("MIBCORE_BACKEND", "").strip().lower()
+    if not env:
+        return "auto"
+    try:
+        return _check_name(env)
+    except BackendError as error:
+        raise BackendError(f"MIBCORE_BACKEND: {error}") from None
 
 
 def available(device=None):
@@ -151,8 +157,36 @@ def available(device=None):
 
 def resolve(op, device):
     """The concrete backend that runs operator `op` on `device` under the current selection."""
-    device_type = torch.device(device).type
-    choice = current()
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return _resolve(op, device_type, current())
+
+
+def runner(op, device):
+    """The callable that runs operator `op` on `device` under the current selection: the chosen
+    backend's implementation, taking the normalized arguments of the op's public function."""
+    return ops.SPECS[op].runner(_resolve_constant(op, device))
+
+
+@torch.compiler.assume_constant_result
+def _resolve_constant(op, device):
+    # Resolved once per compiled graph under torch.compile (the selection is plain Python
+    # state that dynamo cannot guard on): change backends outside compiled regions.
+    return resolve(op, device)
+
+
+def clear_cache():
+    """Forgets cached resolutions and the environment's choice (for tests that change what
+    backends declare or MIBCORE_BACKEND)."""
+    _resolve.cache_clear()
+    _environment_choice.cache_clear()
+    for spec in ops.SPECS.values():
+        spec.runner.cache_clear()
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(op, device_type, choice):
+    if op not in ops.SPECS:
+        raise BackendError(f"unknown operator {op!r}; the operators are: {', '.join(ops.SPECS)}")
     if choice == "auto":
         for name in auto_order(op, device_type):
             if BACKENDS[name].serves(op, device_type):
@@ -166,7 +200,7 @@ def resolve(op, device):
             f"{', '.join(implementers)} (select one of those or 'auto')"
         )
     if not backend.serves(op, device_type):
-        served = [d for d in ("cpu", "cuda") if backend.serves(op, d)]
+        served = [d for d in DEVICE_TYPES if backend.serves(op, d)]
         why = f"it serves {', '.join(served)} tensors" if served else "it is not available on this machine"
         raise BackendError(
             f"backend {choice!r} cannot run {op} on {device_type} tensors: {why}. "

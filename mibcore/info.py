@@ -5,7 +5,8 @@ import platform
 import torch
 
 import mibcore
-from mibcore import _extension, backends, cpu_isa
+from mibcore import _extension, backends, cpu_isa, ops
+from mibcore.ops._spec import DEVICE_TYPES
 
 
 def report():
@@ -31,11 +32,14 @@ def report():
         cpu_ops = sorted(op for op in backends.BACKENDS["cpu"].ops)
         lines.append("  " + ", ".join(f"{op}={cpu_isa.current()}" for op in cpu_ops))
     lines.append(f"threads: {torch.get_num_threads()}  GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
-    lines.append("backends serving each device (auto picks the first that implements an operator):")
-    for device in ("cpu", "cuda"):
-        served = backends.available(device)
-        order = [b for b in backends._AUTO_ORDER[device] if b in served]
-        lines.append(f"  {device}: {', '.join(order) if order else 'none'}")
+    lines.append("backend `auto` runs, per device and operator (the first of its order that serves it here):")
+    for device in DEVICE_TYPES:
+        picks = {}
+        for op in ops.SPECS:
+            order = [b for b in backends.auto_order(op, device) if backends.BACKENDS[b].serves(op, device)]
+            picks.setdefault(" > ".join(order) or "none", []).append(op)
+        for order, names in picks.items():
+            lines.append(f"  {device}: {order}  ({', '.join(names)})")
     lines.append("operators per backend:")
     for name, backend in backends.BACKENDS.items():
         devices = ", ".join(backend.devices()) or "unavailable here"

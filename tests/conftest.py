@@ -17,13 +17,15 @@ from tests import utils  # noqa: E402
 
 def pytest_configure(config):
     # CI names the backends it requires (MIBCORE_REQUIRE_BACKENDS): a missing one fails the run
-    # instead of silently dropping its tests.
-    missing = [b for b in utils.required_backends() if b not in mibcore.backends.available()]
+    # instead of silently dropping its tests, and so does an operator whose spec omits one
+    # (without declaring it `missing`, with a reason).
+    missing = utils.missing_required_backends()
     if missing:
         raise pytest.UsageError(
             f"MIBCORE_REQUIRE_BACKENDS names backends that are not available here: {', '.join(missing)} "
             f"(available: {', '.join(mibcore.backends.available())}). Build the extension "
-            "(`make build`) or install triton, or change MIBCORE_REQUIRE_BACKENDS."
+            "(`make build`) or install triton, declare the backend in the operator's spec, or change "
+            "MIBCORE_REQUIRE_BACKENDS."
         )
 
 
@@ -50,7 +52,9 @@ def _backend_param(request):
 def _seed_and_reset_backend(request):
     torch.manual_seed(1234)
     mibcore.backends.set(None)
+    mibcore.backends.clear_cache()
     # A test parametrized with a cpu backend runs its kernels at that backend's level.
     with utils.at_level(_backend_param(request)):
         yield
     mibcore.backends.set(None)
+    mibcore.backends.clear_cache()

@@ -10,7 +10,7 @@ import torch
 import mibcore
 from mibcore import backends
 from mibcore import functional as MF
-from mibcore.ops import OPERATORS
+from mibcore.ops import SPECS
 
 
 def test_reference_always_available():
@@ -20,20 +20,21 @@ def test_reference_always_available():
 
 def test_auto_prefers_the_compiled_cpu_backend():
     expected = "cpu" if "cpu" in backends.available("cpu") else "reference"
-    for op in OPERATORS:
+    for op in SPECS:
         assert backends.resolve(op, "cpu") == expected
 
 
 def test_auto_runs_triton_for_tensor_fusion_on_gpus(monkeypatch):
     # As on a GPU machine where both GPU backends serve CUDA tensors.
-    from mibcore.ops._declare import Implementation
+    from mibcore.ops._spec import Implementation
 
     monkeypatch.setattr(backends, "_device_present", lambda device_type: True)
     for name in ("cuda", "triton"):
         monkeypatch.setitem(backends.BACKENDS, name, backends.Backend(name, "", lambda: True))
-    for op, implementations in OPERATORS.items():
-        if "triton" in implementations:
-            monkeypatch.setitem(implementations, "triton", Implementation(implementations["triton"].op, ("cuda",)))
+    for spec in SPECS.values():
+        if "triton" in spec.implementations:
+            monkeypatch.setitem(spec.implementations, "triton", Implementation(("cuda",), op=spec.implementations["triton"].op))
+    backends.clear_cache()
     assert backends.resolve("tensor_fusion", "cuda") == "triton"  # tensor cores (ops/tensor_fusion.py AUTO_ORDER)
     assert backends.resolve("reparameterize_kl", "cuda") == "cuda"  # the default order
     assert backends.resolve("low_rank_fusion", "cuda") == "triton"  # no CUDA kernel
@@ -52,8 +53,10 @@ def test_use_is_scoped_and_overrides_set():
 
 def test_environment_variable(monkeypatch):
     monkeypatch.setenv("MIBCORE_BACKEND", "reference")
+    backends.clear_cache()  # (the variable is read once)
     assert backends.resolve("reparameterize_kl", "cpu") == "reference"
     monkeypatch.setenv("MIBCORE_BACKEND", "bogus")
+    backends.clear_cache()
     with pytest.raises(backends.BackendError, match="MIBCORE_BACKEND: unknown backend 'bogus'"):
         backends.current()
 
@@ -72,28 +75,28 @@ def test_backend_that_cannot_serve_the_device_is_an_error():
 
 
 def test_backend_without_the_operator_is_an_error_not_a_fallback(monkeypatch):
-    # Removing the one declaration (ops/tensor_fusion.py IMPLEMENTATIONS) is all it takes.
-    without_cpu = {k: v for k, v in OPERATORS["tensor_fusion"].items() if k != "cpu"}
-    monkeypatch.setitem(OPERATORS, "tensor_fusion", without_cpu)
+    # Removing the one declaration (the spec in ops/tensor_fusion.py) is all it takes.
+    monkeypatch.delitem(SPECS["tensor_fusion"].implementations, "cpu")
+    backends.clear_cache()
     assert "tensor_fusion" not in backends.BACKENDS["cpu"].ops
     with backends.use("cpu"), pytest.raises(backends.BackendError, match="does not implement tensor_fusion"):
         MF.tensor_fusion([torch.zeros(2, 3), torch.zeros(2, 3)], torch.zeros(1, 16))
 
 
 def test_the_registry_is_derived_from_the_operator_modules():
-    for op, implementations in OPERATORS.items():
+    for op, spec in SPECS.items():
         assert op in backends.BACKENDS["reference"].ops
-        for name, implementation in implementations.items():
+        for name, implementation in spec.implementations.items():
             assert op in backends.BACKENDS[name].ops
-            assert implementation.op.startswith("mibcore::")
+            assert name == "reference" or implementation.op.startswith("mibcore::")
     assert "low_rank_fusion" not in backends.BACKENDS["cuda"].ops  # no CUDA kernel declared
 
 
 @pytest.mark.skipif("cpu" not in backends.available("cpu"), reason="needs the cpu backend")
 def test_every_declared_cpp_operator_has_a_kernel_and_autograd():
-    for op, implementations in OPERATORS.items():
-        if "cpu" in implementations:
-            name = implementations["cpu"].op
+    for spec in SPECS.values():
+        if "cpu" in spec.implementations:
+            name = spec.implementations["cpu"].op
             assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"), name
             assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd"), name
 
@@ -110,7 +113,7 @@ def test_info_command():
     ).stdout
     assert f"mibcore {mibcore.__version__}" in out
     assert f"torch {torch.__version__}" in out
-    assert re.search(r"^  cpu: .*reference$", out, re.M)
+    assert re.search(r"^  cpu: (cpu > )?reference  \(.*tensor_fusion", out, re.M)
     assert "extension mibcore._C:" in out
 
 

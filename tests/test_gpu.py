@@ -15,7 +15,7 @@ import torch
 
 import mibcore
 from mibcore import functional as MF
-from mibcore.ops import OPERATORS
+from mibcore.ops import SPECS
 from mibcore.reference import philox
 from mibcore.reference.reparameterize_kl import std_and_log_std
 from tests import utils
@@ -33,7 +33,7 @@ GPU_TOL = {  # (rtol, atol) of a GPU backend against a float64 oracle, per dtype
 
 def gpu_backends(op):
     """The backends that implement `op` for CUDA tensors (whether or not built here)."""
-    return [name for name, impl in OPERATORS[op].items() if "cuda" in impl.devices or name == "triton"]
+    return [name for name, impl in SPECS[op].implementations.items() if name != "reference" and ("cuda" in impl.devices or name == "triton")]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 import mibcore
 from mibcore import functional as MF
 from mibcore.ops.rng import draw_rng
-from mibcore.kernels.aot import meta, meta_rng  # (no Triton import: kernels are imported when used)
+from mibcore.ops._spec import meta, meta_rng
 from mibcore.reference import philox
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")

@@ -10,20 +10,32 @@ import os
 import torch
 
 import mibcore
+import mibcore.ops._spec
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
-TOLERANCES = {  # (rtol, atol) against a float64 oracle
-    torch.float64: (1e-10, 1e-12),
-    torch.float32: (2e-5, 1e-6),
-    torch.float16: (2e-3, 2e-3),
-    torch.bfloat16: (1.6e-2, 1.6e-2),  # 2 ulp: the Triton interpreter truncates bf16
-}
+TOLERANCES = mibcore.ops._spec.TOLERANCES  # (rtol, atol) against a float64 oracle
 
 
 def required_backends():
     """The backends this run must have (MIBCORE_REQUIRE_BACKENDS, comma-separated)."""
     return [b.strip() for b in os.environ.get("MIBCORE_REQUIRE_BACKENDS", "").split(",") if b.strip()]
+
+
+def missing_required_backends():
+    """What this run lacks of MIBCORE_REQUIRE_BACKENDS: ["backend" or "backend for op"], per
+    backend and per operator (an operator's spec may declare a backend `missing`, with a reason)."""
+    missing = []
+    for name in required_backends():
+        if name not in mibcore.backends.BACKENDS or not mibcore.backends.BACKENDS[name].devices():
+            missing.append(name)
+            continue
+        for op, spec in mibcore.ops.SPECS.items():
+            if name not in spec.missing and not any(
+                mibcore.backends.BACKENDS[name].serves(op, d) for d in mibcore.ops._spec.DEVICE_TYPES
+            ):
+                missing.append(f"{name} for {op}")
+    return missing
 
 
 class Backend(str):
@@ -55,6 +67,17 @@ def backends(op, device="cpu", *, fused=False):
             continue
         levels = cpu_levels() if name == "cpu" else [None]
         out.extend(Backend(name, isa) for isa in levels)
+    return out
+
+
+def once_per_backend(cases):
+    """(op, backend) cases with the cpu backend at one level only (for checks of registration,
+    not numerics)."""
+    seen, out = set(), []
+    for op, backend in cases:
+        if (op, str(backend)) not in seen:
+            seen.add((op, str(backend)))
+            out.append((op, backend))
     return out
 
 

@@ -361,6 +361,7 @@ at::Tensor low_rank_fusion_cpu(at::TensorList inputs, at::TensorList factors, co
                                const at::Tensor& bias) {
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
   TORCH_CHECK(bias.numel() == s.out, "low_rank_fusion: bias must hold out values");
+  check_same_dtype_device("low_rank_fusion", "bias", bias, "factors[0]", factors[0]);
   const auto acc = accumulation_dtype(factors[0].scalar_type());
   const int64_t op = padded(s.out);
   const auto x = as_contiguous(inputs, acc);

@@ -1,22 +1,34 @@
-"""The fused operators: one module per operator, each declaring its implementations once.
+"""The fused operators: one module per operator, mibcore/ops/<op>.py, holding its public
+function, its OpSpec (mibcore/ops/_spec.py), its fake tensors and its Triton operators with their
+autograd (the C++ operators' autograd sits beside their kernels in csrc/).
 
-    ops/<op>.py   IMPLEMENTATIONS (backend -> torch operator, devices), fake tensors, and the
-                  Triton operators with their autograd (C++ autograd: csrc/autograd.cpp)
-
-OPERATORS maps each operator's public name to its IMPLEMENTATIONS; mibcore.backends derives
-everything from it. An operator module may declare AUTO_ORDER ({device type: backends, fastest
-first}) where its order differs from the default of mibcore.backends; AUTO_ORDERS collects them. Every operator also has a `reference` (pure PyTorch, mibcore/reference),
-which serves any device.
+SPECS (operator name -> OpSpec) is collected from every module of this package that declares
+`SPECS`: adding an operator adds its module and nothing else. `register(spec)` adds one from
+outside the package (a plugin, or the toy operator of tests/test_adding_an_operator.py).
 """
-from mibcore.ops import dropout, low_rank_fusion, reparameterize_kl, tensor_fusion
+import importlib
+import pkgutil
 
-OPERATORS = {
-    "reparameterize_kl": reparameterize_kl.IMPLEMENTATIONS,
-    "tensor_fusion": tensor_fusion.IMPLEMENTATIONS,
-    "low_rank_fusion": low_rank_fusion.IMPLEMENTATIONS,
-    "dropout": dropout.IMPLEMENTATIONS,
-    "dropout_add": dropout.ADD_IMPLEMENTATIONS,
-    "relu_dropout": dropout.RELU_IMPLEMENTATIONS,
-}
+SPECS = {}
 
-AUTO_ORDERS = {"tensor_fusion": tensor_fusion.AUTO_ORDER}
+
+def register(spec):
+    """Adds an operator; its name must be new. Returns the spec."""
+    if spec.name in SPECS:
+        raise ValueError(f"an operator named {spec.name!r} is already registered")
+    SPECS[spec.name] = spec
+    return spec
+
+
+def _collect():
+    for module in pkgutil.iter_modules(__path__):  # (sorted by name)
+        if module.name.startswith("_") or module.name == "rng":
+            continue
+        specs = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SPECS", None)
+        if specs is None:
+            raise ImportError(f"mibcore.ops.{module.name} declares no SPECS (every operator module must)")
+        for spec in specs:
+            register(spec)
+
+
+_collect()

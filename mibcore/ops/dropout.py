@@ -10,25 +10,133 @@ as tensor_fusion's dropout): one (seed, offset) per call, no mask ever stored; t
 regenerates it (dropout of the gradient with the same rng). relu_dropout's backward needs
 only its output.
 """
+import itertools
+from functools import partial
+
 import torch
 
-from mibcore.ops._declare import TRITON_DEVICES, Implementation, register_cpp_fakes, triton_operator
+from mibcore import _checks, backends, reference
+from mibcore.ops._register import TRITON_DEVICES, register_cpp_fakes, python_operator
+from mibcore.ops._spec import DEVICE_TYPES, Implementation, Launch, OpSpec, Sample, meta, meta_rng, strided
+from mibcore.ops.rng import draw_rng
 
-IMPLEMENTATIONS = {
-    "cpu": Implementation("mibcore::dropout", ("cpu",)),
-    "cuda": Implementation("mibcore::dropout", ("cuda",)),
-    "triton": Implementation("mibcore::dropout_triton", TRITON_DEVICES),
-}
-ADD_IMPLEMENTATIONS = {
-    "cpu": Implementation("mibcore::dropout_add", ("cpu",)),
-    "cuda": Implementation("mibcore::dropout_add", ("cuda",)),
-    "triton": Implementation("mibcore::dropout_add_triton", TRITON_DEVICES),
-}
-RELU_IMPLEMENTATIONS = {
-    "cpu": Implementation("mibcore::relu_dropout", ("cpu",)),
-    "cuda": Implementation("mibcore::relu_dropout", ("cuda",)),
-    "triton": Implementation("mibcore::relu_dropout_triton", TRITON_DEVICES),
-}
+
+def _check(fn, x, p, training, generator):
+    _checks.floating(fn, "x", x)
+    p = _checks.probability(fn, "p", p)
+    _checks.flag(fn, "training", training)
+    _checks.generator(fn, generator)
+    return p
+
+
+def dropout(x, p, *, training=True, generator=None):
+    """Inverted dropout: x * keep / (1 - p), the keep decisions from Philox (one (seed, offset)
+    draw per call; element j of the row-major flattened x is kept iff its 24-bit uniform is
+    <= 1 - p). The mask is never stored: the backward regenerates it. Identity (x itself) when
+    not training or p = 0; else a new contiguous tensor of x's dtype (computed in fp32, fp64 for
+    fp64)."""
+    p = _check("dropout", x, p, training, generator)
+    if not training or p == 0.0:
+        return x
+    return backends.runner("dropout", x.device)(x, p, generator)
+
+
+def dropout_add(x, h, p, *, training=True, generator=None):
+    """x + dropout(h, p) in one pass (the residual pattern); `h`'s mask as `dropout(h)`'s."""
+    p = _check("dropout_add", h, p, training, generator)
+    _checks.like("dropout_add", "x", x, "h", h)
+    if not training or p == 0.0:
+        return x + h
+    return backends.runner("dropout_add", h.device)(x, h, p, generator)
+
+
+def relu_dropout(x, p, *, training=True, generator=None):
+    """dropout(relu(x), p) in one pass; the backward needs only the output (no mask, no x)."""
+    p = _check("relu_dropout", x, p, training, generator)
+    if not training or p == 0.0:
+        return torch.relu(x)
+    return backends.runner("relu_dropout", x.device)(x, p, generator)
+
+
+def _call_fused(op, *args):
+    # (x, p, generator) or (x, h, p, generator): the generator becomes the call's rng draw.
+    *tensors_and_p, generator = args
+    return op(*tensors_and_p, draw_rng(args[0].device, generator))
+
+
+def _reference(fn):
+    return lambda *args: fn(*args[:-1], generator=args[-1])
+
+
+def _implementations(name):
+    return {
+        "reference": Implementation(DEVICE_TYPES, function=_reference(getattr(reference, name))),
+        "cpu": Implementation(("cpu",), op=f"mibcore::{name}"),
+        "cuda": Implementation(("cuda",), op=f"mibcore::{name}"),
+        "triton": Implementation(TRITON_DEVICES, op=f"mibcore::{name}_triton"),
+    }
+
+
+_SHAPES = ((3, 5), (7,), (0, 4), (2, 3, 33))
+
+
+def _samples(two_inputs):
+    def samples(device, dtype):
+        g = torch.Generator().manual_seed(0)
+        out = []
+        for shape, p in itertools.product(_SHAPES, (0.25, 0.9)):
+            xs = [torch.randn(shape, dtype=torch.float64, generator=g).to(dtype=dtype, device=device)
+                  for _ in range(1 + two_inputs)]
+            out.append(Sample(f"{list(shape)} p={p}", (*xs, p), {"generator": None}, random=True))
+        x = strided(torch.randn(6, 5, dtype=torch.float64, generator=g).to(dtype=dtype, device=device))
+        out.append(Sample("strided p=0.5", (*[x] * (1 + two_inputs), 0.5), random=True))
+        out.append(Sample("eval", (*[x] * (1 + two_inputs), 0.5), {"training": False}))
+        return out
+    return samples
+
+
+def _double_backward(function, two_inputs):
+    def make():
+        g = torch.Generator().manual_seed(0)
+        xs = [torch.randn(3, 5, dtype=torch.float64, generator=g).requires_grad_() for _ in range(1 + two_inputs)]
+        return xs, lambda *xs: function(*xs, 0.5, generator=torch.Generator().manual_seed(1))
+    return make
+
+
+def _paper_sample(two_inputs):
+    def sample(device):
+        # The encoders' attention probabilities [B * H, T, T] at batch 32, 5 heads, T 50.
+        xs = [torch.randn(160, 50, 50, device=device) for _ in range(1 + two_inputs)]
+        return Sample("160x50x50 p=0.5", (*xs, 0.5), random=True)
+    return sample
+
+
+def _launches():
+    from mibcore.kernels import dropout as k
+
+    for shape, dtype in itertools.product(((32, 1024), (4096, 1024), (7,)), (torch.float32, torch.float16,
+                                                                            torch.bfloat16, torch.float64)):
+        x = meta(*shape, dtype=dtype)
+        moved = 2 * dtype.itemsize * x.numel()
+        yield Launch(f"{'x'.join(map(str, shape))}", dtype, (
+            ("forward", partial(k.dropout, x, 0.1, meta_rng()), moved, 0),
+            ("dropout_add", partial(k.dropout_add, x, x, 0.1, meta_rng()), 3 * dtype.itemsize * x.numel(), 0),
+            ("relu_dropout", partial(k.relu_dropout, x, 0.1, meta_rng()), moved, 0),
+            ("relu_dropout backward", partial(k.relu_dropout_backward, x, x, 0.1), 3 * dtype.itemsize * x.numel(), 0),
+        ), report=shape == (4096, 1024) and dtype == torch.float32)
+
+
+def _spec(name, function, two_inputs, **kwargs):
+    return OpSpec(name, function, _implementations(name), _call_fused, _samples(two_inputs),
+                  _double_backward(function, two_inputs), paper_sample=_paper_sample(two_inputs), **kwargs)
+
+
+# (The three operators share one Triton module: its launch table is listed once, under dropout.)
+SPECS = (
+    _spec("dropout", dropout, False, launches=_launches),
+    _spec("dropout_add", dropout_add, True),
+    _spec("relu_dropout", relu_dropout, False),
+)
 
 
 # (Explicit parameters, not *args: the boundary checks read the parameter names.)
@@ -104,16 +212,16 @@ def _relu_dropout_gradients(ctx, backward_op, grad_y):
     return backward_op(grad_y, y, ctx.p), None, None
 
 
-triton_operator(
+python_operator(
     "dropout_triton", _dropout_triton, _dropout_triton_backward, fake_forward=_fake_dropout,
     fake_backward=_fake_dropout, setup_context=_save_rng, gradients=_dropout_gradients,
 )
 # dropout_add's backward: the gradient itself for x, dropout of it for h (the same kernel).
-triton_operator(
+python_operator(
     "dropout_add_triton", _dropout_add_triton, _dropout_triton_backward, fake_forward=_fake_dropout_add,
     fake_backward=_fake_dropout, setup_context=_save_rng, gradients=_dropout_add_gradients,
 )
-triton_operator(
+python_operator(
     "relu_dropout_triton", _relu_dropout_triton, _relu_dropout_triton_backward, fake_forward=_fake_dropout,
     fake_backward=_fake_relu_dropout_backward, setup_context=_save_output, gradients=_relu_dropout_gradients,
 )

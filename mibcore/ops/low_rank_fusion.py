@@ -8,14 +8,55 @@ Autograd saves the inputs, factors and rank weights; the backward recomputes the
 projections (one small GEMM each) instead of saving them. (No CUDA kernel: `auto` picks
 triton on GPUs.)
 """
+import itertools
+from functools import partial
+
 import torch
 
-from mibcore.ops._declare import TRITON_DEVICES, Implementation, register_cpp_fakes, triton_operator
+from mibcore import _checks, backends, reference
+from mibcore.ops._register import TRITON_DEVICES, register_cpp_fakes, python_operator
+from mibcore.ops._spec import DEVICE_TYPES, Implementation, Launch, OpSpec, Sample, meta, strided
 
-IMPLEMENTATIONS = {
-    "cpu": Implementation("mibcore::low_rank_fusion", ("cpu",)),
-    "triton": Implementation("mibcore::low_rank_fusion_triton", TRITON_DEVICES),
-}
+
+def low_rank_fusion(inputs, factors, rank_weights, bias):
+    """Low-rank multimodal fusion (LMF).
+
+    y = sum_r rank_weights[r] * prod_i ([1; x_i] @ factors[i][r]) + bias.
+
+    Args:
+        inputs: 2 or 3 tensors [B, d_i].
+        factors: one tensor [rank, d_i + 1, out] per input.
+        rank_weights: [rank] or [1, rank] (the LMF code's fusion_weights).
+        bias: [out] or [1, out] (the LMF code's fusion_bias).
+    """
+    fn = "low_rank_fusion"
+    inputs, factors, (rank_weights, bias) = _checks.autocast_operands(inputs, factors, [rank_weights, bias])
+    dims = _checks.fusion_inputs(fn, inputs)
+    if not isinstance(factors, (list, tuple)) or len(factors) != len(inputs):
+        raise ValueError(f"{fn}: `factors` must hold one tensor per input ({len(inputs)})")
+    rank, out = None, None
+    for i, (factor, d) in enumerate(zip(factors, dims)):
+        _checks.like(fn, f"factors[{i}]", factor, "inputs[0]", inputs[0], shape=False)
+        rank = factor.shape[0] if rank is None and factor.dim() == 3 else rank
+        out = factor.shape[2] if out is None and factor.dim() == 3 else out
+        if factor.dim() != 3 or list(factor.shape) != [rank, d + 1, out]:
+            raise ValueError(f"{fn}: `factors[{i}]` must be [rank, {d + 1}, out] = [{rank}, {d + 1}, {out}], "
+                             f"got {list(factor.shape)}")
+    _checks.like(fn, "rank_weights", rank_weights, "inputs[0]", inputs[0], shape=False)
+    if list(rank_weights.shape) not in ([rank], [1, rank]):
+        raise ValueError(f"{fn}: `rank_weights` must be [{rank}] or [1, {rank}], got {list(rank_weights.shape)}")
+    _checks.like(fn, "bias", bias, "inputs[0]", inputs[0], shape=False)
+    if list(bias.shape) not in ([out], [1, out]):
+        raise ValueError(f"{fn}: `bias` must be [{out}] or [1, {out}], got {list(bias.shape)}")
+    return backends.runner(fn, inputs[0].device)(inputs, factors, rank_weights, bias)
+
+
+def _call_reference(inputs, factors, rank_weights, bias):
+    return reference.low_rank_fusion(list(inputs), list(factors), rank_weights, bias)
+
+
+def _call_fused(op, inputs, factors, rank_weights, bias):
+    return op(inputs, factors, rank_weights, bias)
 
 
 def _fake_forward(inputs, factors, rank_weights, bias):
@@ -68,7 +109,77 @@ def _gradients(ctx, backward_op, grad_y):
     return list(grad_x), list(grad_f), grad_w.reshape(w_shape), grad_b.reshape(b_shape)
 
 
-triton_operator(
+python_operator(
     "low_rank_fusion_triton", _triton_forward, _triton_backward, fake_forward=_fake_forward,
     fake_backward=_fake_backward, setup_context=_setup_context, gradients=_gradients,
 )
+
+
+def _samples(device, dtype):
+    g = torch.Generator().manual_seed(0)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(shape, dtype=torch.float64, generator=g) * scale).to(dtype=dtype, device=device)
+
+    out = []
+    for batch, dims, out_features, rank in ((4, (2, 3), 5, 2), (5, (3, 2, 4), 7, 3), (1, (1, 7), 1, 1),
+                                            (0, (3, 4), 2, 2), (9, (17, 5), 33, 4)):
+        inputs = [randn(batch, d) for d in dims]
+        factors = [randn(rank, d + 1, out_features, scale=0.5) for d in dims]
+        out.append(Sample(f"B{batch} {dims}->{out_features} r{rank}", (inputs, factors, randn(rank), randn(out_features))))
+    inputs = [strided(randn(3, 4)), strided(randn(3, 2))]
+    factors = [strided(randn(2, 5, 6)), strided(randn(2, 3, 6))]
+    out.append(Sample("strided, [1, rank] and [1, out]", (inputs, factors, randn(1, 2), strided(randn(1, 6)))))
+    return out
+
+
+def _paper_sample(device):
+    # The LMF head at the paper's sizes: three modalities of 50 features, batch 32, 50 outputs, rank 5.
+    inputs = [torch.randn(32, 50, device=device) for _ in range(3)]
+    factors = [torch.randn(5, 51, 50, device=device) * 0.1 for _ in range(3)]
+    return Sample("B32 50x50x50->50 r5", (inputs, factors, torch.randn(1, 5, device=device),
+                                          torch.zeros(1, 50, device=device)))
+
+
+def _double_backward():
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(*shape, dtype=torch.float64, generator=g).requires_grad_()
+            for shape in ((3, 2), (3, 3), (2, 3, 4), (2, 4, 4), (2,), (4,))]
+    return args, lambda a, b, fa, fb, w, bias: low_rank_fusion([a, b], [fa, fb], w, bias)
+
+
+# (batch, modality dims, out, rank); the first two in the launch report.
+_LAUNCH_SHAPES = ((32, (50, 50, 50), 50, 5), (512, (128, 128, 128), 128, 8), (32, (50, 50), 50, 4),
+                  (1, (1, 7), 1, 1))
+
+
+def _launches():
+    from mibcore.kernels import low_rank_fusion as k
+
+    for (batch, dims, out, rank), dtype in itertools.product(
+        _LAUNCH_SHAPES, (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    ):
+        e = dtype.itemsize
+        inputs = [meta(batch, d, dtype=dtype) for d in dims]
+        factors = [meta(rank, d + 1, out, dtype=dtype) for d in dims]
+        w, b = meta(1, rank, dtype=dtype), meta(1, out, dtype=dtype)
+        factor_bytes, io = e * rank * out * sum(d + 1 for d in dims), e * batch * (sum(dims) + out)
+        flops = 2 * batch * rank * out * sum(d + 1 for d in dims)
+        yield Launch(f"B{batch} {'x'.join(map(str, dims))}->{out} r{rank}", dtype, (
+            ("forward", partial(k.forward, inputs, factors, w, b), factor_bytes + io, flops),
+            # (the backward recomputes the projections, then two gradient GEMMs)
+            ("backward", partial(k.backward, meta(batch, out, dtype=dtype), inputs, factors, w),
+             2 * factor_bytes + 2 * io, 3 * flops),
+        ), report=dtype == torch.float32 and (batch, dims, out, rank) in _LAUNCH_SHAPES[:2])
+
+
+SPECS = (OpSpec(
+    "low_rank_fusion", low_rank_fusion,
+    {
+        "reference": Implementation(DEVICE_TYPES, function=_call_reference),
+        "cpu": Implementation(("cpu",), op="mibcore::low_rank_fusion"),
+        "triton": Implementation(TRITON_DEVICES, op="mibcore::low_rank_fusion_triton"),
+    },
+    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, launches=_launches,
+    missing={"cuda": "no CUDA C++ kernel: the rank-r GEMMs are small; `auto` picks triton on GPUs"},
+),)

@@ -8,18 +8,70 @@ Every forward returns z and the KL of each row (float32, or float64 for float64 
 functional API reduces the rows with torch ops, so the reduction and its gradient live in one
 place (mibcore.reference.reduce_kl). The backward regenerates eps from the saved rng tensor.
 """
+import itertools
+from functools import partial
 from typing import Optional
 
 import torch
 
+from mibcore import _checks, backends, constants, reference
 from mibcore.constants import accumulation_dtype
-from mibcore.ops._declare import TRITON_DEVICES, Implementation, register_cpp_fakes, triton_operator
+from mibcore.ops._register import TRITON_DEVICES, register_cpp_fakes, python_operator
+from mibcore.ops._spec import DEVICE_TYPES, Implementation, Launch, OpSpec, Sample, meta, meta_rng, strided
+from mibcore.ops.rng import draw_rng
 
-IMPLEMENTATIONS = {
-    "cpu": Implementation("mibcore::reparameterize_kl", ("cpu",)),
-    "cuda": Implementation("mibcore::reparameterize_kl", ("cuda",)),
-    "triton": Implementation("mibcore::reparameterize_kl_triton", TRITON_DEVICES),
-}
+
+def reparameterize_kl(
+    mu,
+    scale,
+    *,
+    parameterization="softplus",
+    shift=-5.0,
+    sample=True,
+    reduction="mean",
+    generator=None,
+):
+    """Reparameterized sample z = mu + std * eps and KL(N(mu, std^2) || N(0, I)).
+
+    Args:
+        mu, scale: tensors of one shape [..., D], floating point, on one device.
+        parameterization: "softplus" (std = softplus(scale + shift), the paper with shift=-5),
+            "logvar" (std = exp(scale / 2)) or "std" (std = scale, which must be > 0).
+        shift: added to scale before softplus; ignored by the other parameterizations.
+        sample: False returns z = mu exactly (deterministic evaluation); the KL is still computed.
+        reduction: "none" (shape [...], summed over D), "sum", "mean" (over all elements, the
+            paper's) or "batchmean" (sum over D, mean over the rest).
+        generator: a torch.Generator of the tensors' device (default: the device's).
+
+    Returns:
+        (z, kl): z has mu's dtype; kl is float32 (float64 for float64 inputs).
+    """
+    fn = "reparameterize_kl"
+    _checks.floating(fn, "mu", mu)
+    _checks.like(fn, "scale", scale, "mu", mu)
+    if mu.dim() == 0:
+        raise ValueError(f"{fn}: `mu` must have at least one dimension (the latent dimension), got a scalar")
+    _checks.choice(fn, "parameterization", parameterization, constants.PARAMETERIZATIONS)
+    _checks.choice(fn, "reduction", reduction, constants.REDUCTIONS)
+    shift = _checks.finite_number(fn, "shift", shift)
+    _checks.flag(fn, "sample", sample)
+    _checks.generator(fn, generator)
+    if parameterization == "std" and mu.device.type == "cpu" and not torch.compiler.is_compiling():
+        # (Skipped on GPUs, where it would cost a device sync each call: there std <= 0 gives NaN.)
+        if bool((scale <= 0).any()):
+            raise ValueError(f"{fn}: `scale` must be > 0 everywhere with parameterization='std'")
+    return backends.runner(fn, mu.device)(mu, scale, parameterization, shift, sample, reduction, generator)
+
+
+def _call_reference(mu, scale, parameterization, shift, sample, reduction, generator):
+    return reference.reparameterize_kl(mu, scale, parameterization=parameterization, shift=shift, sample=sample,
+                                       reduction=reduction, generator=generator)
+
+
+def _call_fused(op, mu, scale, parameterization, shift, sample, reduction, generator):
+    z, kl_rows = op(mu, scale, draw_rng(mu.device, generator), constants.PARAMETERIZATION_IDS[parameterization],
+                    shift, sample)
+    return z, reference.reduce_kl(kl_rows, reduction, mu.numel())
 
 
 def _fake_forward(mu, scale, rng, parameterization, shift, sample):
@@ -71,7 +123,73 @@ def _gradients(ctx, backward_op, grad_z, grad_kl):
     return grad_mu, grad_scale, None, None, None, None
 
 
-triton_operator(
+python_operator(
     "reparameterize_kl_triton", _triton_forward, _triton_backward, fake_forward=_fake_forward,
     fake_backward=_fake_backward, setup_context=_setup_context, gradients=_gradients,
 )
+
+
+def _samples(device, dtype):
+    g = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(shape, dtype=torch.float64, generator=g).to(dtype=dtype, device=device)
+
+    out = []
+    for shape, parameterization, reduction in itertools.product(
+        ((4, 7), (33,), (2, 3, 17), (0, 5)), constants.PARAMETERIZATIONS, ("none", "mean")
+    ):
+        mu, scale = randn(*shape), randn(*shape)
+        if parameterization == "std":
+            scale = scale.abs() + 0.1
+        kwargs = dict(parameterization=parameterization, reduction=reduction, generator=None)
+        out.append(Sample(f"{list(shape)} {parameterization} {reduction} eval", (mu, scale), {**kwargs, "sample": False}))
+        out.append(Sample(f"{list(shape)} {parameterization} {reduction}", (mu, scale), kwargs, random=True))
+    mu, scale = strided(randn(6, 9)), strided(randn(6, 9))
+    out.append(Sample("strided batchmean", (mu, scale), dict(reduction="batchmean", sample=False)))
+    out.append(Sample("strided sum, shift 0.1", (mu, scale), dict(reduction="sum", shift=0.1), random=True))
+    return out
+
+
+def _paper_sample(device):
+    # The bottleneck of the paper's models: batch 32, latent 50, softplus with shift -5, mean KL.
+    mu, scale = torch.randn(2, 32, 50, device=device)
+    return Sample("32x50", (mu, scale), random=True)
+
+
+def _double_backward():
+    g = torch.Generator().manual_seed(0)
+    mu, scale = (torch.randn(3, 4, dtype=torch.float64, generator=g).requires_grad_() for _ in range(2))
+    return (mu, scale), lambda mu, scale: reparameterize_kl(mu, scale, sample=False)[1]
+
+
+# (rows, cols): the paper's bottleneck (B 32, d 50), the benchmarks' scale shapes, small and odd ones.
+_LAUNCH_SHAPES = ((32, 50), (4096, 1024), (1024, 512), (33, 257), (3, 7), (1, 1))
+
+
+def _launches():
+    from mibcore.kernels import reparameterize_kl as k
+
+    for (rows, cols), dtype in itertools.product(_LAUNCH_SHAPES, (torch.float32, torch.float16, torch.bfloat16,
+                                                                   torch.float64)):
+        e, n, kl_dtype = dtype.itemsize, rows * cols, accumulation_dtype(dtype)
+        mu = meta(rows, cols, dtype=dtype)
+        for code, sample in itertools.product((0, 1, 2), (True, False)):
+            yield Launch(f"{rows}x{cols} P{code} sample={sample}", dtype, (
+                ("forward", partial(k.forward, mu, mu, meta_rng(), code, -5.0, sample), 3 * e * n + 4 * rows, 0),
+                ("backward", partial(k.backward, mu, meta(rows, dtype=kl_dtype), mu, mu, meta_rng(), code, -5.0,
+                                     sample), 5 * e * n + 4 * rows, 0),
+            ), report=(rows, cols) in ((32, 50), (4096, 1024)) and dtype in (torch.float32, torch.bfloat16)
+               and code == 0 and sample)
+
+
+SPECS = (OpSpec(
+    "reparameterize_kl", reparameterize_kl,
+    {
+        "reference": Implementation(DEVICE_TYPES, function=_call_reference),
+        "cpu": Implementation(("cpu",), op="mibcore::reparameterize_kl"),
+        "cuda": Implementation(("cuda",), op="mibcore::reparameterize_kl"),
+        "triton": Implementation(TRITON_DEVICES, op="mibcore::reparameterize_kl_triton"),
+    },
+    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, launches=_launches,
+),)

@@ -7,20 +7,58 @@
 Autograd saves the inputs, the weight and the rng tensor only: the backward regenerates the
 outer-product tiles and the dropout mask. No [B, prod(d_i + 1)] tensor is ever allocated.
 """
+import itertools
+import math
+from functools import partial
+
 import torch
 
-from mibcore.ops._declare import TRITON_DEVICES, Implementation, register_cpp_fakes, triton_operator
+from mibcore import _checks, backends, reference
+from mibcore.ops._register import TRITON_DEVICES, register_cpp_fakes, python_operator
+from mibcore.ops._spec import DEVICE_TYPES, Implementation, Launch, OpSpec, Sample, meta, meta_rng, strided
+from mibcore.ops.rng import draw_rng
 
-IMPLEMENTATIONS = {
-    "cpu": Implementation("mibcore::tensor_fusion", ("cpu",)),
-    "cuda": Implementation("mibcore::tensor_fusion", ("cuda",)),
-    "triton": Implementation("mibcore::tensor_fusion_triton", TRITON_DEVICES),
-}
 
-# `auto` on GPUs: the Triton kernels first. They run the GEMMs on tensor cores (tl.dot, fp32
-# accumulation) and split the N contraction over enough programs to fill the GPU; the CUDA
-# kernels are 16 x 16 SIMT FMA tiles (no tensor cores), kept as the explicit `cuda` backend.
-AUTO_ORDER = {"cuda": ("triton", "cuda", "reference")}
+def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, generator=None):
+    """Tensor fusion (TFN) followed by a Linear layer.
+
+    linear(dropout(flatten(outer([1; x_1], [1; x_2], ...))), weight, bias), flattened row-major
+    with the first input most significant, exactly as the TFN code of the MIB repo and MMSA.
+
+    Args:
+        inputs: 2 or 3 tensors [B, d_i] of one dtype and device.
+        weight: [out, prod(d_i + 1)]; bias: [out] or None.
+        dropout: inverted dropout probability on the outer product (applied when training).
+        generator: a torch.Generator for the dropout mask.
+    """
+    fn = "tensor_fusion"
+    inputs, (weight,), (bias,) = _checks.autocast_operands(inputs, [weight], [bias])
+    dims = _checks.fusion_inputs(fn, inputs)
+    fused_dim = 1
+    for d in dims:  # (a loop, not a generator expression: dynamo traces loops)
+        fused_dim *= d + 1
+    _checks.like(fn, "weight", weight, "inputs[0]", inputs[0], shape=False)
+    if weight.dim() != 2 or weight.shape[1] != fused_dim:
+        raise ValueError(
+            f"{fn}: `weight` must be [out, {fused_dim}] (prod(d_i + 1) for input dims {dims}), "
+            f"got {list(weight.shape)}"
+        )
+    if bias is not None:
+        _checks.like(fn, "bias", bias, "inputs[0]", inputs[0], shape=False)
+        if list(bias.shape) != [weight.shape[0]]:
+            raise ValueError(f"{fn}: `bias` must be [{weight.shape[0]}] (weight's out), got {list(bias.shape)}")
+    dropout = _checks.probability(fn, "dropout", dropout)
+    _checks.flag(fn, "training", training)
+    _checks.generator(fn, generator)
+    return backends.runner(fn, inputs[0].device)(inputs, weight, bias, dropout if training else 0.0, generator)
+
+
+def _call_reference(inputs, weight, bias, dropout, generator):
+    return reference.tensor_fusion(list(inputs), weight, bias, dropout=dropout, generator=generator)
+
+
+def _call_fused(op, inputs, weight, bias, dropout, generator):
+    return op(inputs, weight, bias, dropout, draw_rng(inputs[0].device, generator))
 
 
 def _fake_forward(inputs, weight, bias, dropout, rng):
@@ -66,7 +104,102 @@ def _gradients(ctx, backward_op, grad_y):
     return list(grad_inputs), grad_weight, grad_bias if ctx.has_bias else None, None, None
 
 
-triton_operator(
+python_operator(
     "tensor_fusion_triton", _triton_forward, _triton_backward, fake_forward=_fake_forward,
     fake_backward=_fake_backward, setup_context=_setup_context, gradients=_gradients,
 )
+
+
+def _samples(device, dtype):
+    g = torch.Generator().manual_seed(0)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(shape, dtype=torch.float64, generator=g) * scale).to(dtype=dtype, device=device)
+
+    out = []
+    for batch, dims, out_features in ((4, (2, 3), 5), (5, (3, 2, 4), 7), (1, (1, 7), 1), (0, (3, 4), 2),
+                                      (3, (2, 2, 70), 3)):
+        n = math.prod(d + 1 for d in dims)
+        inputs, weight = [randn(batch, d) for d in dims], randn(out_features, n, scale=n ** -0.5)
+        bias = randn(out_features)
+        label = f"B{batch} {dims}->{out_features}"
+        out.append(Sample(label, (inputs, weight, bias)))
+        out.append(Sample(f"{label} p=0.3", (inputs, weight, bias), {"dropout": 0.3}, random=True))
+    inputs = [strided(randn(3, 4)), strided(randn(3, 2))]
+    weight, bias = strided(randn(6, 15, scale=0.25)), randn(6, 2)[:, 0]  # (bias: stride 2)
+    out.append(Sample("strided, no bias", (inputs, weight)))
+    out.append(Sample("strided p=0.5", (inputs, weight, bias), {"dropout": 0.5}, random=True))
+    out.append(Sample("eval p=0.5", (inputs, weight, bias), {"dropout": 0.5, "training": False}))
+    return out
+
+
+def _paper_sample(device):
+    # The paper's TFN head: three modalities of 50 features, batch 32, 50 outputs, dropout 0.5.
+    inputs = [torch.randn(32, 50, device=device) for _ in range(3)]
+    weight = torch.randn(50, 51**3, device=device) * 51**-1.5
+    return Sample("B32 50x50x50->50 p=0.5", (inputs, weight, torch.zeros(50, device=device)), {"dropout": 0.5},
+                  random=True)
+
+
+def _double_backward():
+    g = torch.Generator().manual_seed(0)
+    a, b, w = (torch.randn(*shape, dtype=torch.float64, generator=g).requires_grad_()
+               for shape in ((3, 2), (3, 3), (2, 12)))
+    return (a, b, w), lambda a, b, w: tensor_fusion([a, b], w)
+
+
+# (batch, modality dims, out): paper, benchmarks/cases.py scale shapes, wide last inputs (300,
+# 600: tiled along K), 2 inputs, a weight over 2^31 elements, the smallest case.
+_LAUNCH_SHAPES = (
+    (32, (50, 50, 50), 50), (64, (64, 64, 64), 128), (256, (32, 32, 32), 64), (512, (32, 32, 32), 64),
+    (128, (128, 128), 128), (32, (50, 50, 300), 50), (32, (50, 600), 50), (128, (600, 600), 64),
+    (32, (50, 50), 50), (64, (600, 600, 600), 16), (1, (1, 7), 1),
+)
+_REPORTED = {((32, (50, 50, 50), 50), 0.5), ((64, (64, 64, 64), 128), 0.0), ((256, (32, 32, 32), 64), 0.5)}
+
+
+def _launches():
+    from mibcore.kernels import tensor_fusion as k
+
+    for (batch, dims, out), dtype, p in itertools.product(
+        _LAUNCH_SHAPES, (torch.float32, torch.float16, torch.bfloat16, torch.float64), (0.0, 0.5)
+    ):
+        e, n = dtype.itemsize, math.prod(d + 1 for d in dims)
+        inputs = [meta(batch, d, dtype=dtype) for d in dims]
+        weight, bias = meta(out, n, dtype=dtype), meta(out, dtype=dtype)
+        small = e * (batch * sum(dims) + batch * out)  # inputs and outputs, beside the weight
+        label = f"B{batch} {'x'.join(map(str, dims))}->{out}" + (f" p={p}" if p else "")
+        for tf32 in (False, True) if dtype == torch.float32 else (False,):
+            yield Launch(label + (" tf32" if tf32 else ""), dtype, (
+                ("forward", _with_tf32(tf32, partial(k.forward, inputs, weight, bias, p, meta_rng())),
+                 e * out * n + small, 2 * batch * n * out),
+                ("backward", _with_tf32(tf32, partial(k.backward, meta(batch, out, dtype=dtype), inputs, weight, p,
+                                                      meta_rng())), 2 * e * out * n + 2 * small, 4 * batch * n * out),
+            ), report=not tf32 and dtype in (torch.float32, torch.bfloat16) and ((batch, dims, out), p) in _REPORTED)
+
+
+def _with_tf32(enabled, call):
+    def run():
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        try:
+            return call()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+    return run
+
+
+SPECS = (OpSpec(
+    "tensor_fusion", tensor_fusion,
+    {
+        "reference": Implementation(DEVICE_TYPES, function=_call_reference),
+        "cpu": Implementation(("cpu",), op="mibcore::tensor_fusion"),
+        "cuda": Implementation(("cuda",), op="mibcore::tensor_fusion"),
+        "triton": Implementation(TRITON_DEVICES, op="mibcore::tensor_fusion_triton"),
+    },
+    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, launches=_launches,
+    # `auto` on GPUs: the Triton kernels first. They run the GEMMs on tensor cores (tl.dot, fp32
+    # accumulation) and split the N contraction over enough programs to fill the GPU; the CUDA
+    # kernels are 16 x 16 SIMT FMA tiles (no tensor cores), kept as the explicit `cuda` backend.
+    auto_order={"cuda": ("triton", "cuda", "reference")},
+),)

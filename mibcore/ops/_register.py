@@ -1,12 +1,7 @@
-"""How an operator module (mibcore/ops/<op>.py) declares its implementations.
-
-Each operator module holds one `IMPLEMENTATIONS` dict: backend name -> Implementation (the
-torch operator it runs and the device types it serves). mibcore.backends derives every
-backend-to-operator fact from those dicts; nothing else lists them. Autograd has one home
-per language: C++ operators in csrc/autograd.cpp, Triton operators here, through
-`triton_operator`.
+"""How an operator module registers its torch operators: the fakes of the C++ operators (whose
+schemas and autograd are C++), and the Triton operators with their fakes and autograd
+(`python_operator`). The operand checks every operator makes at its boundary live here too.
 """
-import dataclasses
 import functools
 import inspect
 import os
@@ -18,19 +13,6 @@ from mibcore import _extension
 # Triton kernels are written for CUDA devices; under TRITON_INTERPRET=1 (read by Triton when a
 # kernel module is imported, so fixed for the process) the interpreter runs them on CPU tensors.
 TRITON_DEVICES = ("cpu",) if os.environ.get("TRITON_INTERPRET") == "1" else ("cuda",)
-
-
-@dataclasses.dataclass(frozen=True)
-class Implementation:
-    """One backend's implementation of an operator: `op` is the qualified torch operator name
-    ("mibcore::tensor_fusion"), `devices` the device types it serves when its backend is ready."""
-
-    op: str
-    devices: tuple
-
-    def operator(self):
-        namespace, name = self.op.split("::")
-        return getattr(getattr(torch.ops, namespace), name).default
 
 
 def check_operands(op, names, args):
@@ -75,8 +57,9 @@ def register_cpp_fakes(fakes):
             torch.library.register_fake(name)(_checked(name, fake))
 
 
-def triton_operator(name, forward, backward, *, fake_forward, fake_backward, setup_context, gradients):
-    """Defines mibcore::<name> and mibcore::<name>_backward as torch.library custom operators
+def python_operator(name, forward, backward, *, fake_forward, fake_backward, setup_context, gradients):
+    """Defines mibcore::<name> and mibcore::<name>_backward (operators written in Python: the Triton
+    host wrappers) as torch.library custom operators
     (schemas inferred from the annotations of `forward` and `backward`), registers their fakes
     and their autograd: `gradients(ctx, backward_op, *output_grads)` returns the gradients of
     the forward's arguments. Returns the forward operator."""
@@ -104,7 +87,7 @@ def _once_differentiable(name, gradients, backward_op):
         if torch.is_grad_enabled():
             raise RuntimeError(
                 f"mibcore::{name}: double backward (a backward with create_graph=True) is not supported "
-                "by the fused triton operators; use the 'reference' backend "
+                "by the fused operators; use the 'reference' backend "
                 "(mibcore.backends.use(\"reference\")) for higher-order gradients"
             )
         return gradients(ctx, backward_op, *grads)

@@ -1,0 +1,196 @@
+"""OpSpec: everything about one operator, declared once, in mibcore/ops/<op>.py.
+
+PyTorch's OpInfo is the model: one description of an operator that every generic consumer
+iterates. The backend registry and the per-call dispatch (mibcore.backends), the functional API
+(mibcore.functional), the AOT compile check (kernels/aot.py), the launch report
+(benchmarks/launch_report.py) and the generic tests (contract, double backward, operand checks,
+required backends) read the specs; none of them lists operators by hand.
+"""
+import contextlib
+import dataclasses
+import functools
+from typing import Callable, Optional
+
+import torch
+
+# The device types a backend can serve (the reference serves every one).
+DEVICE_TYPES = ("cpu", "cuda")
+
+# (rtol, atol) of each dtype against a float64 oracle; atol is relative to the largest |value|
+# of the expected tensor (at least 1). An OpSpec may widen them (`tolerances`).
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (2e-5, 1e-6),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1.6e-2, 1.6e-2),  # 2 ulp: the Triton interpreter truncates bf16
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+    """One backend's implementation: a torch operator (`op`, qualified: "mibcore::dropout") for a
+    fused backend, or a plain Python `function` (the reference); `devices` are the device types
+    it serves when its backend is ready."""
+
+    devices: tuple
+    op: Optional[str] = None
+    function: Optional[Callable] = None
+
+    def __post_init__(self):
+        if (self.op is None) == (self.function is None):
+            raise ValueError("an Implementation has exactly one of `op` (a torch operator) and `function`")
+
+    def target(self):
+        """The callable it runs: the torch operator's default overload, or the function."""
+        if self.function is not None:
+            return self.function
+        namespace, name = self.op.split("::")
+        return getattr(getattr(torch.ops, namespace), name).default
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """Arguments of one call of an operator's public function. `random`: the result depends on
+    the rng draw (dropout in training); then only fused backends are compared with each other
+    (they all follow the Philox contract), not with the reference's Bernoulli draw."""
+
+    label: str
+    args: tuple
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    random: bool = False
+
+    def tensors(self):
+        """The tensors among the arguments (lists flattened), in order."""
+        return [t for arg in self.args for t in (arg if isinstance(arg, (list, tuple)) else [arg])
+                if isinstance(t, torch.Tensor)]
+
+    def map(self, fn):
+        """The sample with every tensor argument t replaced by fn(t)."""
+        def one(arg):
+            if isinstance(arg, (list, tuple)):
+                return type(arg)(one(a) for a in arg)
+            return fn(arg) if isinstance(arg, torch.Tensor) else arg
+        return dataclasses.replace(self, args=one(self.args))
+
+    def call(self, function, **overrides):
+        return function(*self.args, **{**self.kwargs, **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """Host calls of the Triton wrappers for one row of the launch table (made on meta tensors:
+    kernels/_launch.recording() records the launches instead of running them). `passes` holds
+    (pass name, call, bytes moved at least, flops); `report` marks rows of the launch report."""
+
+    label: str
+    dtype: torch.dtype
+    passes: tuple
+    report: bool = False
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # (compared and hashed by identity: one per operator)
+class OpSpec:
+    """One operator.
+
+    name             the public function's name (mibcore.functional.<name>) and the backends' key
+    function         the public function: checks its arguments once, then calls
+                     `run(spec, device, *normalized)` (mibcore.backends)
+    implementations  backend -> Implementation; "reference" is required
+    call_fused       how a fused backend's torch operator is called with the normalized arguments
+                     (draws the rng, maps enums to codes, reduces): call_fused(op, *normalized)
+    missing          backend -> why it does not implement the operator: a backend that CI
+                     requires and that is neither implemented nor explained here fails the run
+    auto_order       {device type: backends, fastest first} where it differs from the default
+    samples          samples(device, dtype) -> [Sample]: odd, empty, strided shapes
+    paper_sample     paper_sample(device) -> Sample at the paper's shapes (per-call overhead benchmark)
+    double_backward  () -> (float64 leaf tensors, function of them) for second-derivative tests
+    launches         () -> [Launch]: the Triton launch table (AOT check, launch report)
+    tolerances       {dtype: (rtol, atol)} overriding TOLERANCES (sums over many terms)
+    """
+
+    name: str
+    function: Callable
+    implementations: dict
+    call_fused: Callable
+    samples: Callable
+    double_backward: Callable
+    paper_sample: Optional[Callable] = None
+    launches: Callable = lambda: ()
+    missing: dict = dataclasses.field(default_factory=dict)
+    auto_order: dict = dataclasses.field(default_factory=dict)
+    tolerances: dict = dataclasses.field(default_factory=dict)
+
+    def tolerance(self, dtype):
+        return self.tolerances.get(dtype, TOLERANCES[dtype])
+
+    def __post_init__(self):
+        if "reference" not in self.implementations:
+            raise ValueError(f"{self.name}: an OpSpec needs a 'reference' implementation")
+        both = set(self.missing) & set(self.implementations)
+        if both:
+            raise ValueError(f"{self.name}: {sorted(both)} both implemented and declared missing")
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019  (specs live as long as the process)
+    def runner(self, backend):
+        """The callable of `backend` taking the normalized arguments (cached: the per-call path
+        is a dictionary lookup)."""
+        target = self.implementations[backend].target()
+        if backend == "reference":
+            return target
+        return functools.partial(self.call_fused, target)
+
+
+def meta(*shape, dtype=torch.float32):
+    """A tensor with no storage, for launch tables: the Triton host code runs on it at any size and
+    its launches are recorded, not run."""
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def meta_rng():
+    return meta(2, dtype=torch.int64)
+
+
+def strided(x):
+    """x's values in a non-contiguous tensor (a transposed copy; for 1-d: every other element)."""
+    if x.dim() >= 2:
+        return x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return torch.stack([x, x], -1)[..., 0]
+
+
+@contextlib.contextmanager
+def operator_replaced(spec, backend, fn):
+    """Within the block, fused backend `backend` of `spec` calls fn(*operator arguments) in place
+    of its torch operator; everything else on the per-call path runs as usual."""
+    original = spec.implementations[backend]
+    spec.implementations[backend] = Implementation(original.devices, function=fn)
+    spec.runner.cache_clear()
+    try:
+        yield
+    finally:
+        spec.implementations[backend] = original
+        spec.runner.cache_clear()
+
+
+class _Reached(Exception):
+    pass
+
+
+def operator_arguments(spec, backend, sample):
+    """The arguments fused backend `backend`'s torch operator receives for `sample`: the public
+    function runs up to the operator call (its checks, the rng draw), which is not made."""
+    from mibcore import backends
+
+    reached = []
+
+    def operator(*args):
+        reached.append(args)
+        raise _Reached
+
+    with operator_replaced(spec, backend, operator), backends.use(backend):
+        try:
+            sample.call(spec.function)
+        except _Reached:
+            pass
+    if not reached:
+        raise ValueError(f"{spec.name}: the sample {sample.label!r} does not reach the operator")
+    return reached[0]
