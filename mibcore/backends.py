@@ -164,7 +164,16 @@ def resolve(op, device):
 def runner(op, device):
     """The callable that runs operator `op` on `device` under the current selection: the chosen
     backend's implementation, taking the normalized arguments of the op's public function."""
-    return ops.SPECS[op].runner(_resolve_constant(op, device))
+    if torch.compiler.is_compiling():
+        return ops.SPECS[op].runner(_resolve_constant(op, device))
+    key = (op, device.type, current())
+    found = _runners.get(key)
+    if found is None:
+        found = _runners[key] = ops.SPECS[op].runner(_resolve(*key))
+    return found
+
+
+_runners = {}  # (op, device type, selection) -> callable: the per-call path is one lookup
 
 
 @torch.compiler.assume_constant_result
@@ -177,10 +186,9 @@ def _resolve_constant(op, device):
 def clear_cache():
     """Forgets cached resolutions and the environment's choice (for tests that change what
     backends declare or MIBCORE_BACKEND)."""
+    _runners.clear()
     _resolve.cache_clear()
     _environment_choice.cache_clear()
-    for spec in ops.SPECS.values():
-        spec.runner.cache_clear()
 
 
 @functools.lru_cache(maxsize=None)

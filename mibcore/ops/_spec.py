@@ -130,10 +130,8 @@ class OpSpec:
         if both:
             raise ValueError(f"{self.name}: {sorted(both)} both implemented and declared missing")
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019  (specs live as long as the process)
     def runner(self, backend):
-        """The callable of `backend` taking the normalized arguments (cached: the per-call path
-        is a dictionary lookup)."""
+        """The callable of `backend` taking the normalized arguments (mibcore.backends caches it)."""
         target = self.implementations[backend].target()
         if backend == "reference":
             return target
@@ -162,13 +160,15 @@ def operator_replaced(spec, backend, fn):
     """Within the block, fused backend `backend` of `spec` calls fn(*operator arguments) in place
     of its torch operator; everything else on the per-call path runs as usual."""
     original = spec.implementations[backend]
+    from mibcore import backends
+
     spec.implementations[backend] = Implementation(original.devices, function=fn)
-    spec.runner.cache_clear()
+    backends.clear_cache()
     try:
         yield
     finally:
         spec.implementations[backend] = original
-        spec.runner.cache_clear()
+        backends.clear_cache()
 
 
 class _Reached(Exception):
