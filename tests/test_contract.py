@@ -14,7 +14,7 @@ import torch
 import mibcore
 from mibcore import backends
 from mibcore.ops import SPECS
-from mibcore.ops._spec import operator_arguments
+from mibcore.ops._spec import Sample, operator_arguments
 from tests import utils
 
 CASES = [(op, backend) for op in SPECS for backend in utils.backends(op)]
@@ -80,20 +80,17 @@ def _first_operator_sample(spec):
     return next(s for s in spec.samples("cpu", torch.float32) if s.random or "eval" not in s.label)
 
 
-def _replace_last_tensor(args, fn):
-    """args with the last floating-point tensor t (in lists too) replaced by fn(t)."""
-    args = [list(a) if isinstance(a, (list, tuple)) else a for a in args]
-    for i in reversed(range(len(args))):
-        arg = args[i]
-        items = arg if isinstance(arg, list) else [arg]
-        for j in reversed(range(len(items))):
-            if isinstance(items[j], torch.Tensor) and items[j].is_floating_point():
-                if isinstance(arg, list):
-                    arg[j] = fn(arg[j])
-                else:
-                    args[i] = fn(arg)
-                return args
-    raise AssertionError("no floating-point tensor among the arguments")
+def _tensors(args):
+    return Sample("operator arguments", tuple(args)).tensors()
+
+
+def _map_tensors(args, fn):
+    return Sample("operator arguments", tuple(args)).map(fn).args
+
+
+def _replace_last_floating(args, fn):
+    last = [t for t in _tensors(args) if t.is_floating_point()][-1]
+    return _map_tensors(args, lambda t: fn(t) if t is last else t)
 
 
 @pytest.mark.parametrize("op, backend", utils.once_per_backend(FUSED))
@@ -101,11 +98,11 @@ def test_operators_refuse_mixed_devices_and_integer_operands(op, backend):
     spec = SPECS[op]
     target = spec.implementations[backend].target()
     args = operator_arguments(spec, backend, _first_operator_sample(spec))
-    if len([t for a in args for t in (a if isinstance(a, (list, tuple)) else [a]) if isinstance(t, torch.Tensor)]) > 1:
+    if len(_tensors(args)) > 1:
         with pytest.raises((ValueError, RuntimeError), match="device"):
-            target(*_replace_last_tensor(args, lambda t: torch.empty_like(t, device="meta")))
+            target(*_replace_last_floating(args, lambda t: torch.empty_like(t, device="meta")))
     with pytest.raises((TypeError, RuntimeError), match="floating point|float32, float64, float16 or bfloat16|dtype"):
-        target(*_replace_last_tensor(args, lambda t: t.long()))
+        target(*_replace_last_floating(args, lambda t: t.long()))
 
 
 @pytest.mark.parametrize("op, backend", utils.once_per_backend(FUSED))
@@ -113,25 +110,21 @@ def test_fake_kernels_check_the_rng(op, backend):
     # On meta tensors (torch.compile's fake tensors) the fakes run: they check the rng too.
     spec = SPECS[op]
     args = operator_arguments(spec, backend, _first_operator_sample(spec))
-    is_rng = lambda t: t.dtype == torch.int64  # noqa: E731
-    if not any(isinstance(a, torch.Tensor) and is_rng(a) for a in args):
+    if not any(t.dtype == torch.int64 for t in _tensors(args)):
         pytest.skip(f"{op} draws no random numbers")
-    meta_args = [a if not isinstance(a, (torch.Tensor, list)) else
-                 [torch.empty_like(t, device="meta") for t in a] if isinstance(a, list) else
-                 torch.zeros(1, 2, dtype=torch.int64, device="meta") if is_rng(a) else torch.empty_like(a, device="meta")
-                 for a in args]
+    meta_args = _map_tensors(args, lambda t: torch.zeros(1, 2, dtype=torch.int64, device="meta")
+                             if t.dtype == torch.int64 else torch.empty_like(t, device="meta"))
     with pytest.raises((TypeError, RuntimeError), match="rng"):
         spec.implementations[backend].target()(*meta_args)
 
 
 @pytest.mark.parametrize("op", list(SPECS))
-def test_every_sample_reaches_the_operator_with_the_declared_devices(op):
+def test_the_operator_receives_tensors_of_its_declared_devices(op):
     # The spec's samples exercise the fused path (not only the public function's shortcuts).
     spec = SPECS[op]
     for backend in utils.backends(op, fused=True)[:1]:
         args = operator_arguments(spec, backend, _first_operator_sample(spec))
-        devices = {t.device.type for a in args for t in (a if isinstance(a, (list, tuple)) else [a])
-                   if isinstance(t, torch.Tensor)}
+        devices = {t.device.type for t in _tensors(args)}
         assert devices <= set(spec.implementations[backend].devices), (op, backend, devices)
 
 

@@ -33,7 +33,8 @@ GPU_TOL = {  # (rtol, atol) of a GPU backend against a float64 oracle, per dtype
 
 def gpu_backends(op):
     """The backends that implement `op` for CUDA tensors (whether or not built here)."""
-    return [name for name, impl in SPECS[op].implementations.items() if name != "reference" and ("cuda" in impl.devices or name == "triton")]
+    return [name for name, impl in SPECS[op].implementations.items()
+            if name != "reference" and ("cuda" in impl.devices or name == "triton")]
 
 
 @pytest.fixture

@@ -136,15 +136,17 @@ def _samples(device, dtype):
         return torch.randn(shape, dtype=torch.float64, generator=g).to(dtype=dtype, device=device)
 
     out = []
-    for shape, parameterization, reduction in itertools.product(
-        ((4, 7), (33,), (2, 3, 17), (0, 5)), constants.PARAMETERIZATIONS, ("none", "mean")
-    ):
+    shapes = ((4, 7), (33,), (2, 3, 17), (0, 5))
+    for i, (shape, parameterization) in enumerate(itertools.product(shapes, constants.PARAMETERIZATIONS)):
         mu, scale = randn(*shape), randn(*shape)
         if parameterization == "std":
             scale = scale.abs() + 0.1
-        kwargs = dict(parameterization=parameterization, reduction=reduction, generator=None)
-        out.append(Sample(f"{list(shape)} {parameterization} {reduction} eval", (mu, scale), {**kwargs, "sample": False}))
-        out.append(Sample(f"{list(shape)} {parameterization} {reduction}", (mu, scale), kwargs, random=True))
+        reduction = constants.REDUCTIONS[i % len(constants.REDUCTIONS)]
+        kwargs = dict(parameterization=parameterization, reduction=reduction)
+        label = f"{list(shape)} {parameterization} {reduction}"
+        out.append(Sample(f"{label} eval", (mu, scale), {**kwargs, "sample": False}))
+        if parameterization == constants.PARAMETERIZATIONS[i // len(constants.PARAMETERIZATIONS) % 3]:
+            out.append(Sample(label, (mu, scale), kwargs, random=True))  # (one parameterization per shape)
     mu, scale = strided(randn(6, 9)), strided(randn(6, 9))
     out.append(Sample("strided batchmean", (mu, scale), dict(reduction="batchmean", sample=False)))
     out.append(Sample("strided sum, shift 0.1", (mu, scale), dict(reduction="sum", shift=0.1), random=True))
