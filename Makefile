@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEPS := $(VENV)/.deps-installed
 INSTALLED := $(VENV)/.mibcore-installed
 BUILT := $(VENV)/.mibcore-built
-SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py
+SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py mibcore/_math_tables.py
 
 .PHONY: run test build bench cuda-check cuda-torch-check aarch64-check gpu-check aot-sweep clean
 

@@ -11,6 +11,7 @@ in place with `setup.py build_ext --inplace` (ninja: only what changed) and then
 package editable without compiling it a second time.
 """
 import glob
+import importlib.util
 import os
 
 from setuptools import setup
@@ -98,6 +99,28 @@ def _extension():
     )
 
 
+def _write_math_tables(out_dir):
+    """Generates mibcore/math_tables.h (the constants of csrc/include's math) from
+    mibcore/_math_tables.py into out_dir; loaded by path, so the mibcore package is not imported."""
+    spec = importlib.util.spec_from_file_location("_mibcore_math_tables", os.path.join(ROOT, "mibcore", "_math_tables.py"))
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    return tables.write_header(out_dir)
+
+
+class BuildExtension(cpp_extension.BuildExtension):
+    """torch's BuildExtension (ninja) that first generates the headers the sources include, in the
+    build tree (build_temp/generated, never in the checkout), and adds that folder to the includes."""
+
+    def build_extensions(self):
+        generated = os.path.abspath(os.path.join(self.build_temp, "generated"))
+        _write_math_tables(generated)
+        for ext in self.extensions:
+            if generated not in ext.include_dirs:
+                ext.include_dirs.append(generated)
+        super().build_extensions()
+
+
 setup(
     packages=[
         "mibcore",
@@ -113,5 +136,5 @@ setup(
     # kernels/ and benchmarks/ live beside mibcore/ in the checkout (`python -m benchmarks`).
     package_dir={"mibcore.kernels": "kernels", "mibcore.benchmarks": "benchmarks"},
     ext_modules=[] if os.environ.get("MIBCORE_SKIP_EXTENSION") == "1" else [_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -20,10 +20,12 @@ TI=$($PY -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__
 PYI=$($PY -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+# The generated header of the shared math's constants (setup.py and CMake make it the same way).
+$PY mibcore/_math_tables.py "$OUT/generated" > /dev/null
 pids=()
 for src in csrc/*.cpp csrc/cpu/*.cpp; do
   $CXX -std=c++20 -O0 -fopenmp -Wno-psabi -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C \
-    -Icsrc/include -I"$TI" -I"$TI/torch/csrc/api/include" -I"$PYI" -c "$src" -o "$OUT/$(basename "$src").o" \
+    -Icsrc/include -I"$OUT/generated" -I"$TI" -I"$TI/torch/csrc/api/include" -I"$PYI" -c "$src" -o "$OUT/$(basename "$src").o" \
     > "$OUT/$(basename "$src").log" 2>&1 &
   pids+=($!)
   if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}" || true; pids=("${pids[@]:1}"); fi

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from mibcore.kernels._launch import double_bits, launch
-from mibcore.kernels._math import _philox_words, exact_scalar, uniform_from_bits
+from mibcore.kernels._math import exact_scalar, philox_block, uniform_from_bits
 
 _BLOCK = 1024
 DROPOUT, ADD, RELU = 0, 1, 2  # the MODE of _dropout_kernel
@@ -32,7 +32,7 @@ def _dropout_kernel(x_ptr, h_ptr, y_ptr, rng_ptr, n, keep_prob, inv_keep, inv_ke
     seed = tl.load(rng_ptr)
     offset = tl.load(rng_ptr + 1)
     first = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK // 4).to(tl.int64) * 4
-    words = _philox_words(first, seed, offset)
+    words = philox_block(first >> 2, seed, offset)
     for lane in tl.static_range(4):
         index = first + lane
         ok = index < n

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from mibcore.constants import accumulation_dtype
 from mibcore.kernels._launch import double_bits, launch
-from mibcore.kernels._math import exact_scalar, normals_of_block, std_terms
+from mibcore.kernels._math import exact_scalar, kl_element, kl_element_dscale, normal_block, std_terms
 
 _MAX_BLOCK_Q = 512
 _BLOCKS_PER_PROGRAM = 256  # Philox blocks (1024 elements) per program: 1024 spills in float64
@@ -42,7 +42,7 @@ def _forward_kernel(mu_ptr, scale_ptr, z_ptr, kl_ptr, rng_ptr, rows, cols, row_b
     for q0 in range(0, row_blocks, BLOCK_Q):
         block = (start >> 2)[:, None] + q0 + tl.arange(0, BLOCK_Q).to(tl.int64)[None, :]
         if SAMPLE:
-            normals = normals_of_block(block, seed, offset)
+            normals = normal_block(block, seed, offset)
         for lane in tl.static_range(4):
             index = block * 4 + lane
             mask = row_ok[:, None] & (index >= start[:, None]) & (index < end[:, None])
@@ -54,8 +54,7 @@ def _forward_kernel(mu_ptr, scale_ptr, z_ptr, kl_ptr, rng_ptr, rows, cols, row_b
             else:
                 z = mu
             tl.store(z_ptr + index, z.to(z_ptr.dtype.element_ty), mask=mask)
-            kl_element = 0.5 * (mu * mu + std * std - 2.0 * log_std - 1.0)
-            kl += tl.sum(tl.where(mask, kl_element, 0.0), axis=1)
+            kl += tl.sum(tl.where(mask, kl_element(mu, std, log_std), 0.0), axis=1)
     tl.store(kl_ptr + row, kl, mask=row_ok)
 
 
@@ -73,7 +72,7 @@ def _backward_kernel(grad_z_ptr, grad_kl_ptr, mu_ptr, scale_ptr, grad_mu_ptr, gr
     for q0 in range(0, row_blocks, BLOCK_Q):
         block = (start >> 2)[:, None] + q0 + tl.arange(0, BLOCK_Q).to(tl.int64)[None, :]
         if SAMPLE:
-            normals = normals_of_block(block, seed, offset)
+            normals = normal_block(block, seed, offset)
         for lane in tl.static_range(4):
             index = block * 4 + lane
             mask = row_ok[:, None] & (index >= start[:, None]) & (index < end[:, None])
@@ -82,7 +81,7 @@ def _backward_kernel(grad_z_ptr, grad_kl_ptr, mu_ptr, scale_ptr, grad_mu_ptr, gr
             grad_z = tl.load(grad_z_ptr + index, mask=mask, other=0.0).to(acc_t)
             std, _, dstd, dlog_std = std_terms(scale, shift_v, P, F64)
             grad_mu = grad_z + grad_kl[:, None] * mu
-            grad_scale = grad_kl[:, None] * (std * dstd - dlog_std)
+            grad_scale = grad_kl[:, None] * kl_element_dscale(std, dstd, dlog_std)
             if SAMPLE:
                 grad_scale += grad_z * normals[lane].to(acc_t) * dstd
             tl.store(grad_mu_ptr + index, grad_mu.to(grad_mu_ptr.dtype.element_ty), mask=mask)

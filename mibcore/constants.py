@@ -1,12 +1,15 @@
 """Constants that Python, C++ and Triton share: the one Python source of each.
 
-C++ keeps its own copies next to the math that uses them (csrc/include/mibcore/math.h: the
-parameterization codes and the softplus threshold; csrc/include/mibcore/host.h: the
-accumulation-dtype rule) and exposes them as `torch.ops.mibcore.constants()`;
-tests/test_constants.py compares those with this table. The Triton kernels (kernels/) and the
-reference import them from here.
+C++ keeps its own copies next to the code that uses them (csrc/include/mibcore/math.h: the
+parameterization codes; csrc/include/mibcore/host.h: the accumulation-dtype rule) and exposes
+them as `torch.ops.mibcore.constants()`; tests/test_constants.py compares those with this table.
+The softplus threshold, like every constant of the per-element math, comes from
+mibcore/_math_tables.py, from which the build generates C++'s copy. The Triton kernels (kernels/)
+and the reference import them from here.
 """
 import torch
+
+from mibcore._math_tables import SOFTPLUS_THRESHOLD  # noqa: F401  (re-exported)
 
 # std from the scale head; an operator receives the index of the name (softplus = 0, ...).
 PARAMETERIZATIONS = ("softplus", "logvar", "std")
@@ -15,9 +18,8 @@ PARAMETERIZATION_IDS = {name: code for code, name in enumerate(PARAMETERIZATIONS
 # The KL reductions (applied in Python for every backend: the operators return per-row KLs).
 REDUCTIONS = ("none", "sum", "mean", "batchmean")
 
-# softplus(x) = x above this (torch.nn.functional.softplus's default threshold); below its
-# negative, softplus(x) = e^x to working precision, so log softplus(x) = x.
-SOFTPLUS_THRESHOLD = 20.0
+# SOFTPLUS_THRESHOLD (imported above): softplus(x) = x above it (torch.nn.functional.softplus's
+# default threshold); below its negative, softplus(x) = e^x to working precision.
 
 
 def accumulation_dtype(dtype):

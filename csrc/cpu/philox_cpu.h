@@ -163,7 +163,7 @@ inline void dropout_keep_bits(uint64_t first, int64_t n, uint64_t seed, uint64_t
   // uniform_from_bits(r) <= keep_prob for 16 words (the same exact float arithmetic).
   auto kept = [&](const uint32_t* r) -> uint64_t {
     const __m512i w = _mm512_add_epi32(_mm512_srli_epi32(_mm512_loadu_si512(r), 8), _mm512_set1_epi32(1));
-    const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(w), _mm512_set1_ps(5.9604644775390625e-08f));
+    const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(w), _mm512_set1_ps(kUniformScale));
     return _mm512_cmp_ps_mask(u, keep, _CMP_LE_OQ);
   };
   for (int64_t b = 0; b < blocks; b += 16) {

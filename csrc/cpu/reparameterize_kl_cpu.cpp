@@ -86,9 +86,7 @@ void forward_tile_simd(const scalar_t* mu, const scalar_t* scale, scalar_t* z, c
     const S::V mu_v = S::load(mu + j, m);
     const auto t = cpu::simd::std_terms_ps<P, true>(S::load(scale + j, m), shift);
     if constexpr (kSample) S::store(z + j, m, S::fmadd(t.std, S::load(eps + j, m), mu_v));
-    S::V k = S::fmadd(mu_v, mu_v, S::mul(t.std, t.std));
-    k = S::sub(S::fnmadd(S::splat(2.0f), t.log_std, k), S::splat(1.0f));
-    S::store(kl + j, m, S::mul(S::splat(0.5f), k));
+    S::store(kl + j, m, kl_element_of<S>(mu_v, t.std, t.log_std));  // the formula of math.h
   }
 }
 
@@ -103,7 +101,7 @@ void backward_tile_simd(const scalar_t* grad_z, const float* grad_kl, const scal
     const S::V gk = S::load(grad_kl + j, m);
     const auto t = cpu::simd::std_terms_ps<P, false>(S::load(scale + j, m), shift);
     S::store(grad_mu + j, m, S::fmadd(gk, S::load(mu + j, m), gz));
-    const S::V kl_dscale = S::fmsub(t.std, t.dstd, t.dlog_std);
+    const S::V kl_dscale = kl_element_dscale_of<S>(t.std, t.dstd, t.dlog_std);
     const S::V g = S::mul(S::mul(gz, S::load(eps + j, m)), t.dstd);
     S::store(grad_scale + j, m, S::fmadd(gk, kl_dscale, g));
   }

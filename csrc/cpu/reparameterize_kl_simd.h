@@ -8,7 +8,8 @@
 // vgetmantps, vscalefps) and short integer sequences with AVX2: the same reductions and the same
 // Cephes polynomials, with the same reduced arguments (so the results agree with the scalar
 // functions to the last bit or so, within the fp32 rounding DESIGN.md section 5 allows).
-// Selects for special values are kept only where the argument can hold them.
+// Selects for special values are kept only where the argument can hold them. The constants are
+// those of math.h, from the generated mibcore/math_tables.h (mibcore/_math_tables.py).
 // Per-level code (isa_level.h): no include guard, the kernel file includes it once per pass,
 // after philox_cpu.h (which brings simd_cpu.h).
 #include "isa_level.h"
@@ -32,18 +33,18 @@ inline V splat(float v) { return S::splat(v); }
 
 // fast_exp (math.h): Cephes polynomial after x = n ln2 + r, then p 2^n.
 inline V exp_ps(V x) {
-  const V max_arg = splat(88.72283935546875f), min_arg = splat(-103.97208404541015f);
+  const V max_arg = splat(kExpMaxArg), min_arg = splat(kExpMinArg);
   const V xc = S::min(S::max(x, min_arg), max_arg);
-  const V n = S::floor(S::fmadd(xc, splat(1.44269504088896341f), splat(0.5f)));
-  V r = S::fnmadd(n, splat(0.693359375f), xc);
-  r = S::fnmadd(n, splat(-2.12194440e-4f), r);
+  const V n = S::floor(S::fmadd(xc, splat(kLog2e), splat(0.5f)));
+  V r = S::fnmadd(n, splat(kLn2Hi), xc);
+  r = S::fnmadd(n, splat(kLn2Lo), r);
   const V r2 = S::mul(r, r);
-  V p = splat(1.9875691500e-4f);
-  p = S::fmadd(p, r, splat(1.3981999507e-3f));
-  p = S::fmadd(p, r, splat(8.3334519073e-3f));
-  p = S::fmadd(p, r, splat(4.1665795894e-2f));
-  p = S::fmadd(p, r, splat(1.6666665459e-1f));
-  p = S::fmadd(p, r, splat(5.0000001201e-1f));
+  V p = splat(kExpP0);
+  p = S::fmadd(p, r, splat(kExpP1));
+  p = S::fmadd(p, r, splat(kExpP2));
+  p = S::fmadd(p, r, splat(kExpP3));
+  p = S::fmadd(p, r, splat(kExpP4));
+  p = S::fmadd(p, r, splat(kExpP5));
   p = S::add(S::fmadd(p, r2, r), splat(1.0f));
   V y = S::scale_pow2(p, n);
   y = S::select(S::gt(x, max_arg), splat(INFINITY), y);
@@ -62,25 +63,25 @@ template <LogDomain kDomain>
 inline V log_ps(V x) {
   V m, e;
   S::split_exponent(x, m, e);
-  const M big = S::ge(m, splat(2.0f * 0.707106781186547524f));
+  const M big = S::ge(m, splat(2.0f * kSqrtHalf));
   m = S::select(big, S::mul(m, splat(0.5f)), m);
   e = S::select(big, S::add(e, splat(1.0f)), e);
   m = S::sub(m, splat(1.0f));
   const V z = S::mul(m, m);
-  V p = splat(7.0376836292e-2f);
-  p = S::fmadd(p, m, splat(-1.1514610310e-1f));
-  p = S::fmadd(p, m, splat(1.1676998740e-1f));
-  p = S::fmadd(p, m, splat(-1.2420140846e-1f));
-  p = S::fmadd(p, m, splat(1.4249322787e-1f));
-  p = S::fmadd(p, m, splat(-1.6668057665e-1f));
-  p = S::fmadd(p, m, splat(2.0000714765e-1f));
-  p = S::fmadd(p, m, splat(-2.4999993993e-1f));
-  p = S::fmadd(p, m, splat(3.3333331174e-1f));
+  V p = splat(kLogP0);
+  p = S::fmadd(p, m, splat(kLogP1));
+  p = S::fmadd(p, m, splat(kLogP2));
+  p = S::fmadd(p, m, splat(kLogP3));
+  p = S::fmadd(p, m, splat(kLogP4));
+  p = S::fmadd(p, m, splat(kLogP5));
+  p = S::fmadd(p, m, splat(kLogP6));
+  p = S::fmadd(p, m, splat(kLogP7));
+  p = S::fmadd(p, m, splat(kLogP8));
   V y = S::mul(S::mul(p, m), z);
-  y = S::fmadd(e, splat(-2.12194440e-4f), y);
+  y = S::fmadd(e, splat(kLn2Lo), y);
   y = S::fnmadd(splat(0.5f), z, y);
   V r = S::add(m, y);
-  r = S::fmadd(e, splat(0.693359375f), r);
+  r = S::fmadd(e, splat(kLn2Hi), r);
   if constexpr (kDomain != kPositive) {
     r = S::select(S::eq(x, splat(INFINITY)), x, r);
     r = S::select(S::is_nan(x), x, r);
@@ -96,13 +97,13 @@ inline V log_ps(V x) {
 inline V log1p_unit_ps(V t) {
   const V s = S::div(t, S::add(splat(2.0f), t));
   const V s2 = S::mul(s, s);
-  V p = splat(1.0f / 15.0f);
-  p = S::fmadd(p, s2, splat(1.0f / 13.0f));
-  p = S::fmadd(p, s2, splat(1.0f / 11.0f));
-  p = S::fmadd(p, s2, splat(1.0f / 9.0f));
-  p = S::fmadd(p, s2, splat(1.0f / 7.0f));
-  p = S::fmadd(p, s2, splat(1.0f / 5.0f));
-  p = S::fmadd(p, s2, splat(1.0f / 3.0f));
+  V p = splat(kLog1pUnitP0);
+  p = S::fmadd(p, s2, splat(kLog1pUnitP1));
+  p = S::fmadd(p, s2, splat(kLog1pUnitP2));
+  p = S::fmadd(p, s2, splat(kLog1pUnitP3));
+  p = S::fmadd(p, s2, splat(kLog1pUnitP4));
+  p = S::fmadd(p, s2, splat(kLog1pUnitP5));
+  p = S::fmadd(p, s2, splat(kLog1pUnitP6));
   const V two_s = S::add(s, s);
   return S::fmadd(S::mul(two_s, s2), p, two_s);
 }
@@ -155,13 +156,13 @@ inline void box_muller_ps(const uint32_t* ra, const uint32_t* rb, V& na, V& nb) 
   const V t = S::uniform(rb);
   const V quarter = S::floor(S::fmadd(t, splat(4.0f), splat(0.5f)));
   const V f = S::fnmadd(quarter, splat(0.25f), t);
-  const V x = S::mul(f, splat(6.28318530717958648f));
+  const V x = S::mul(f, splat(kTwoPi));
   const V z = S::mul(x, x);
-  V s = S::fmadd(splat(-1.9515295891e-4f), z, splat(8.3321608736e-3f));
-  s = S::fmadd(s, z, splat(-1.6666654611e-1f));
+  V s = S::fmadd(splat(kSinP0), z, splat(kSinP1));
+  s = S::fmadd(s, z, splat(kSinP2));
   s = S::fmadd(S::mul(s, z), x, x);
-  V c = S::fmadd(splat(2.443315711809948e-5f), z, splat(-1.388731625493765e-3f));
-  c = S::fmadd(c, z, splat(4.166664568298827e-2f));
+  V c = S::fmadd(splat(kCosP0), z, splat(kCosP1));
+  c = S::fmadd(c, z, splat(kCosP2));
   c = S::fnmadd(splat(0.5f), z, S::mul(S::mul(c, z), z));
   c = S::add(c, splat(1.0f));
   M odd, sin_negative, cos_negative;

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "mibcore/math_tables.h"  // the constants of the shared math (generated, mibcore/_math_tables.py)
+
 #if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
 #include "avx512_convert_cpu.h"
 #endif
@@ -60,7 +62,7 @@ struct Simd {
   // uniform_from_bits (philox.h) of 16 Philox words: ((r >> 8) + 1) 2^-24 in (0, 1].
   static V uniform(const uint32_t* r) {
     const __m512i k = _mm512_add_epi32(_mm512_srli_epi32(_mm512_loadu_si512(r), 8), _mm512_set1_epi32(1));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(k), splat(5.9604644775390625e-08f));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(k), splat(kUniformScale));
   }
   // For quarter turns q (0..4 as floats): q odd, sin < 0 (q mod 4 in {2, 3}), cos < 0 ({1, 2}).
   static void quarter_signs(V quarter, M& odd, M& sin_negative, M& cos_negative) {
@@ -133,8 +135,8 @@ struct Simd {
   // x = m 2^e with m in [1, 2), for x > 0 (normal or subnormal: scaled up by 2^23 first, as
   // fast_log does). NaN gives a finite m: the callers select NaN where it can occur.
   static void split_exponent(V x, V& m, V& e) {
-    const M tiny = _mm256_cmp_ps(x, splat(1.17549435e-38f), _CMP_LT_OQ);
-    const __m256i bits = _mm256_castps_si256(select(tiny, _mm256_mul_ps(x, splat(8388608.0f)), x));
+    const M tiny = _mm256_cmp_ps(x, splat(kMinNormal), _CMP_LT_OQ);
+    const __m256i bits = _mm256_castps_si256(select(tiny, _mm256_mul_ps(x, splat(kSubnormalScale)), x));
     __m256i exponent = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127));
     exponent = _mm256_sub_epi32(exponent, _mm256_and_si256(_mm256_castps_si256(tiny), _mm256_set1_epi32(23)));
     e = _mm256_cvtepi32_ps(exponent);
@@ -144,7 +146,7 @@ struct Simd {
   static V uniform(const uint32_t* r) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r));
     const __m256i k = _mm256_add_epi32(_mm256_srli_epi32(w, 8), _mm256_set1_epi32(1));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(k), splat(5.9604644775390625e-08f));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(k), splat(kUniformScale));
   }
   static M bit_set(__m256i q, int bit) {
     const __m256i b = _mm256_set1_epi32(bit);

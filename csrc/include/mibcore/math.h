@@ -4,12 +4,22 @@
 // `#pragma omp simd` loops (AVX2/AVX-512) and nvcc runs it per thread, so the CPU
 // and CUDA backends compute the same numbers. The float versions of exp and log are
 // Cephes-style polynomials (about 1 ulp); the double versions call the C library.
-// The Triton kernels mirror these functions in kernels/_math.py.
+// The Triton kernels mirror these functions, under the same names, in kernels/_math.py.
+// Every constant of the float math (polynomial coefficients, reduction constants, thresholds)
+// comes from mibcore/math_tables.h, which the build generates from mibcore/_math_tables.py:
+// type none here (tests/test_math_mirror.py checks that no literal of the table is hand-typed).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+
+#if defined(__has_include)
+#if !__has_include("mibcore/math_tables.h")
+#error "mibcore/math_tables.h is generated: run `python mibcore/_math_tables.py DIR` and add -IDIR (setup.py and CMakeLists.txt do)"
+#endif
+#endif
+#include "mibcore/math_tables.h"
 
 #if defined(__CUDACC__)
 #define MIB_HD __host__ __device__ __forceinline__
@@ -48,27 +58,25 @@ MIB_HD float pow2i(int32_t n) { return bits_to_float(static_cast<uint32_t>(n + 1
 // exp(x) for float: Cephes expf polynomial after reducing x = n*ln2 + r.
 // Overflow gives +inf, underflow gives subnormals then 0, NaN propagates.
 MIB_HD float fast_exp(float x) {
-  const float kMaxArg = 88.72283935546875f;   // above this exp overflows
-  const float kMinArg = -103.97208404541015f; // below this exp is 0
-  float xc = x < kMinArg ? kMinArg : x;
-  xc = xc > kMaxArg ? kMaxArg : xc;
-  float n = floorf(xc * 1.44269504088896341f + 0.5f);
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+  float xc = x < kExpMinArg ? kExpMinArg : x;
+  xc = xc > kExpMaxArg ? kExpMaxArg : xc;
+  float n = floorf(xc * kLog2e + 0.5f);
+  float r = xc - n * kLn2Hi;
+  r = r - n * kLn2Lo;
   float r2 = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  float p = kExpP0;
+  p = p * r + kExpP1;
+  p = p * r + kExpP2;
+  p = p * r + kExpP3;
+  p = p * r + kExpP4;
+  p = p * r + kExpP5;
   p = p * r2 + r + 1.0f;
   // Scale by 2^n in two steps so that subnormal results are reached without overflow.
   int32_t ni = static_cast<int32_t>(n);
   int32_t n1 = ni / 2;
   float y = p * pow2i(n1) * pow2i(ni - n1);
-  y = (x > kMaxArg) ? INFINITY : y;
-  y = (x < kMinArg) ? 0.0f : y;
+  y = (x > kExpMaxArg) ? INFINITY : y;  // above kExpMaxArg exp overflows
+  y = (x < kExpMinArg) ? 0.0f : y;      // below kExpMinArg it is 0
   return (x != x) ? x : y;
 }
 
@@ -78,32 +86,31 @@ MIB_HD double fast_exp(double x) { return exp(x); }
 // log(x) for float: Cephes logf polynomial on the mantissa. Handles subnormals,
 // 0 (-inf), negatives (NaN), +inf and NaN.
 MIB_HD float fast_log(float x) {
-  const float kMinNormal = 1.17549435e-38f;
   bool tiny = x < kMinNormal;
-  float xs = tiny ? x * 8388608.0f : x;  // scale subnormals up by 2^23
+  float xs = tiny ? x * kSubnormalScale : x;  // scale subnormals up by 2^23
   uint32_t bits = float_to_bits(xs);
   int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - 126;
   e = tiny ? e - 23 : e;
   float m = bits_to_float((bits & 0x007fffffu) | 0x3f000000u);  // mantissa in [0.5, 1)
-  bool small = m < 0.707106781186547524f;
+  bool small = m < kSqrtHalf;
   e = small ? e - 1 : e;
   m = small ? m + m - 1.0f : m - 1.0f;
   float fe = static_cast<float>(e);
   float z = m * m;
-  float p = 7.0376836292e-2f;
-  p = p * m - 1.1514610310e-1f;
-  p = p * m + 1.1676998740e-1f;
-  p = p * m - 1.2420140846e-1f;
-  p = p * m + 1.4249322787e-1f;
-  p = p * m - 1.6668057665e-1f;
-  p = p * m + 2.0000714765e-1f;
-  p = p * m - 2.4999993993e-1f;
-  p = p * m + 3.3333331174e-1f;
+  float p = kLogP0;
+  p = p * m + kLogP1;
+  p = p * m + kLogP2;
+  p = p * m + kLogP3;
+  p = p * m + kLogP4;
+  p = p * m + kLogP5;
+  p = p * m + kLogP6;
+  p = p * m + kLogP7;
+  p = p * m + kLogP8;
   float y = p * m * z;
-  y = y + fe * -2.12194440e-4f;
+  y = y + fe * kLn2Lo;
   y = y - 0.5f * z;
   float r = m + y;
-  r = r + fe * 0.693359375f;
+  r = r + fe * kLn2Hi;
   r = (x == INFINITY) ? INFINITY : r;
   r = (x == 0.0f) ? -INFINITY : r;
   r = (x < 0.0f) ? NAN : r;
@@ -113,8 +120,7 @@ MIB_HD float fast_log(float x) {
 MIB_HD double fast_log(double x) { return log(x); }
 
 // ---------------------------------------------------------------- softplus family
-// The softplus threshold matches torch.nn.functional.softplus(x, beta=1, threshold=20).
-constexpr float kSoftplusThreshold = 20.0f;
+// kSoftplusThreshold (math_tables.h) is torch.nn.functional.softplus's (beta=1, threshold=20).
 
 // log(1 + t) for t in [0, 1]. Float: 2 atanh(s) with s = t / (2 + t) in [0, 1/3], the odd
 // series to s^15 (truncation below 1e-9; about 1 ulp in all), one division and no log.
@@ -122,13 +128,13 @@ constexpr float kSoftplusThreshold = 20.0f;
 MIB_HD float log1p_unit(float t) {
   float s = t / (2.0f + t);
   float s2 = s * s;
-  float p = 1.0f / 15.0f;
-  p = p * s2 + 1.0f / 13.0f;
-  p = p * s2 + 1.0f / 11.0f;
-  p = p * s2 + 1.0f / 9.0f;
-  p = p * s2 + 1.0f / 7.0f;
-  p = p * s2 + 1.0f / 5.0f;
-  p = p * s2 + 1.0f / 3.0f;
+  float p = kLog1pUnitP0;  // 1/15, then 1/13, ..., 1/3
+  p = p * s2 + kLog1pUnitP1;
+  p = p * s2 + kLog1pUnitP2;
+  p = p * s2 + kLog1pUnitP3;
+  p = p * s2 + kLog1pUnitP4;
+  p = p * s2 + kLog1pUnitP5;
+  p = p * s2 + kLog1pUnitP6;
   return 2.0f * s + 2.0f * s * s2 * p;
 }
 
@@ -185,15 +191,40 @@ MIB_HD StdTerms<T> std_terms(T scale, T shift) {
 }
 
 // ---------------------------------------------------------------- KL(N(mu, std^2) || N(0, 1))
+// Written once over an arithmetic vocabulary A (splat, mul, sub, fmadd, fnmadd, fmsub) so that
+// the scalar code (ScalarArith: separate multiply and add, as written) and the explicit SIMD code
+// of csrc/cpu (cpu::Simd: fused multiply-adds) share the formula and its order of operations.
 template <typename T>
-MIB_HD T kl_element(T mu, const StdTerms<T>& s) {
-  return T(0.5) * (mu * mu + s.std * s.std - T(2) * s.log_std - T(1));
+struct ScalarArith {
+  static MIB_HD T splat(T v) { return v; }
+  static MIB_HD T mul(T a, T b) { return a * b; }
+  static MIB_HD T sub(T a, T b) { return a - b; }
+  static MIB_HD T fmadd(T a, T b, T c) { return a * b + c; }
+  static MIB_HD T fnmadd(T a, T b, T c) { return c - a * b; }
+  static MIB_HD T fmsub(T a, T b, T c) { return a * b - c; }
+};
+
+// 0.5 (mu^2 + std^2 - 2 log std - 1), summed left to right.
+template <typename A, typename V>
+MIB_HD V kl_element_of(V mu, V std, V log_std) {
+  const V k = A::fnmadd(A::splat(2.0f), log_std, A::fmadd(mu, mu, A::mul(std, std)));
+  return A::mul(A::splat(0.5f), A::sub(k, A::splat(1.0f)));
 }
 
-// d KL_element / d scale (d KL_element / d mu is mu).
+// d KL_element / d scale = std d std - d log std (d KL_element / d mu is mu).
+template <typename A, typename V>
+MIB_HD V kl_element_dscale_of(V std, V dstd, V dlog_std) {
+  return A::fmsub(std, dstd, dlog_std);
+}
+
+template <typename T>
+MIB_HD T kl_element(T mu, const StdTerms<T>& s) {
+  return kl_element_of<ScalarArith<T>>(mu, s.std, s.log_std);
+}
+
 template <typename T>
 MIB_HD T kl_element_dscale(const StdTerms<T>& s) {
-  return s.std * s.dstd - s.dlog_std;
+  return kl_element_dscale_of<ScalarArith<T>>(s.std, s.dstd, s.dlog_std);
 }
 
 }  // namespace mibcore

@@ -20,10 +20,7 @@
 
 namespace mibcore {
 
-constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
-constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
-constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
-constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
+// kPhiloxM0, kPhiloxM1 (multipliers) and kPhiloxW0, kPhiloxW1 (Weyl key increments): math_tables.h.
 
 struct Philox4 {
   uint32_t r0, r1, r2, r3;
@@ -64,7 +61,7 @@ MIB_HD Philox4 philox_block(uint64_t block, uint64_t seed, uint64_t offset) {
 
 // A uniform in (0, 1] with 24 random bits; exact in float.
 MIB_HD float uniform_from_bits(uint32_t r) {
-  return static_cast<float>((r >> 8) + 1u) * 5.9604644775390625e-08f;  // 2^-24
+  return static_cast<float>((r >> 8) + 1u) * kUniformScale;  // 2^-24
 }
 
 struct SinCos {
@@ -76,12 +73,10 @@ struct SinCos {
 MIB_HD SinCos sincos_turns(float t) {
   float quarter = floorf(t * 4.0f + 0.5f);  // nearest quarter turn, 0..4
   float f = t - quarter * 0.25f;             // in [-1/8, 1/8], exact
-  float x = f * 6.28318530717958648f;
+  float x = f * kTwoPi;
   float z = x * x;
-  float s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * x + x;
-  float c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) *
-                z * z -
-            0.5f * z + 1.0f;
+  float s = ((kSinP0 * z + kSinP1) * z + kSinP2) * z * x + x;
+  float c = ((kCosP0 * z + kCosP1) * z + kCosP2) * z * z - 0.5f * z + 1.0f;
   int32_t q = static_cast<int32_t>(quarter) & 3;
   // Rotate (cos x, sin x) by q quarter turns: odd q swaps cos and sin, then the signs
   // follow the quadrant (cos < 0 for q = 1, 2; sin < 0 for q = 2, 3).
