@@ -1,12 +1,18 @@
-"""The contract of every operator on every backend that serves it here, read from the operators'
-specs (mibcore/ops/<op>.py): nothing in this file names an operator.
+"""The contract of every operator on every backend and device that serves it, read from the
+operators' specs (mibcore/ops/<op>.py): nothing in this file names an operator.
 
-- every deterministic sample (odd, empty, strided shapes; every dtype) matches the reference run in
-  float64, outputs and gradients, with the dtype and shape the reference gives;
-- every random sample (dropout in training) matches, on each fused backend, the first fused
-  backend run in float64 with the same generator: the Philox contract makes the masks and eps
-  independent of backend, instruction set and dtype;
-- the torch operators refuse operands on two devices and integer operands at their boundary.
+- every deterministic sample (odd, empty, strided shapes; every dtype; larger ones on GPUs) matches
+  the reference run in float64 on the CPU, outputs and gradients, with the reference's dtype and
+  shape, within the device's tolerances;
+- every random sample (dropout in training, sampled z) matches, on each fused backend, the first
+  fused backend of that device run in float64 with the same generator: the Philox contract makes
+  the masks and eps independent of backend, instruction set and dtype; on GPUs the torch operator
+  also equals the cpu backend's given the same rng tensor;
+- the torch operators refuse operands on two devices and integer operands at their boundary, and
+  their fakes check the rng.
+
+The cuda cases are marked `gpu` (collected everywhere, skipped without a GPU: .ci/gpu_check.sh runs
+`pytest -m gpu`); `test_smoke` (marked `smoke` too) is the device check's first, quick tier.
 """
 import pytest
 import torch
@@ -17,10 +23,21 @@ from mibcore.ops import SPECS
 from mibcore.ops._spec import Sample, operator_arguments
 from tests import utils
 
-CASES = [(op, backend) for op in SPECS for backend in utils.backends(op)]
-FUSED = [(op, backend) for op in SPECS for backend in utils.backends(op, fused=True)]
-RANDOM = [(op, backend) for op, backend in FUSED if any(s.random for s in SPECS[op].samples("cpu", torch.float32))]
+
+def _cases(fused=False, random=False):
+    cases = []
+    for device in ("cpu", "cuda"):
+        marks = [pytest.mark.gpu] if device == "cuda" else []
+        for op in SPECS:
+            if random and not any(s.random for s in SPECS[op].samples("cpu", torch.float32)):
+                continue
+            for backend in utils.backends(op, device, fused=fused):
+                cases.append(pytest.param(op, backend, device, marks=marks, id=f"{op}-{backend.id}-{device}"))
+    return cases
+
+
 dtypes = pytest.mark.parametrize("dtype", utils.DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+FUSED_CPU = [(op, b) for op in SPECS for b in utils.backends(op, fused=True)]
 
 
 def _outputs(result):
@@ -28,56 +45,82 @@ def _outputs(result):
 
 
 def _run(spec, backend, sample, seed=7):
-    """(outputs, gradients of a fixed random projection of the outputs w.r.t. every tensor)."""
+    """(outputs, gradients of a fixed random projection of the outputs w.r.t. every tensor), on
+    the CPU."""
     leaves = sample.map(lambda t: t.detach().clone().requires_grad_())
+    device = leaves.tensors()[0].device
     with backends.use(backend), utils.at_level(backend):
-        rng = {"generator": torch.Generator().manual_seed(seed)} if sample.random else {}
+        rng = {"generator": torch.Generator(device).manual_seed(seed)} if sample.random else {}
         outputs = _outputs(leaves.call(spec.function, **rng))
     g = torch.Generator().manual_seed(seed)
-    loss = sum((o.double() * torch.randn(o.shape, dtype=torch.float64, generator=g)).sum() for o in outputs)
+    loss = sum((o.double() * torch.randn(o.shape, dtype=torch.float64, generator=g).to(o.device)).sum()
+               for o in outputs)
     inputs = leaves.tensors()
     grads = torch.autograd.grad(loss, inputs, allow_unused=True) if loss.requires_grad else [None] * len(inputs)
-    return [o.detach() for o in outputs], [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+    return ([o.detach().cpu() for o in outputs],
+            [(torch.zeros_like(x) if g is None else g).cpu() for x, g in zip(inputs, grads)])
 
 
-def _compare(spec, dtype, actual, expected, what):
-    rtol, atol = spec.tolerance(dtype)
+def _compare(spec, dtype, device, actual, expected, what):
+    rtol, atol = spec.tolerance(dtype, torch.device(device).type)
     for i, (a, e) in enumerate(zip(actual, expected)):
         magnitude = max(1.0, float(e.abs().max())) if e.numel() else 1.0
         torch.testing.assert_close(a.double(), e.double(), rtol=rtol, atol=atol * magnitude, equal_nan=True,
                                    msg=lambda m, i=i: f"{what} [{i}]: {m}")
 
 
-@dtypes
-@pytest.mark.parametrize("op, backend", CASES)
-def test_matches_the_float64_reference(op, backend, dtype):
+def _against_the_reference(op, backend, device, sample, dtype):
     spec = SPECS[op]
-    for sample in spec.samples("cpu", dtype):
-        if sample.random:
-            continue
-        outputs, grads = _run(spec, backend, sample)
-        expected, expected_grads = _run(spec, "reference", sample.map(lambda t: t.double()))
-        same_dtype, _ = _run(spec, "reference", sample)
-        for o, r in zip(outputs, same_dtype):
-            assert (o.dtype, o.shape) == (r.dtype, r.shape), f"{op} {sample.label}: {o.dtype} {list(o.shape)}"
-        _compare(spec, dtype, outputs, expected, f"{op} on {backend}, {sample.label}: output")
-        _compare(spec, dtype, grads, expected_grads, f"{op} on {backend}, {sample.label}: gradient")
+    outputs, grads = _run(spec, backend, sample)
+    expected, expected_grads = _run(spec, "reference", sample.map(lambda t: t.detach().cpu().double()))
+    same_dtype, _ = _run(spec, "reference", sample.map(lambda t: t.detach().cpu()))
+    for o, r in zip(outputs, same_dtype):
+        assert (o.dtype, o.shape) == (r.dtype, r.shape), f"{op} {sample.label}: {o.dtype} {list(o.shape)}"
+    _compare(spec, dtype, device, outputs, expected, f"{op} on {backend} ({device}), {sample.label}: output")
+    _compare(spec, dtype, device, grads, expected_grads, f"{op} on {backend} ({device}), {sample.label}: gradient")
 
 
 @dtypes
-@pytest.mark.parametrize("op, backend", RANDOM)
-def test_random_samples_follow_the_philox_contract(op, backend, dtype):
+@pytest.mark.parametrize("op, backend, device", _cases())
+def test_matches_the_float64_reference(op, backend, device, dtype):
+    for sample in SPECS[op].samples(device, dtype):
+        if not sample.random:
+            _against_the_reference(op, backend, device, sample, dtype)
+
+
+@dtypes
+@pytest.mark.parametrize("op, backend, device", [
+    pytest.param(*p.values, marks=[*p.marks, pytest.mark.smoke], id=p.id) for p in _cases(fused=True) if p.values[2] == "cuda"
+])
+def test_smoke(op, backend, device, dtype):
+    # One deterministic sample per operator, backend and dtype: the device check's first tier.
+    sample = next(s for s in SPECS[op].samples(device, dtype) if not s.random and s.tensors()[0].numel())
+    _against_the_reference(op, backend, device, sample, dtype)
+
+
+@dtypes
+@pytest.mark.parametrize("op, backend, device", _cases(fused=True, random=True))
+def test_random_samples_follow_the_philox_contract(op, backend, device, dtype):
     spec = SPECS[op]
-    first = utils.backends(op, fused=True)[0]
-    for sample in (s for s in spec.samples("cpu", dtype) if s.random):
+    first = utils.backends(op, device, fused=True)[0]
+    for sample in (s for s in spec.samples(device, dtype) if s.random):
         outputs, grads = _run(spec, backend, sample)
         expected, expected_grads = _run(spec, first, sample.map(lambda t: t.double()))
-        _compare(spec, dtype, outputs, expected, f"{op} on {backend}, {sample.label}: output")
-        _compare(spec, dtype, grads, expected_grads, f"{op} on {backend}, {sample.label}: gradient")
+        _compare(spec, dtype, device, outputs, expected, f"{op} on {backend} ({device}), {sample.label}: output")
+        _compare(spec, dtype, device, grads, expected_grads, f"{op} on {backend} ({device}), {sample.label}: gradient")
 
 
-def _first_operator_sample(spec):
-    return next(s for s in spec.samples("cpu", torch.float32) if s.random or "eval" not in s.label)
+@dtypes
+@pytest.mark.parametrize("op, backend, device", [p for p in _cases(fused=True, random=True) if p.values[2] == "cuda"])
+def test_gpu_operators_equal_the_cpu_backend_given_the_same_rng(op, backend, device, dtype):
+    spec = SPECS[op]
+    if "cpu" not in spec.implementations or not backends.BACKENDS["cpu"].serves(op, "cpu"):
+        pytest.skip(f"no cpu backend for {op} here")
+    for sample in (s for s in spec.samples(device, dtype) if s.random):
+        args = operator_arguments(spec, backend, sample)
+        gpu = _outputs(spec.implementations[backend].target()(*args))
+        cpu = _outputs(spec.implementations["cpu"].target()(*_map_tensors(args, lambda t: t.cpu())))
+        _compare(spec, dtype, device, [o.cpu() for o in gpu], cpu, f"{op} on {backend}, {sample.label}")
 
 
 def _tensors(args):
@@ -88,12 +131,16 @@ def _map_tensors(args, fn):
     return Sample("operator arguments", tuple(args)).map(fn).args
 
 
+def _first_operator_sample(spec):
+    return next(s for s in spec.samples("cpu", torch.float32) if s.random or "eval" not in s.label)
+
+
 def _replace_last_floating(args, fn):
     last = [t for t in _tensors(args) if t.is_floating_point()][-1]
     return _map_tensors(args, lambda t: fn(t) if t is last else t)
 
 
-@pytest.mark.parametrize("op, backend", utils.once_per_backend(FUSED))
+@pytest.mark.parametrize("op, backend", utils.once_per_backend(FUSED_CPU))
 def test_operators_refuse_mixed_devices_and_integer_operands(op, backend):
     spec = SPECS[op]
     target = spec.implementations[backend].target()
@@ -105,7 +152,7 @@ def test_operators_refuse_mixed_devices_and_integer_operands(op, backend):
         target(*_replace_last_floating(args, lambda t: t.long()))
 
 
-@pytest.mark.parametrize("op, backend", utils.once_per_backend(FUSED))
+@pytest.mark.parametrize("op, backend", utils.once_per_backend(FUSED_CPU))
 def test_fake_kernels_check_the_rng(op, backend):
     # On meta tensors (torch.compile's fake tensors) the fakes run: they check the rng too.
     spec = SPECS[op]

@@ -14,7 +14,7 @@ import mibcore.ops._spec
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
-TOLERANCES = mibcore.ops._spec.TOLERANCES  # (rtol, atol) against a float64 oracle
+TOLERANCES = mibcore.ops._spec.TOLERANCES["cpu"]  # (rtol, atol) against a float64 oracle, per device
 
 
 def required_backends():
@@ -60,13 +60,22 @@ def cpu_levels():
 
 def backends(op, device="cpu", *, fused=False):
     """Backends that serve operator `op` on `device` here (without the reference if `fused`);
-    the `cpu` backend once per instruction-set level this CPU supports."""
+    the `cpu` backend once per instruction-set level this CPU supports. For "cuda": those that
+    would serve it on a GPU (declared for cuda and built), GPU present or not: their tests are
+    marked `gpu` and skip without one, so that they are collected (and counted) everywhere."""
+    device_type = torch.device(device).type
     out = []
     for name, backend in mibcore.backends.BACKENDS.items():
-        if not backend.serves(op, torch.device(device).type) or (fused and name == "reference"):
+        implementation = mibcore.ops.SPECS[op].implementations.get(name)
+        if implementation is None or (fused and name == "reference"):
             continue
-        levels = cpu_levels() if name == "cpu" else [None]
-        out.extend(Backend(name, isa) for isa in levels)
+        if device_type == "cuda":
+            serves = device_type in implementation.devices and backend.ready()
+        else:
+            serves = backend.serves(op, device_type)
+        if serves:
+            levels = cpu_levels() if name == "cpu" else [None]
+            out.extend(Backend(name, isa) for isa in levels)
     return out
 
 

@@ -78,13 +78,15 @@ def _implementations(name):
 
 
 _SHAPES = ((3, 5), (7,), (0, 4), (2, 3, 33))
+_GPU_SHAPES = ((4097, 33),)  # several blocks, a tail of every vector width
 
 
 def _samples(two_inputs):
     def samples(device, dtype):
         g = torch.Generator().manual_seed(0)
         out = []
-        for shape, p in itertools.product(_SHAPES, (0.25, 0.9)):
+        shapes = _SHAPES + (_GPU_SHAPES if device != "cpu" else ())
+        for shape, p in itertools.product(shapes, (0.25, 0.9)):
             xs = [torch.randn(shape, dtype=torch.float64, generator=g).to(dtype=dtype, device=device)
                   for _ in range(1 + two_inputs)]
             out.append(Sample(f"{list(shape)} p={p}", (*xs, p), {"generator": None}, random=True))

@@ -122,8 +122,10 @@ def _samples(device, dtype):
         return (torch.randn(shape, dtype=torch.float64, generator=g) * scale).to(dtype=dtype, device=device)
 
     out = []
-    for batch, dims, out_features, rank in ((4, (2, 3), 5, 2), (5, (3, 2, 4), 7, 3), (1, (1, 7), 1, 1),
-                                            (0, (3, 4), 2, 2), (9, (17, 5), 33, 4)):
+    shapes = [(4, (2, 3), 5, 2), (5, (3, 2, 4), 7, 3), (1, (1, 7), 1, 1), (0, (3, 4), 2, 2), (9, (17, 5), 33, 4)]
+    if device != "cpu":
+        shapes += [(32, (50, 50, 50), 50, 5), (512, (128, 128, 128), 128, 8)]
+    for batch, dims, out_features, rank in shapes:
         inputs = [randn(batch, d) for d in dims]
         factors = [randn(rank, d + 1, out_features, scale=0.5) for d in dims]
         out.append(Sample(f"B{batch} {dims}->{out_features} r{rank}", (inputs, factors, randn(rank), randn(out_features))))

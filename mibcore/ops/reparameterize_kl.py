@@ -150,6 +150,11 @@ def _samples(device, dtype):
     mu, scale = strided(randn(6, 9)), strided(randn(6, 9))
     out.append(Sample("strided batchmean", (mu, scale), dict(reduction="batchmean", sample=False)))
     out.append(Sample("strided sum, shift 0.1", (mu, scale), dict(reduction="sum", shift=0.1), random=True))
+    if device != "cpu":  # the GPU kernels' vector widths, tails and multi-block rows
+        for shape in ((33, 257), (4096, 1024)):
+            mu, scale = randn(*shape), randn(*shape)
+            out.append(Sample(f"{list(shape)} eval", (mu, scale), dict(reduction="none", sample=False)))
+            out.append(Sample(f"{list(shape)}", (mu, scale), dict(reduction="none"), random=True))
     return out
 
 
