@@ -31,6 +31,24 @@ def _want_cuda():
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
+def _cuda_arch_flags():
+    """nvcc's -gencode flags for TORCH_CUDA_ARCH_LIST (as torch reads it: "8.0;9.0", "8.0 9.0",
+    "9.0a", "9.0+PTX"), by default "8.0;9.0" (A100, H100/H200). Given here, they replace the
+    flags torch would derive itself (which, without a GPU and without the variable, are every
+    architecture the CUDA toolkit knows)."""
+    flags = []
+    for arch in os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace(";", " ").split() or ["8.0", "9.0"]:
+        arch, ptx = arch.removesuffix("+PTX"), arch.endswith("+PTX")
+        major, dot, minor = arch.partition(".")
+        if not (dot and major.isdigit() and minor[:1].isdigit() and minor[1:] in ("", "a", "f")):
+            raise ValueError(f"TORCH_CUDA_ARCH_LIST: {arch!r} is not an architecture like 8.0, 9.0a or 9.0+PTX")
+        number = major + minor
+        flags.append(f"-gencode=arch=compute_{number},code=sm_{number}")
+        if ptx:
+            flags.append(f"-gencode=arch=compute_{number},code=compute_{number}")
+    return flags
+
+
 def _pip_cuda_dirs():
     """Headers and libraries of the NVIDIA pip wheels a CUDA build of torch depends on
     (cusparse.h, cublas, ...), which a minimal CUDA toolkit may lack."""
@@ -59,7 +77,7 @@ def _extension():
     # helpers, which g++ reports as an ABI change that no exported function has.
     cxx_flags = ["-O3", "-fopenmp", "-std=c++20", "-fno-math-errno", "-fno-trapping-math",
                  "-Wno-maybe-uninitialized", "-Wno-psabi"] + ([f"-march={arch}"] if arch else [])
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = ["csrc/library.cpp"] + sorted(glob.glob("csrc/ops/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     macros = [("MIBCORE_MARCH", f'"{arch}"')] if arch else []  # build_info reports a non-portable build
     if os.environ.get("MIBCORE_CPU_BASELINE_ONLY") == "1":  # the CPU kernels for the baseline only (faster build)
@@ -77,8 +95,7 @@ def _extension():
             "-O3",
             "-std=c++20",
             "--expt-relaxed-constexpr",
-            "-gencode=arch=compute_80,code=sm_80",
-            "-gencode=arch=compute_90,code=sm_90",
+            *_cuda_arch_flags(),
         ]
         return cpp_extension.CUDAExtension(
             "mibcore._C",
@@ -133,8 +150,9 @@ setup(
         "mibcore.kernels",
         "mibcore.benchmarks",
     ],
-    # kernels/ and benchmarks/ live beside mibcore/ in the checkout (`python -m benchmarks`).
-    package_dir={"mibcore.kernels": "kernels", "mibcore.benchmarks": "benchmarks"},
+    # benchmarks/ lives beside mibcore/ in the checkout (`python -m benchmarks`); the Triton
+    # kernels are the subpackage mibcore/kernels, importable from a plain checkout too.
+    package_dir={"mibcore.benchmarks": "benchmarks"},
     ext_modules=[] if os.environ.get("MIBCORE_SKIP_EXTENSION") == "1" else [_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )
