@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.mibcore-installed
 BUILT := $(VENV)/.mibcore-built
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py mibcore/_math_tables.py
 
-.PHONY: run test build bench cuda-check cuda-torch-check aarch64-check gpu-check aot-sweep clean
+.PHONY: run test build bench cuda-check cuda-torch-check aarch64-check gpu-check gpu-rehearsal aot-sweep clean
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,8 +68,14 @@ aarch64-check: $(INSTALLED)
 gpu-check:
 	bash .ci/gpu_check.sh
 
+# The device check rehearsed without a GPU on a replica of the device's software (Python 3.12,
+# torch 2.11.0 CUDA build, triton 3.6.0; venv .venv-device, or MIBCORE_DEVICE_VENV, built once) and
+# of the checkout the device tool sends (tracked files only): every step up to the first needing a GPU.
+gpu-rehearsal:
+	bash .ci/gpu_rehearsal.sh
+
 test: build cuda-check cuda-torch-check aarch64-check
 	$(BIN)/pytest -q tests
 
 clean:
-	rm -rf build build-cmake build-cuda bench-results gpu-check-out mibcore/*.so
+	rm -rf build build-cmake build-cuda bench-results gpu-check-out gpu-rehearsal-out mibcore/*.so

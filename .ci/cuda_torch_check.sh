@@ -16,10 +16,8 @@ skip() {
 if ! command -v nvcc >/dev/null 2>&1; then
   skip "no nvcc"
 fi
-NVCC=$(command -v nvcc)
-# nvcc may be a wrapper script that execs the real one: CUDA_HOME is the real one's grandparent.
-REAL=$(sed -n 's/^exec \([^ ]*nvcc\).*/\1/p' "$NVCC" | head -n 1)
-export CUDA_HOME=$(dirname "$(dirname "${REAL:-$NVCC}")")
+# CUDA_HOME from the real nvcc (nvcc may be a wrapper script that execs it).
+source .ci/cuda_home.sh
 test -x $VENV/bin/python || python3 -m venv $VENV
 if ! $VENV/bin/pip install -q torch==2.14.1 numpy ninja setuptools wheel; then
   skip "a CUDA build of torch could not be installed"
@@ -54,7 +52,7 @@ for name, args, expected in [
     try:
         getattr(torch.ops.mibcore, name).default.redispatch(cuda, *args)
         raise AssertionError(f"{name}: the CUDA kernel accepted CPU tensors")
-    except RuntimeError as error:
+    except ValueError as error:  # (shape, value and device mistakes: ValueError, as in Python)
         assert expected in str(error), (name, str(error))
 print(f"cuda-torch-check: mibcore._C built against torch {torch.__version__} ({info}) imports and runs")
 PY

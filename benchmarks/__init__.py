@@ -18,5 +18,10 @@ def add_arguments(parser):
     parser.add_argument("--out", default="bench-results", help="output folder")
     parser.add_argument("--launch-report", action="store_true",
                         help="print the Triton launches and their H200 floor times (no GPU needed), then exit")
+    parser.add_argument("--no-train", action="store_true", help="only the operator cases (no training step or epoch)")
+    parser.add_argument("--skip-provider", action="append", default=[], metavar="NAME",
+                        help="do not time this provider (repeatable; e.g. compile)")
+    parser.add_argument("--list", action="store_true",
+                        help="print the providers each case would time on --device, then exit")
     parser.add_argument("--overhead", action="store_true",
                         help="print the functional API's per-call overhead over the torch operators, then exit")

@@ -6,12 +6,16 @@ Times every case for every provider (forward, backward, forward+backward; traini
 also the whole step with Adam, or the epoch), reports speedups against the case's baseline
 (its first provider) measured in the same run, the roofline fraction (copy bandwidth and GEMM
 throughput measured in the same run) and memory, profiles each training step's components,
-and writes results.csv, results.md, results.png (and breakdown.csv) to --out.
+and writes results.csv, results.md, results.png (and breakdown.csv) to --out. results.csv is
+rewritten (atomically) after every row, so that a run cut short keeps what it measured; a
+provider that fails gets a row with its error in `note` and the run goes on (exit code 1 at
+the end). `--list`: the providers each case would time on --device, nothing timed.
 """
 import argparse
 import os
 import platform
 import sys
+import traceback
 
 import torch
 
@@ -59,45 +63,89 @@ def run(args):
         f"device {device}; copy bandwidth {bandwidth / 1e9:.1f} GB/s, fp32 GEMM {gemm / 1e9:.0f} GFLOP/s"
     )
     print(machine, flush=True)
-    rows, breakdowns = [], []
+    os.makedirs(args.out, exist_ok=True)
+    csv_path = os.path.join(args.out, "results.csv")
+    rows, breakdowns, errors = [], [], []
     for case in bench_cases.all_cases(quick=args.quick):
-        if args.op and case.op not in args.op:
+        if not _selected(case, args):
             continue
         baseline = None
-        for provider in bench_cases.providers(case, device):
+        for provider in _providers(case, device, args):
             torch.manual_seed(0)
-            if case.train:
-                row, trainer, batches = _time_train(case, provider, device, train_repeats)
-                if case.op == "train_step":
-                    breakdowns.append({"shape": case.shape, "provider": provider,
-                                       **breakdown.profile_step(trainer, next(iter(batches())))})
-            else:
-                row = _time_op(case, provider, device, repeats, bandwidth, gemm)
-            baseline = baseline or row  # the first provider is the case's baseline
+            try:
+                if case.train:
+                    row, trainer, batches = _time_train(case, provider, device, train_repeats)
+                    if case.op == "train_step":
+                        breakdowns.append({"shape": case.shape, "provider": provider,
+                                           **breakdown.profile_step(trainer, next(iter(batches())))})
+                else:
+                    row = _time_op(case, provider, device, repeats, bandwidth, gemm)
+            except Exception as error:  # a failing provider is a row with its error; the run goes on
+                row = _error_row(case, provider, device, error)
+                errors.append(row)
+            if not row.get("error"):
+                baseline = baseline or row  # the first provider is the case's baseline
             for mode in ("full", "forward", "train"):
-                if row.get(f"{mode}_ms"):
+                if row.get(f"{mode}_ms") and baseline and baseline.get(f"{mode}_ms"):
                     row[f"speedup_{mode}"] = baseline[f"{mode}_ms"] / row[f"{mode}_ms"]
             rows.append(row)
+            atomic_write_text(csv_path, report.to_csv(rows))  # each row as soon as it is measured
+            if row.get("error"):
+                print(f"{case.op:18s} {case.shape:26s} {provider:17s} FAILED: {row['note']}", flush=True)
+                continue
             roofline = row.get("roofline_full")
             print(
                 f"{case.op:18s} {case.shape:26s} {provider:17s} fwd {row['forward_ms'] or 0:9.3f} ms  "
                 f"fwd+bwd {row['full_ms'] or 0:9.3f} ms  x{row.get('speedup_full') or 0:.2f}"
                 + (f"  roofline {100 * roofline:.0f}%" if roofline is not None else "")
-                + (f"  train {row['train_ms']:9.3f} ms  x{row['speedup_train']:.2f}" if case.train else "")
+                + (f"  train {row['train_ms']:9.3f} ms  x{row.get('speedup_train') or 0:.2f}" if case.train else "")
                 + (f"  [{row['note']}]" if row.get("note") else ""),
                 flush=True,
             )
-    os.makedirs(args.out, exist_ok=True)
-    atomic_write_text(os.path.join(args.out, "results.csv"), report.to_csv(rows))
     if breakdowns:
         atomic_write_text(os.path.join(args.out, "breakdown.csv"), report.breakdown_to_csv(breakdowns))
     markdown = report.to_markdown(rows, machine) + report.breakdown_to_markdown(breakdowns)
+    if errors:
+        markdown += "\n## Providers that failed\n\n" + "\n".join(
+            f"- {r['op']} {r['shape']} {r['provider']}: {r['note']}" for r in errors) + "\n"
     atomic_write_text(os.path.join(args.out, "results.md"), markdown)
-    report.to_png(rows, os.path.join(args.out, "results.png"))
+    try:
+        report.to_png(rows, os.path.join(args.out, "results.png"))
+    except Exception as error:  # (the plot is the least of the outputs)
+        print(f"results.png not written: {type(error).__name__}: {error}", file=sys.stderr)
     print()
     print(markdown)
     print(f"wrote {args.out}/results.csv, results.md, results.png" + (", breakdown.csv" if breakdowns else ""))
+    if errors:
+        print(f"{len(errors)} provider(s) FAILED: see the note column of results.csv", file=sys.stderr)
     return rows
+
+
+def _error_row(case, provider, device, error):
+    """The row of a provider that raised: no times, the error (its last frame) in `note`."""
+    traceback.print_exc()
+    frame = traceback.extract_tb(error.__traceback__)[-1:]
+    where = f" ({os.path.basename(frame[0].filename)}:{frame[0].lineno})" if frame else ""
+    message = " ".join(str(error).split())[:300]
+    row = {column: None for column in report.COLUMNS}
+    row.update(op=case.op, shape=case.shape, kind=case.kind, provider=provider, device=device, error=True,
+               note=f"error: {type(error).__name__}: {message}{where}")
+    return row
+
+
+def _selected(case, args):
+    return (not args.op or case.op in args.op) and not (args.no_train and case.train)
+
+
+def _providers(case, device, args):
+    return [p for p in bench_cases.providers(case, device) if p not in args.skip_provider]
+
+
+def list_providers(args):
+    """The providers each case would time on args.device (nothing is run)."""
+    for case in bench_cases.all_cases(quick=args.quick):
+        if _selected(case, args):
+            print(f"{case.op:18s} {case.shape:26s} {' '.join(_providers(case, args.device, args))}")
 
 
 def main(argv=None, args=None):
@@ -116,8 +164,11 @@ def main(argv=None, args=None):
 
         print(overhead.report(args.device))
         return 0
-    run(args)
-    return 0
+    if args.list:
+        list_providers(args)
+        return 0
+    rows = run(args)
+    return 1 if any(row.get("error") for row in rows) else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Launch report of the Triton backend: `python -m benchmarks --launch-report`.
 
 For the paper's and the scale shapes, per operator and pass: the launches the host code makes
-(recorded on meta tensors, nothing runs: kernels/_launch.recording), programs per launch, the
+(recorded on meta tensors, nothing runs: mibcore/kernels/_launch.recording), programs per launch, the
 fewest bytes a pass must move (each input read once, each output written once) and its flops,
 and the floor time at an H200's rates, so each kernel's design can be read against the
 roofline before a GPU is at hand. Rates (leads from the vendor's datasheet, as quoted in the

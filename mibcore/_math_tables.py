@@ -1,7 +1,7 @@
 """The numeric constants of mibcore's per-element math: the one source for C++, CUDA and Triton.
 
 The float32 math of csrc/include/mibcore (math.h, philox.h), of the explicit SIMD code of csrc/cpu
-(reparameterize_kl_simd.h, simd_cpu.h, philox_cpu.h) and of the Triton kernels (kernels/_math.py)
+(reparameterize_kl_simd.h, simd_cpu.h, philox_cpu.h) and of the Triton kernels (mibcore/kernels/_math.py)
 uses the constants below and nothing hand-typed:
 
 - C++: the build generates the header `mibcore/math_tables.h` from this file (setup.py's build_ext
@@ -12,7 +12,7 @@ uses the constants below and nothing hand-typed:
   written as the hexadecimal literal of the float32 nearest to the Python value (the rounding Triton
   applies to a Python float constant that meets a float32 tensor), so C++ and Triton use the same
   bits. A tuple NAME becomes kName0, kName1, ... (C++) and NAME0, NAME1, ... (Triton).
-- Triton: kernels/_math.py imports this module and makes each value a `tl.constexpr`.
+- Triton: mibcore/kernels/_math.py imports this module and makes each value a `tl.constexpr`.
 
 Standard library only (CMake runs it with whatever Python 3 it finds; no torch, no numpy), and no
 import of the mibcore package when run as a script. Polynomials are in Horner order, the highest

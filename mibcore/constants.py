@@ -4,7 +4,7 @@ C++ keeps its own copies next to the code that uses them (csrc/include/mibcore/m
 parameterization codes; csrc/include/mibcore/host.h: the accumulation-dtype rule) and exposes
 them as `torch.ops.mibcore.constants()`; tests/test_constants.py compares those with this table.
 The softplus threshold, like every constant of the per-element math, comes from
-mibcore/_math_tables.py, from which the build generates C++'s copy. The Triton kernels (kernels/)
+mibcore/_math_tables.py, from which the build generates C++'s copy. The Triton kernels (mibcore/kernels/)
 and the reference import them from here.
 """
 import torch

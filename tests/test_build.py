@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.skipif(__import__("importlib").util.find_spec("triton") is None, reason="triton not installed")
 def test_triton_launches_compile_fit_and_do_not_spill():
     # The representative set (one launch per kernel x dtype x tile-size class of the launches the
-    # host code makes for kernels/aot.py's table) for sm_90 and sm_80; `make aot-sweep`: all of them.
+    # host code makes for mibcore/kernels/aot.py's table) for sm_90 and sm_80; `make aot-sweep`: all of them.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-m", "mibcore.kernels.aot", "--arch", "90", "--arch", "80"],
                          capture_output=True, text=True, env=env, timeout=1200)

@@ -1,11 +1,11 @@
 """The per-element math mirrored across languages, function by function.
 
-Every function of csrc/include/mibcore/math.h and philox.h that kernels/_math.py mirrors is
+Every function of csrc/include/mibcore/math.h and philox.h that mibcore/kernels/_math.py mirrors is
 evaluated on a grid of special values (0, -0, subnormals, the smallest normal, +-1, thresholds
 of exp's overflow and underflow and of softplus, large values, +-inf, NaN) through
 - C++ scalar (the MIB_HD function) at every instruction-set level this CPU runs,
 - C++ vector (cpu::Simd: reparameterize_kl_simd.h, philox_cpu.h) at the AVX2 and AVX-512 levels,
-- Triton (kernels/_math.py) through the interpreter on CPU-only machines,
+- Triton (mibcore/kernels/_math.py) through the interpreter on CPU-only machines,
 via the test-only op torch.ops.mibcore.math_probe (csrc/cpu/math_probe_cpu.cpp), and compared:
 - C++ scalar at the baseline level and Triton bit for bit (the same float32 operations in the same
   order, no fused multiply-adds on either side);
@@ -13,7 +13,7 @@ via the test-only op torch.ops.mibcore.math_probe (csrc/cpu/math_probe_cpu.cpp),
 - each against a float64 oracle within ORACLE_ULPS (absolute where the result is near 0),
 so that a slip in one coefficient of one implementation fails the test named after its function.
 The constants themselves have one source, mibcore/_math_tables.py: the last tests check that the
-generated header follows it and that no csrc/ or kernels/ file types one of its values again.
+generated header follows it and that no csrc/ or mibcore/kernels/ file types one of its values again.
 """
 import glob
 import importlib.util
@@ -214,7 +214,7 @@ WORD_FN = {"pow2i": (0, 1), "uniform_from_bits": (1, 1), "box_muller": (2, 2), "
 
 
 def triton_eval(name, x, keep_prob=0.0, inv_keep=0.0):
-    """[outputs, n] from kernels/_math.py's function of that name (one program)."""
+    """[outputs, n] from mibcore/kernels/_math.py's function of that name (one program)."""
     if not HAS_TRITON:
         pytest.skip("triton not installed")
     x = torch.stack(list(x)) if isinstance(x, (list, tuple)) else x.reshape(1, -1)
@@ -479,7 +479,7 @@ _NUMBER = re.compile(r"(?<![\w.])(0[xX][0-9a-fA-F.]+[pP][-+]?\d+|(?:\d+\.\d*|\.\
 
 
 def test_no_table_value_is_typed_again_in_csrc_or_kernels():
-    """Every literal in csrc/ and kernels/ whose float32 value is one of the table's non-trivial
+    """Every literal in csrc/ and mibcore/kernels/ whose float32 value is one of the table's non-trivial
     constants (not a small integer, a power of two below 2^8 or a simple fraction) is a copy
     that the generator does not control."""
     trivial = lambda v: v == int(v) and abs(v) <= 64 or abs(v) in (0.5, 0.25)  # noqa: E731
@@ -491,7 +491,7 @@ def test_no_table_value_is_typed_again_in_csrc_or_kernels():
     files = [f for ext in ("h", "cpp", "cu", "cuh") for f in glob.glob(os.path.join(ROOT, "csrc", "**", f"*.{ext}"),
                                                                         recursive=True)
              if os.sep + "tests" + os.sep not in f]
-    files += glob.glob(os.path.join(ROOT, "kernels", "*.py"))
+    files += glob.glob(os.path.join(ROOT, "mibcore", "kernels", "*.py"))
     copies = []
     for path in files:
         with open(path) as f:

@@ -1,5 +1,5 @@
 """The Triton backend's host code and numerics contracts, checked without a GPU: the launches it
-makes (recorded on meta tensors by kernels/_launch.recording, nothing runs), and small
+makes (recorded on meta tensors by mibcore/kernels/_launch.recording, nothing runs), and small
 interpreter runs of the float64, strided-bias, shift and determinism fixes."""
 import importlib.util
 import math

@@ -1,7 +1,7 @@
 // Test-only entry point: the shared per-element math (csrc/include/mibcore/math.h, philox.h) and
 // its explicit SIMD versions (reparameterize_kl_simd.h, philox_cpu.h) evaluated on given inputs,
 // so that tests/test_math_mirror.py can compare C++ (scalar, and vector at each instruction-set
-// level), Triton (kernels/_math.py) and a float64 oracle function by function. Not part of the
+// level), Triton (mibcore/kernels/_math.py) and a float64 oracle function by function. Not part of the
 // public API; it is in the extension (not a separate test binary) because the extension is
 // already built once per level with run-time dispatch, so one build serves every level and the
 // Python test needs no compiler.

@@ -4,7 +4,7 @@
 // `#pragma omp simd` loops (AVX2/AVX-512) and nvcc runs it per thread, so the CPU
 // and CUDA backends compute the same numbers. The float versions of exp and log are
 // Cephes-style polynomials (about 1 ulp); the double versions call the C library.
-// The Triton kernels mirror these functions, under the same names, in kernels/_math.py.
+// The Triton kernels mirror these functions, under the same names, in mibcore/kernels/_math.py.
 // Every constant of the float math (polynomial coefficients, reduction constants, thresholds)
 // comes from mibcore/math_tables.h, which the build generates from mibcore/_math_tables.py:
 // type none here (tests/test_math_mirror.py checks that no literal of the table is hand-typed).

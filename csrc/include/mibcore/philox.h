@@ -1,7 +1,7 @@
 // Counter-based random numbers shared by the CPU and CUDA kernels of mibcore.
 //
 // The randomness contract (DESIGN.md section 5), mirrored exactly by
-// mibcore/reference/philox.py (pure PyTorch) and kernels/_math.py (Triton):
+// mibcore/reference/philox.py (pure PyTorch) and mibcore/kernels/_math.py (Triton):
 //
 //   key     = (seed & 0xffffffff, seed >> 32)             seed:   int64 drawn from the torch generator
 //   counter = (q & 0xffffffff, q >> 32,                      q:      block index = element index / 4

@@ -6,7 +6,7 @@ pairs give the 4 normals of a block, and the 4 lanes of the block are loaded and
 4 strided accesses (one cache line serves them). A block that straddles two rows is generated
 by both (at most 2 extra blocks per row). The per-row KL sum stays in registers. eps is
 regenerated from (seed, offset) by the backward; it is never stored. The math is
-kernels/_math.py (mirror of csrc/include).
+mibcore/kernels/_math.py (mirror of csrc/include).
 """
 import math
 

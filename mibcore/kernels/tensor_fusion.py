@@ -16,7 +16,7 @@ kernel here is deterministic:
 Operands of tl.dot are the weight's dtype (bf16/fp16 on tensor cores, fp64 in fp64), the
 accumulator fp32 (fp64 for fp64); fp32 products are IEEE fp32 unless
 torch.backends.cuda.matmul.allow_tf32 is set (then TF32). The dropout scale comes from
-kernels/_math.py (the Philox contract of csrc/include/philox.h).
+mibcore/kernels/_math.py (the Philox contract of csrc/include/philox.h).
 """
 import torch
 import triton

@@ -1,8 +1,8 @@
 """Ahead-of-time compilation of every Triton launch the host code makes, without a GPU.
 
-The launches are not listed by hand: `record_calls` drives the host wrappers (kernels/*.py)
+The launches are not listed by hand: `record_calls` drives the host wrappers (mibcore/kernels/*.py)
 with meta tensors through the launch table of every operator's spec (mibcore/ops/<op>.py) under
-kernels/_launch.recording(), which records each launch instead of running it. Each distinct
+mibcore/kernels/_launch.recording(), which records each launch instead of running it. Each distinct
 specialization (Triton's own binder decides what is distinct: argument dtypes, 32/64-bit
 integers, alignment, constexprs) is compiled once per target, in parallel processes, and
 checked: it compiles, its shared memory fits a block (sm_90: 227 KB, sm_80: 163 KB), and it

@@ -1,5 +1,5 @@
 """Host-side helpers shared by the Triton kernel wrappers: every launch goes through `launch`,
-so that `recording()` can list the launches the host code makes (kernels/aot.py compiles them
+so that `recording()` can list the launches the host code makes (mibcore/kernels/aot.py compiles them
 ahead of time) without running them."""
 import contextlib
 import dataclasses
