@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.mibcore-installed
 BUILT := $(VENV)/.mibcore-built
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py mibcore/_math_tables.py
 
-.PHONY: run test build bench cuda-check cuda-torch-check aarch64-check gpu-check gpu-rehearsal aot-sweep clean
+.PHONY: run test build bench cuda-check cuda-torch-check aarch64-check cuda-emu cuda-emu-mutations gpu-check gpu-rehearsal aot-sweep clean
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,16 @@ cuda-torch-check:
 aarch64-check: $(INSTALLED)
 	PYTHON=$(BIN)/python bash .ci/aarch64_check.sh
 
+# The real csrc/cuda kernels run on the CPU through a test-only emulation layer (csrc/cuda_emu:
+# fibers for threads, barriers, warp shuffles, atomics) under ASan and UBSan, on the contract cases
+# (every dtype, tails, misaligned/offset pointers, forced grid-stride loops), compared with a double
+# reference; build-cuda-emu/. cuda-emu-mutations: each of four planted bugs must make it fail.
+cuda-emu:
+	$(MAKE) --no-print-directory -f csrc/cuda_emu/emu.mk -j 2 run
+
+cuda-emu-mutations:
+	bash csrc/cuda_emu/mutations.sh
+
 # The one prepared check for a lent GPU machine: build with CUDA, GPU tests, contract suite on
 # CUDA, benchmarks; logs in $$OUT (default gpu-check-out). Without a GPU: preflight, then "no GPU".
 gpu-check:
@@ -74,8 +84,8 @@ gpu-check:
 gpu-rehearsal:
 	bash .ci/gpu_rehearsal.sh
 
-test: build cuda-check cuda-torch-check aarch64-check
+test: build cuda-check cuda-torch-check aarch64-check cuda-emu
 	$(BIN)/pytest -q tests
 
 clean:
-	rm -rf build build-cmake build-cuda bench-results gpu-check-out gpu-rehearsal-out mibcore/*.so
+	rm -rf build build-cmake build-cuda build-cuda-emu bench-results gpu-check-out gpu-rehearsal-out mibcore/*.so
