@@ -5,21 +5,21 @@
 # tracked files, no editable install (mibcore is imported from here: PYTHONPATH=$ROOT).
 #
 #   step         cap (s)  what
-#   preflight        15   files, tools, python packages; mibcore and mibcore.kernels import from
+#   preflight        25   files, tools, python packages; mibcore and mibcore.kernels import from
 #                         this checkout; the step caps fit the budget
 #   build           150   mibcore._C with its CUDA sources, in place (MIBCORE_BUILD_CUDA=1,
 #                         TORCH_CUDA_ARCH_LIST=9.0, the CPU kernels for the baseline only,
 #                         MAX_JOBS=16; CUDA_HOME from .ci/cuda_home.sh); if that fails, a CPU-only
 #                         build in what is left of the cap, so that the Triton backend is still tested
-#   imports          15   every module of mibcore (mibcore.kernels included) and of benchmarks;
+#   imports          20   every module of mibcore (mibcore.kernels included) and of benchmarks;
 #                         the build reports cuda=1
 #   smoke            90   pytest -m "gpu and smoke" -x: one case per operator, backend and dtype
-#   gpu-tests        80   pytest -m "gpu and not smoke": the device-parametrized contract and the
+#   gpu-tests        75   pytest -m "gpu and not smoke": the device-parametrized contract and the
 #                         GPU-only tests (compiled Triton: TRITON_INTERPRET=0), on 8 pytest-xdist
 #                         workers where xdist is installed (the Triton compiles run in parallel)
-#   memcheck         30   compute-sanitizer --tool memcheck over the CUDA kernels' smoke cases
+#   memcheck         25   compute-sanitizer --tool memcheck over the CUDA kernels' smoke cases
 #   racecheck        20   compute-sanitizer --tool racecheck over the same cases
-#   bench            50   python -m benchmarks --device cuda --quick --no-train --skip-provider
+#   bench            45   python -m benchmarks --device cuda --quick --no-train --skip-provider
 #                         compile: every operator case, eager reference against the fused backends
 #                         (and cuBLAS); each row is written to results.csv as it is measured, a
 #                         failing provider is a row with its error (torch.compile and the training
@@ -38,7 +38,8 @@
 #                  machine without one: preflight, build (it must report cuda=1), imports, collect
 #                  (the whole GPU tier with TRITON_INTERPRET=0, no collection error allowed; counts
 #                  the gpu and smoke tests), providers (the benchmark's providers as a GPU machine
-#                  resolves them), budget; the GPU steps are listed as not run. Exit non-zero when a
+#                  resolves them), budget (the caps add up to at most the budget); the GPU steps are
+#                  listed as not run. Exit non-zero when a
 #                  step fails for a reason other than the missing GPU. MIBCORE_GPU_CHECK_STEPS
 #                  names the steps to run (CI's cheap rehearsal, tests/test_gpu_check.py: "preflight
 #                  collect", no build). `make gpu-rehearsal` runs it on a replica of the device's
@@ -61,7 +62,7 @@ STATUS=()
 FAILED=0
 
 # The steps and their caps (seconds on the device): they must add up to at most the budget.
-STEPS=(preflight:15 build:150 imports:15 smoke:90 gpu-tests:80 memcheck:30 racecheck:20 bench:50)
+STEPS=(preflight:25 build:150 imports:20 smoke:90 gpu-tests:75 memcheck:25 racecheck:20 bench:45)
 cap() { local s; for s in "${STEPS[@]}"; do [ "${s%%:*}" = "$1" ] && echo "${s#*:}"; done; }
 
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
@@ -129,6 +130,12 @@ finish() {
 }
 
 # ---------------------------------------------------------------- preflight
+budget_check() {  # the step caps add up to at most the budget
+  local sum=0 s
+  for s in $STEPS_LIST; do sum=$((sum + ${s#*:})); done
+  echo "step caps: $STEPS_LIST (sum ${sum} s, budget ${BUDGET} s)"
+  [ "$sum" -le "$BUDGET" ] || { echo "the step caps (${sum} s) exceed the budget (${BUDGET} s)"; return 1; }
+}
 preflight() {
   local missing=0 f
   for f in setup.py tests/conftest.py benchmarks/__main__.py mibcore/kernels/__init__.py; do
@@ -142,10 +149,7 @@ preflight() {
       || echo "no nvcc: the CUDA build will fail (the CPU-only build then serves the Triton tests)"
   fi
   command -v compute-sanitizer > /dev/null || echo "no compute-sanitizer: memcheck and racecheck will not run"
-  local sum=0 s
-  for s in $STEPS_LIST; do sum=$((sum + ${s#*:})); done
-  echo "step caps: $STEPS_LIST (sum ${sum} s, budget ${BUDGET} s)"
-  [ "$sum" -le "$BUDGET" ] || { echo "the step caps (${sum} s) exceed the budget (${BUDGET} s)"; missing=1; }
+  budget_check || missing=1
   "$PY" - <<'PY' || missing=1
 import importlib.util, os, sys
 import torch
@@ -173,7 +177,7 @@ except SystemExit as end:
 PY
   return $missing
 }
-export -f preflight selected
+export -f preflight selected budget_check
 export MODE STEPS_LIST="${STEPS[*]}" BUDGET
 step preflight preflight.log bash -c preflight || { cat "$OUT/preflight.log"; finish; }
 grep -E "^(python|mibcore and|nvcc|no nvcc|no compute|step caps)" "$OUT/preflight.log" | tee -a "$SUMMARY"
@@ -189,6 +193,9 @@ fi
 if [ "$HAS_GPU" = 1 ] && command -v nvidia-smi > /dev/null; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee -a "$SUMMARY"
 fi
+
+# The bench step's options (the rehearsal resolves its providers with the same).
+export BENCH_ARGS="--device cuda --quick --no-train --skip-provider compile"
 
 # ---------------------------------------------------------------- build, imports
 source .ci/cuda_home.sh
@@ -286,13 +293,18 @@ PY
 import sys
 import torch
 torch.cuda.is_available = lambda: True  # resolve the providers as a GPU machine would (nothing runs)
+import argparse, os
 import mibcore
-from benchmarks import cases
+from benchmarks import add_arguments, cases
+from benchmarks import __main__ as bench
+parser = argparse.ArgumentParser()
+add_arguments(parser)
+args = parser.parse_args(os.environ["BENCH_ARGS"].split())  # the bench step's own options
 wanted = {name for name, b in mibcore.backends.BACKENDS.items()
           if name != "reference" and b.ready() and "cuda" in b.devices()}
 seen = set()
-for case in cases.all_cases(quick=True):
-    names = cases.providers(case, "cuda")
+for case in filter(lambda c: bench._selected(c, args), cases.all_cases(quick=args.quick)):
+    names = bench._providers(case, args.device, args)
     seen.update(names)
     print(f"{case.op:18s} {case.shape:26s} {' '.join(names)}")
 print(f"fused backends timed on cuda: {', '.join(sorted(wanted & seen)) or 'none'}")
@@ -303,6 +315,7 @@ PY
   export -f providers
   step providers bench.log bash -c providers
   tail -n 1 "$OUT/bench.log" | tee -a "$SUMMARY"
+  step budget preflight.log bash -c budget_check
   for s in smoke gpu-tests memcheck racecheck bench; do not_run "$s" "not run (needs a GPU)"; done
   say "gpu-check rehearsal: every step up to the first that needs a GPU $([ $FAILED = 0 ] && echo passed || echo FAILED)."
   finish
@@ -341,7 +354,7 @@ fi
 
 # ---------------------------------------------------------------- benchmarks
 # results.csv is rewritten after each row: a bench cut short by its cap keeps what it measured.
-step bench bench.log "$PY" -m benchmarks --device cuda --quick --no-train --skip-provider compile --out "$WORK/bench"
+step bench bench.log "$PY" -m benchmarks $BENCH_ARGS --out "$WORK/bench"
 cp "$WORK/bench/results.csv" "$OUT/" 2> /dev/null
 if [ -f "$OUT/results.csv" ]; then
   "$PY" - "$OUT/results.csv" <<'PY' | tee -a "$SUMMARY"
