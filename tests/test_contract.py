@@ -146,9 +146,9 @@ def test_operators_refuse_mixed_devices_and_integer_operands(op, backend):
     target = spec.implementations[backend].target()
     args = operator_arguments(spec, backend, _first_operator_sample(spec))
     if len(_tensors(args)) > 1:
-        with pytest.raises((ValueError, RuntimeError), match="device"):
+        with pytest.raises(ValueError, match="device"):
             target(*_replace_last_floating(args, lambda t: torch.empty_like(t, device="meta")))
-    with pytest.raises((TypeError, RuntimeError), match="floating point|float32, float64, float16 or bfloat16|dtype"):
+    with pytest.raises(TypeError, match="floating point|float32, float64, float16 or bfloat16|dtype"):
         target(*_replace_last_floating(args, lambda t: t.long()))
 
 
@@ -161,7 +161,7 @@ def test_fake_kernels_check_the_rng(op, backend):
         pytest.skip(f"{op} draws no random numbers")
     meta_args = _map_tensors(args, lambda t: torch.zeros(1, 2, dtype=torch.int64, device="meta")
                              if t.dtype == torch.int64 else torch.empty_like(t, device="meta"))
-    with pytest.raises((TypeError, RuntimeError), match="rng"):
+    with pytest.raises(ValueError, match="rng"):
         spec.implementations[backend].target()(*meta_args)
 
 

@@ -50,22 +50,25 @@ struct LmfShape {
 };
 
 LmfShape check_lmf_args(at::TensorList inputs, at::TensorList factors, const at::Tensor& rank_weights) {
-  TORCH_CHECK(inputs.size() == 2 || inputs.size() == 3, "low_rank_fusion: inputs must hold 2 or 3 tensors");
-  TORCH_CHECK(factors.size() == inputs.size(), "low_rank_fusion: factors must hold one tensor per input");
+  TORCH_CHECK_VALUE(inputs.size() == 2 || inputs.size() == 3, "low_rank_fusion: inputs must hold 2 or 3 tensors");
+  TORCH_CHECK_VALUE(factors.size() == inputs.size(), "low_rank_fusion: factors must hold one tensor per input");
   LmfShape s{inputs[0].size(0), factors[0].size(0), factors[0].size(2), static_cast<int64_t>(inputs.size()), {1, 1, 1}};
   for (size_t m = 0; m < inputs.size(); ++m) {
-    TORCH_CHECK(inputs[m].dim() == 2 && inputs[m].size(0) == s.B, "low_rank_fusion: inputs[", m, "] must be [B, d]");
-    TORCH_CHECK(factors[m].dim() == 3 && factors[m].size(0) == s.R && factors[m].size(1) == inputs[m].size(1) + 1 &&
-                    factors[m].size(2) == s.out,
-                "low_rank_fusion: factors[", m, "] must be [rank, d + 1, out]");
-    TORCH_CHECK(inputs[m].device().is_cpu() && factors[m].device().is_cpu(), "low_rank_fusion: CPU tensors expected");
+    TORCH_CHECK_VALUE(inputs[m].dim() == 2 && inputs[m].size(0) == s.B,
+                      "low_rank_fusion: inputs[", m, "] must be [B, d]");
+    TORCH_CHECK_VALUE(factors[m].dim() == 3 && factors[m].size(0) == s.R &&
+                          factors[m].size(1) == inputs[m].size(1) + 1 && factors[m].size(2) == s.out,
+                      "low_rank_fusion: factors[", m, "] must be [rank, d + 1, out]");
+    TORCH_CHECK_VALUE(inputs[m].device().is_cpu() && factors[m].device().is_cpu(),
+                      "low_rank_fusion: CPU tensors expected");
     check_same_dtype_device("low_rank_fusion", "inputs", inputs[m], "factors[0]", factors[0]);
     check_same_dtype_device("low_rank_fusion", "factors", factors[m], "factors[0]", factors[0]);
     s.dims[m] = factors[m].size(1);
   }
-  TORCH_CHECK(at::isFloatingType(factors[0].scalar_type()), "low_rank_fusion: factors must be floating point, got ",
-              factors[0].scalar_type());
-  TORCH_CHECK(rank_weights.numel() == s.R, "low_rank_fusion: rank_weights must hold rank values");
+  TORCH_CHECK_TYPE(at::isFloatingType(factors[0].scalar_type()),
+                   "low_rank_fusion: factors must be floating point, got ",
+                   factors[0].scalar_type());
+  TORCH_CHECK_VALUE(rank_weights.numel() == s.R, "low_rank_fusion: rank_weights must hold rank values");
   check_same_dtype_device("low_rank_fusion", "rank_weights", rank_weights, "factors[0]", factors[0]);
   return s;
 }
@@ -360,7 +363,7 @@ std::vector<T*> pointers(const std::vector<Buffer<U>>& list) {
 at::Tensor low_rank_fusion_cpu(at::TensorList inputs, at::TensorList factors, const at::Tensor& rank_weights,
                                const at::Tensor& bias) {
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
-  TORCH_CHECK(bias.numel() == s.out, "low_rank_fusion: bias must hold out values");
+  TORCH_CHECK_VALUE(bias.numel() == s.out, "low_rank_fusion: bias must hold out values");
   check_same_dtype_device("low_rank_fusion", "bias", bias, "factors[0]", factors[0]);
   const auto acc = accumulation_dtype(factors[0].scalar_type());
   const int64_t op = padded(s.out);
@@ -380,8 +383,9 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
     const at::Tensor& grad_y, at::TensorList inputs, at::TensorList factors, const at::Tensor& rank_weights) {
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
   // (A grad_y of another shape was read out of bounds.)
-  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == s.B && grad_y.size(1) == s.out,
-              "low_rank_fusion_backward: grad_y must be [B, out] = [", s.B, ", ", s.out, "], got ", grad_y.sizes());
+  TORCH_CHECK_VALUE(grad_y.dim() == 2 && grad_y.size(0) == s.B && grad_y.size(1) == s.out,
+                    "low_rank_fusion_backward: grad_y must be [B, out] = [", s.B, ", ", s.out, "], got ",
+                    grad_y.sizes());
   check_same_dtype_device("low_rank_fusion_backward", "grad_y", grad_y, "factors[0]", factors[0]);
   const auto acc = accumulation_dtype(factors[0].scalar_type());
   const int64_t op = padded(s.out);

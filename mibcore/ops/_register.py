@@ -27,9 +27,11 @@ def check_operands(op, names, args):
             if not isinstance(t, torch.Tensor):
                 continue
             devices.add(str(t.device))
-            if name == "rng":
-                if t.dtype != torch.int64 or t.shape != (2,):
-                    raise TypeError(f"{op}: `rng` must be an int64 tensor (seed, offset), got {t.dtype} {list(t.shape)}")
+            if name == "rng":  # (as the C++ host checks: the dtype a TypeError, the shape a ValueError)
+                if t.dtype != torch.int64:
+                    raise TypeError(f"{op}: `rng` must be an int64 tensor (seed, offset), got {t.dtype}")
+                if t.shape != (2,):
+                    raise ValueError(f"{op}: `rng` must have shape [2] (seed, offset), got {list(t.shape)}")
             elif not t.is_floating_point():
                 raise TypeError(f"{op}: `{name}` must be floating point, got {t.dtype}")
     if len(devices) > 1:

@@ -2,7 +2,7 @@
 
 PyTorch's OpInfo is the model: one description of an operator that every generic consumer
 iterates. The backend registry and the per-call dispatch (mibcore.backends), the functional API
-(mibcore.functional), the AOT compile check (kernels/aot.py), the launch report
+(mibcore.functional), the AOT compile check (mibcore/kernels/aot.py), the launch report
 (benchmarks/launch_report.py) and the generic tests (contract, double backward, operand checks,
 required backends) read the specs; none of them lists operators by hand.
 """
@@ -87,7 +87,7 @@ class Sample:
 @dataclasses.dataclass(frozen=True)
 class Launch:
     """Host calls of the Triton wrappers for one row of the launch table (made on meta tensors:
-    kernels/_launch.recording() records the launches instead of running them). `passes` holds
+    mibcore/kernels/_launch.recording() records the launches instead of running them). `passes` holds
     (pass name, call, bytes moved at least, flops); `report` marks rows of the launch report."""
 
     label: str

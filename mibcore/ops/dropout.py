@@ -1,9 +1,9 @@
 """The dropout operators: dropout, dropout_add (x + dropout(h)) and relu_dropout.
 
-  mibcore::dropout, dropout_add, relu_dropout[_backward]   C++ (schemas csrc/ops.cpp; kernels
-                                                           csrc/cpu/dropout_cpu.cpp, csrc/cuda;
-                                                           autograd csrc/autograd.cpp)
-  mibcore::*_triton[_backward]                             Triton (kernels/dropout.py)
+  mibcore::dropout, dropout_add, relu_dropout[_backward]   C++ (schemas and autograd
+                                                           csrc/ops/dropout.cpp; kernels
+                                                           csrc/cpu/dropout_cpu.cpp, csrc/cuda)
+  mibcore::*_triton[_backward]                             Triton (mibcore/kernels/dropout.py)
 
 The keep decisions follow the randomness contract of csrc/include/mibcore/philox.h (the same
 as tensor_fusion's dropout): one (seed, offset) per call, no mask ever stored; the backward

@@ -1,8 +1,8 @@
-"""The fused low-rank fusion (LMF) operator: implementations, fake tensors, Triton autograd.
+"""The fused low-rank fusion (LMF) operator: its function, spec, fakes and Triton autograd.
 
-  mibcore::low_rank_fusion[_backward]          C++ (schemas csrc/ops.cpp; CPU kernel
-                                               csrc/cpu/low_rank_fusion_cpu.cpp; autograd csrc/autograd.cpp)
-  mibcore::low_rank_fusion_triton[_backward]   Triton (kernels/low_rank_fusion.py)
+  mibcore::low_rank_fusion[_backward]          C++ (schemas and autograd csrc/ops/low_rank_fusion.cpp;
+                                               CPU kernel csrc/cpu/low_rank_fusion_cpu.cpp)
+  mibcore::low_rank_fusion_triton[_backward]   Triton (mibcore/kernels/low_rank_fusion.py)
 
 Autograd saves the inputs, factors and rank weights; the backward recomputes the per-modality
 projections (one small GEMM each) instead of saving them. (No CUDA kernel: `auto` picks

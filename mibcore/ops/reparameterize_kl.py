@@ -1,8 +1,8 @@
-"""The fused reparameterize + KL operator: implementations, fake tensors, Triton autograd.
+"""The fused reparameterize + KL operator: its function, spec, fakes and Triton autograd.
 
-  mibcore::reparameterize_kl[_backward]         C++ (schemas csrc/ops.cpp; kernels csrc/cpu,
-                                                csrc/cuda; autograd csrc/autograd.cpp)
-  mibcore::reparameterize_kl_triton[_backward]  Triton (kernels/reparameterize_kl.py)
+  mibcore::reparameterize_kl[_backward]         C++ (schemas and autograd csrc/ops/reparameterize_kl.cpp;
+                                                kernels csrc/cpu, csrc/cuda)
+  mibcore::reparameterize_kl_triton[_backward]  Triton (mibcore/kernels/reparameterize_kl.py)
 
 Every forward returns z and the KL of each row (float32, or float64 for float64 inputs); the
 functional API reduces the rows with torch ops, so the reduction and its gradient live in one

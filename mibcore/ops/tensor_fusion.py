@@ -1,8 +1,8 @@
-"""The fused tensor-fusion operator (TFN + Linear): implementations, fake tensors, Triton autograd.
+"""The fused tensor-fusion operator (TFN + Linear): its function, spec, fakes and Triton autograd.
 
-  mibcore::tensor_fusion[_backward]          C++ (schemas csrc/ops.cpp; kernels csrc/cpu, csrc/cuda;
-                                             autograd csrc/autograd.cpp)
-  mibcore::tensor_fusion_triton[_backward]   Triton (kernels/tensor_fusion.py)
+  mibcore::tensor_fusion[_backward]          C++ (schemas and autograd csrc/ops/tensor_fusion.cpp;
+                                             kernels csrc/cpu, csrc/cuda)
+  mibcore::tensor_fusion_triton[_backward]   Triton (mibcore/kernels/tensor_fusion.py)
 
 Autograd saves the inputs, the weight and the rng tensor only: the backward regenerates the
 outer-product tiles and the dropout mask. No [B, prod(d_i + 1)] tensor is ever allocated.

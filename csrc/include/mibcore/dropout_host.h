@@ -22,22 +22,23 @@ inline DropoutScale dropout_scale(double p) {
 }
 
 inline void check_dropout_p(const char* op, double p) {
-  TORCH_CHECK(p >= 0.0 && p < 1.0, op, ": p must be in [0, 1), got ", p);  // NaN fails too
+  TORCH_CHECK_VALUE(p >= 0.0 && p < 1.0, op, ": p must be in [0, 1), got ", p);  // NaN fails too
 }
 
 inline void check_dropout_tensor(const char* op, const char* name, const at::Tensor& t, at::DeviceType device_type) {
   const auto dtype = t.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op, ": ",
-              name, " must be float32, float64, float16 or bfloat16, got ", dtype);
-  TORCH_CHECK(t.device().type() == device_type, op, ": ", name, " must be a ", at::DeviceTypeName(device_type),
-              " tensor for this backend, got one on ", t.device());
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+                   op, ": ",
+                   name, " must be float32, float64, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK_VALUE(t.device().type() == device_type, op, ": ", name, " must be a ", at::DeviceTypeName(device_type),
+                    " tensor for this backend, got one on ", t.device());
 }
 
 // `b` must match `a` in shape, dtype and device.
 inline void check_dropout_pair(const char* op, const char* a_name, const at::Tensor& a, const char* b_name,
                                const at::Tensor& b) {
-  TORCH_CHECK(a.sizes() == b.sizes(), op, ": ", b_name, " must have ", a_name, "'s shape ", a.sizes(), ", got ",
-              b.sizes());
+  TORCH_CHECK_VALUE(a.sizes() == b.sizes(), op, ": ", b_name, " must have ", a_name, "'s shape ", a.sizes(), ", got ",
+                    b.sizes());
   check_same_dtype_device(op, b_name, b, a_name, a);
 }
 

@@ -22,20 +22,22 @@ inline int64_t leading_numel(const at::Tensor& t) {
 // rng = (seed, offset): an int64 tensor of shape [2] on the device of `like` (the CUDA kernels
 // read it there: no host sync; the CPU kernels read it on the host).
 inline void check_rng(const char* op, const at::Tensor& rng, const char* like_name, const at::Tensor& like) {
-  TORCH_CHECK(rng.scalar_type() == at::kLong, op, ": rng must be an int64 tensor (seed, offset), got ",
-              rng.scalar_type());
-  TORCH_CHECK(rng.dim() == 1 && rng.numel() == 2, op, ": rng must have shape [2] (seed, offset), got ", rng.sizes());
-  TORCH_CHECK(rng.device() == like.device(), op, ": rng must be on ", like_name, "'s device ", like.device(), ", got ",
-              rng.device());
+  TORCH_CHECK_TYPE(rng.scalar_type() == at::kLong, op, ": rng must be an int64 tensor (seed, offset), got ",
+                   rng.scalar_type());
+  TORCH_CHECK_VALUE(rng.dim() == 1 && rng.numel() == 2,
+                    op, ": rng must have shape [2] (seed, offset), got ", rng.sizes());
+  TORCH_CHECK_VALUE(rng.device() == like.device(),
+                    op, ": rng must be on ", like_name, "'s device ", like.device(), ", got ",
+                    rng.device());
 }
 
 // `t` must be a floating-point tensor of `like`'s dtype, on `like`'s device.
 inline void check_same_dtype_device(const char* op, const char* name, const at::Tensor& t, const char* like_name,
                                     const at::Tensor& like) {
-  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have ", like_name, "'s dtype ",
-              like.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK(t.device() == like.device(), op, ": ", name, " must be on ", like_name, "'s device ", like.device(),
-              ", got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have ", like_name, "'s dtype ",
+                   like.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == like.device(), op, ": ", name, " must be on ", like_name, "'s device ", like.device(),
+                    ", got ", t.device());
 }
 
 }  // namespace mibcore

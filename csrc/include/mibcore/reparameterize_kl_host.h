@@ -16,21 +16,21 @@ namespace mibcore {
 inline void check_reparameterize_kl_args(const at::Tensor& mu, const at::Tensor& scale,
                                          const at::Tensor& rng, int64_t parameterization,
                                          at::DeviceType device_type) {
-  TORCH_CHECK(mu.dim() >= 1, "reparameterize_kl: mu must have at least one dimension");
-  TORCH_CHECK(mu.sizes() == scale.sizes(), "reparameterize_kl: scale must have mu's shape ",
-              mu.sizes(), ", got ", scale.sizes());
-  TORCH_CHECK(mu.scalar_type() == scale.scalar_type(),
-              "reparameterize_kl: scale must have mu's dtype ", mu.scalar_type(), ", got ",
-              scale.scalar_type());
-  TORCH_CHECK(at::isFloatingType(mu.scalar_type()),
-              "reparameterize_kl: mu must be floating point, got ", mu.scalar_type());
-  TORCH_CHECK(mu.device().type() == device_type && scale.device() == mu.device(),
-              "reparameterize_kl: mu and scale must be on one ", at::DeviceTypeName(device_type),
-              " device, got ", mu.device(), " and ", scale.device());
+  TORCH_CHECK_VALUE(mu.dim() >= 1, "reparameterize_kl: mu must have at least one dimension");
+  TORCH_CHECK_VALUE(mu.sizes() == scale.sizes(), "reparameterize_kl: scale must have mu's shape ",
+                    mu.sizes(), ", got ", scale.sizes());
+  TORCH_CHECK_TYPE(mu.scalar_type() == scale.scalar_type(),
+                   "reparameterize_kl: scale must have mu's dtype ", mu.scalar_type(), ", got ",
+                   scale.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(mu.scalar_type()),
+                   "reparameterize_kl: mu must be floating point, got ", mu.scalar_type());
+  TORCH_CHECK_VALUE(mu.device().type() == device_type && scale.device() == mu.device(),
+                    "reparameterize_kl: mu and scale must be on one ", at::DeviceTypeName(device_type),
+                    " device, got ", mu.device(), " and ", scale.device());
   check_rng("reparameterize_kl", rng, "mu", mu);
-  TORCH_CHECK(parameterization >= kSoftplus && parameterization <= kStd,
-              "reparameterize_kl: parameterization must be 0 (softplus), 1 (logvar) or 2 (std), got ",
-              parameterization);
+  TORCH_CHECK_VALUE(parameterization >= kSoftplus && parameterization <= kStd,
+                    "reparameterize_kl: parameterization must be 0 (softplus), 1 (logvar) or 2 (std), got ",
+                    parameterization);
 }
 
 // The backward's incoming gradients as dense tensors: grad_z like mu, and the gradient of each
@@ -43,10 +43,10 @@ inline std::pair<at::Tensor, at::Tensor> dense_backward_grads(const std::optiona
   const auto acc = accumulation_dtype(mu.scalar_type());
   for (const auto& [name, g] : {std::pair{"grad_z", &grad_z}, std::pair{"grad_kl", &grad_kl}}) {
     if (g->has_value() && (*g)->defined()) {
-      TORCH_CHECK((*g)->device() == mu.device(), "reparameterize_kl_backward: ", name, " must be on mu's device ",
-                  mu.device(), ", got ", (*g)->device());
-      TORCH_CHECK(at::isFloatingType((*g)->scalar_type()), "reparameterize_kl_backward: ", name,
-                  " must be floating point, got ", (*g)->scalar_type());
+      TORCH_CHECK_VALUE((*g)->device() == mu.device(), "reparameterize_kl_backward: ", name, " must be on mu's device ",
+                        mu.device(), ", got ", (*g)->device());
+      TORCH_CHECK_TYPE(at::isFloatingType((*g)->scalar_type()), "reparameterize_kl_backward: ", name,
+                       " must be floating point, got ", (*g)->scalar_type());
     }
   }
   at::Tensor gz = grad_z.has_value() && grad_z->defined()

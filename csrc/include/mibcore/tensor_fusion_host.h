@@ -29,35 +29,36 @@ struct Dropout {
 inline FusionShape check_tensor_fusion_args(at::TensorList inputs, const at::Tensor& weight,
                                             const std::optional<at::Tensor>& bias, double dropout,
                                             const at::Tensor& rng, at::DeviceType device_type) {
-  TORCH_CHECK(inputs.size() == 2 || inputs.size() == 3, "tensor_fusion: inputs must hold 2 or 3 tensors");
+  TORCH_CHECK_VALUE(inputs.size() == 2 || inputs.size() == 3, "tensor_fusion: inputs must hold 2 or 3 tensors");
   const int64_t B = inputs[0].size(0);
   for (size_t n = 0; n < inputs.size(); ++n) {
     const at::Tensor& x = inputs[n];
-    TORCH_CHECK(x.dim() == 2 && x.size(0) == B, "tensor_fusion: inputs[", n, "] must be [B, d] with B = ", B);
-    TORCH_CHECK(x.scalar_type() == weight.scalar_type(), "tensor_fusion: inputs[", n, "] must have weight's dtype ",
-                weight.scalar_type(), ", got ", x.scalar_type());
-    TORCH_CHECK(x.device() == weight.device(), "tensor_fusion: inputs[", n, "] must be on weight's device ",
-                weight.device(), ", got ", x.device());
+    TORCH_CHECK_VALUE(x.dim() == 2 && x.size(0) == B, "tensor_fusion: inputs[", n, "] must be [B, d] with B = ", B);
+    TORCH_CHECK_TYPE(x.scalar_type() == weight.scalar_type(),
+                     "tensor_fusion: inputs[", n, "] must have weight's dtype ",
+                     weight.scalar_type(), ", got ", x.scalar_type());
+    TORCH_CHECK_VALUE(x.device() == weight.device(), "tensor_fusion: inputs[", n, "] must be on weight's device ",
+                      weight.device(), ", got ", x.device());
   }
-  TORCH_CHECK(weight.device().type() == device_type, "tensor_fusion: weight must be a ",
-              at::DeviceTypeName(device_type), " tensor for this backend, got one on ", weight.device());
-  TORCH_CHECK(at::isFloatingType(weight.scalar_type()), "tensor_fusion: weight must be floating point, got ",
-              weight.scalar_type());
+  TORCH_CHECK_VALUE(weight.device().type() == device_type, "tensor_fusion: weight must be a ",
+                    at::DeviceTypeName(device_type), " tensor for this backend, got one on ", weight.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(weight.scalar_type()), "tensor_fusion: weight must be floating point, got ",
+                   weight.scalar_type());
   const int64_t I = inputs[0].size(1) + 1;
   const int64_t J = inputs.size() == 3 ? inputs[1].size(1) + 1 : 1;
   const int64_t K = inputs.back().size(1) + 1;
   int64_t N = 0;  // I * J * K, which must not wrap around for huge dims
-  TORCH_CHECK(!__builtin_mul_overflow(I, J, &N) && !__builtin_mul_overflow(N, K, &N),
-              "tensor_fusion: the outer product of inputs of sizes ", I - 1, ", ", J - 1, ", ", K - 1,
-              " has 2^63 columns or more");
-  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == N, "tensor_fusion: weight must be [out, ", N, "], got ",
-              weight.sizes());
+  TORCH_CHECK_VALUE(!__builtin_mul_overflow(I, J, &N) && !__builtin_mul_overflow(N, K, &N),
+                    "tensor_fusion: the outer product of inputs of sizes ", I - 1, ", ", J - 1, ", ", K - 1,
+                    " has 2^63 columns or more");
+  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(1) == N, "tensor_fusion: weight must be [out, ", N, "], got ",
+                    weight.sizes());
   if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), "tensor_fusion: bias must be [out] = [",
-                weight.size(0), "], got ", bias->sizes());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), "tensor_fusion: bias must be [out] = [",
+                      weight.size(0), "], got ", bias->sizes());
     check_same_dtype_device("tensor_fusion", "bias", *bias, "weight", weight);
   }
-  TORCH_CHECK(dropout >= 0.0 && dropout < 1.0, "tensor_fusion: dropout must be in [0, 1), got ", dropout);
+  TORCH_CHECK_VALUE(dropout >= 0.0 && dropout < 1.0, "tensor_fusion: dropout must be in [0, 1), got ", dropout);
   check_rng("tensor_fusion", rng, "weight", weight);
   return FusionShape{B, I, J, K, N, weight.size(0)};
 }
@@ -68,12 +69,13 @@ inline FusionShape check_tensor_fusion_backward_args(const at::Tensor& grad_y, a
                                                      const at::Tensor& weight, double dropout, const at::Tensor& rng,
                                                      at::DeviceType device_type) {
   const FusionShape s = check_tensor_fusion_args(inputs, weight, std::nullopt, dropout, rng, device_type);
-  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == s.B && grad_y.size(1) == s.out,
-              "tensor_fusion_backward: grad_y must be [", s.B, ", ", s.out, "], got ", grad_y.sizes());
-  TORCH_CHECK(at::isFloatingType(grad_y.scalar_type()), "tensor_fusion_backward: grad_y must be floating point, got ",
-              grad_y.scalar_type());
-  TORCH_CHECK(grad_y.device() == weight.device(), "tensor_fusion_backward: grad_y must be on weight's device ",
-              weight.device(), ", got ", grad_y.device());
+  TORCH_CHECK_VALUE(grad_y.dim() == 2 && grad_y.size(0) == s.B && grad_y.size(1) == s.out,
+                    "tensor_fusion_backward: grad_y must be [", s.B, ", ", s.out, "], got ", grad_y.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(grad_y.scalar_type()),
+                   "tensor_fusion_backward: grad_y must be floating point, got ",
+                   grad_y.scalar_type());
+  TORCH_CHECK_VALUE(grad_y.device() == weight.device(), "tensor_fusion_backward: grad_y must be on weight's device ",
+                    weight.device(), ", got ", grad_y.device());
   return s;
 }
 
