@@ -50,16 +50,21 @@ TOY = textwrap.dedent('''
         return (x,), lambda x: toy_scale(x, 3.0)
 
 
+    def _fuzz(st, tensors):
+        return st.tuples(tensors([(2, 3)]), st.floats(-4, 4)).map(lambda d: Sample("fuzz", (d[0][0], d[1])))
+
+
     ops.register(OpSpec(
         "toy_scale", toy_scale,
         {"reference": Implementation(DEVICE_TYPES, function=lambda x, factor: x * factor),
          "cpu": Implementation(("cpu",), op="mibcore::toy_scale_cpu")},
         call_fused=lambda op, x, factor: op(x, factor), samples=_samples, double_backward=_double_backward,
+        fuzz=_fuzz,
         missing={"triton": "a toy"} if os.environ.get("TOY_DECLARES_TRITON_MISSING") else {},
     ))
 ''')
 
-GENERIC = ["tests/test_contract.py", "tests/test_double_backward.py"]
+GENERIC = ["tests/test_contract.py", "tests/test_double_backward.py", "tests/test_fuzz.py"]
 
 
 def _pytest(tmp_path, *args, **env):
@@ -74,14 +79,17 @@ def test_a_toy_operator_is_picked_up_by_every_generic_test(tmp_path):
     out = _pytest(tmp_path, "-vv", "-k", "toy_scale", *GENERIC)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     passed = re.findall(r"^(tests/\S+)::(\w+)\[toy_scale\S*\] (?:PASSED|SKIPPED)", out.stdout, re.M)
-    # Every generic test function of every generic file ran the toy operator (but the one for
-    # operators with random samples: the toy has none).
+    # Every generic test function of every generic file ran the toy operator, but those for
+    # operators with random samples or with a GPU backend: the toy has neither.
+    not_for_the_toy = {"test_random_samples_follow_the_philox_contract", "test_smoke",
+                       "test_gpu_operators_equal_the_cpu_backend_given_the_same_rng"}
     for path in GENERIC:
         source = open(os.path.join(ROOT, path)).read()
-        generic = set(re.findall(r"^def (test_\w+)\(op\b", source, re.M)) - {"test_random_samples_follow_the_philox_contract"}
+        generic = set(re.findall(r"^def (test_\w+)\(op\b", source, re.M)) - not_for_the_toy
         assert generic and generic <= {name for p, name in passed if p == path}, (path, generic, out.stdout[-2000:])
-    # contract: oracle x 4 dtypes x (reference + cpu per level), operands, reaches; double backward x 2
-    assert len(passed) >= 4 * 2 + 2 + 2, out.stdout[-2000:]
+    # contract: oracle x 4 dtypes x (reference + cpu per level), operands, reaches; double backward x 2;
+    # fuzz
+    assert len(passed) >= 4 * 2 + 2 + 2 + 1, out.stdout[-2000:]
 
 
 def test_a_spec_without_a_required_backend_fails_the_run(tmp_path):

@@ -40,44 +40,16 @@ dtypes = pytest.mark.parametrize("dtype", utils.DTYPES, ids=lambda d: str(d).rem
 FUSED_CPU = [(op, b) for op in SPECS for b in utils.backends(op, fused=True)]
 
 
-def _outputs(result):
-    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
-
-
-def _run(spec, backend, sample, seed=7):
-    """(outputs, gradients of a fixed random projection of the outputs w.r.t. every tensor), on
-    the CPU."""
-    leaves = sample.map(lambda t: t.detach().clone().requires_grad_())
-    device = leaves.tensors()[0].device
-    with backends.use(backend), utils.at_level(backend):
-        rng = {"generator": torch.Generator(device).manual_seed(seed)} if sample.random else {}
-        outputs = _outputs(leaves.call(spec.function, **rng))
-    g = torch.Generator().manual_seed(seed)
-    loss = sum((o.double() * torch.randn(o.shape, dtype=torch.float64, generator=g).to(o.device)).sum()
-               for o in outputs)
-    inputs = leaves.tensors()
-    grads = torch.autograd.grad(loss, inputs, allow_unused=True) if loss.requires_grad else [None] * len(inputs)
-    return ([o.detach().cpu() for o in outputs],
-            [(torch.zeros_like(x) if g is None else g).cpu() for x, g in zip(inputs, grads)])
-
-
-def _compare(spec, dtype, device, actual, expected, what):
-    rtol, atol = spec.tolerance(dtype, torch.device(device).type)
-    for i, (a, e) in enumerate(zip(actual, expected)):
-        magnitude = max(1.0, float(e.abs().max())) if e.numel() else 1.0
-        torch.testing.assert_close(a.double(), e.double(), rtol=rtol, atol=atol * magnitude, equal_nan=True,
-                                   msg=lambda m, i=i: f"{what} [{i}]: {m}")
-
-
 def _against_the_reference(op, backend, device, sample, dtype):
     spec = SPECS[op]
-    outputs, grads = _run(spec, backend, sample)
-    expected, expected_grads = _run(spec, "reference", sample.map(lambda t: t.detach().cpu().double()))
-    same_dtype, _ = _run(spec, "reference", sample.map(lambda t: t.detach().cpu()))
+    outputs, grads = utils.run_sample(spec, backend, sample)
+    expected, expected_grads = utils.run_sample(spec, "reference", sample.map(lambda t: t.detach().cpu().double()))
+    same_dtype, _ = utils.run_sample(spec, "reference", sample.map(lambda t: t.detach().cpu()), gradients=False)
     for o, r in zip(outputs, same_dtype):
         assert (o.dtype, o.shape) == (r.dtype, r.shape), f"{op} {sample.label}: {o.dtype} {list(o.shape)}"
-    _compare(spec, dtype, device, outputs, expected, f"{op} on {backend} ({device}), {sample.label}: output")
-    _compare(spec, dtype, device, grads, expected_grads, f"{op} on {backend} ({device}), {sample.label}: gradient")
+    what = f"{op} on {backend} ({device}), {sample.label}"
+    utils.compare_outputs(spec, device, outputs, expected, f"{what}: output", sample.depth)
+    utils.compare_outputs(spec, device, grads, expected_grads, f"{what}: gradient")
 
 
 @dtypes
@@ -104,10 +76,11 @@ def test_random_samples_follow_the_philox_contract(op, backend, device, dtype):
     spec = SPECS[op]
     first = utils.backends(op, device, fused=True)[0]
     for sample in (s for s in spec.samples(device, dtype) if s.random):
-        outputs, grads = _run(spec, backend, sample)
-        expected, expected_grads = _run(spec, first, sample.map(lambda t: t.double()))
-        _compare(spec, dtype, device, outputs, expected, f"{op} on {backend} ({device}), {sample.label}: output")
-        _compare(spec, dtype, device, grads, expected_grads, f"{op} on {backend} ({device}), {sample.label}: gradient")
+        outputs, grads = utils.run_sample(spec, backend, sample)
+        expected, expected_grads = utils.run_sample(spec, first, sample.map(lambda t: t.double()))
+        what = f"{op} on {backend} ({device}), {sample.label}"
+        utils.compare_outputs(spec, device, outputs, expected, f"{what}: output", sample.depth)
+        utils.compare_outputs(spec, device, grads, expected_grads, f"{what}: gradient")
 
 
 @dtypes
@@ -118,9 +91,9 @@ def test_gpu_operators_equal_the_cpu_backend_given_the_same_rng(op, backend, dev
         pytest.skip(f"no cpu backend for {op} here")
     for sample in (s for s in spec.samples(device, dtype) if s.random):
         args = operator_arguments(spec, backend, sample)
-        gpu = _outputs(spec.implementations[backend].target()(*args))
-        cpu = _outputs(spec.implementations["cpu"].target()(*_map_tensors(args, lambda t: t.cpu())))
-        _compare(spec, dtype, device, [o.cpu() for o in gpu], cpu, f"{op} on {backend}, {sample.label}")
+        gpu = utils.as_tuple(spec.implementations[backend].target()(*args))
+        cpu = utils.as_tuple(spec.implementations["cpu"].target()(*_map_tensors(args, lambda t: t.cpu())))
+        utils.compare_outputs(spec, device, [o.cpu() for o in gpu], cpu, f"{op} on {backend}, {sample.label}")
 
 
 def _tensors(args):

@@ -1,14 +1,12 @@
 """The dropout operators (dropout, dropout_add, relu_dropout) on every backend that serves CPU
 tensors here, against float64 formulas with the keep mask predicted exactly: from the Philox
-mirror (mibcore.reference.philox) for the fused backends, from torch's Bernoulli draw for the
+mirror (tests/philox.py) for the fused backends, from torch's Bernoulli draw for the
 reference."""
 import pytest
 import torch
 
 import mibcore
 from mibcore import functional as MF
-from mibcore.ops.rng import draw_rng
-from mibcore.reference import philox
 from tests import utils
 from tests.utils import DTYPES
 
@@ -31,7 +29,7 @@ def predicted_keep(backend, h, p, seed):
     generator = torch.Generator().manual_seed(seed)
     if backend == "reference":
         return torch.empty_like(h).bernoulli_(1.0 - p, generator=generator).bool()
-    return philox.dropout_keep_mask(h.shape, draw_rng("cpu", generator), 1.0 - p)
+    return utils.predicted_keep(h.shape, p, seed=seed)
 
 
 def expected(op, x, h, keep, p):
@@ -87,7 +85,7 @@ def test_dtypes_and_gradients(backend, op, dtype):
 
 
 def test_keep_fraction_is_one_minus_p():
-    keep = philox.dropout_keep_mask((400_000,), torch.tensor([3, 4]), 0.7)
+    keep = utils.predicted_keep((400_000,), 0.3, rng=torch.tensor([3, 4]))
     # 5 standard deviations of a binomial(400000, 0.7) fraction.
     assert abs(keep.double().mean().item() - 0.7) < 5 * (0.7 * 0.3 / 400_000) ** 0.5
 

@@ -1,5 +1,5 @@
 """The dropout operators' kernels (torch.ops.mibcore.dropout, dropout_add, relu_dropout,
-relu_dropout_backward) called directly, against mibcore.reference.philox and float64 math.
+relu_dropout_backward) called directly, against tests/philox.py and float64 math.
 
 The keep-mask is predicted exactly from (seed, offset); values are checked against a float64
 computation rounded to the dtype: exact for the single multiplies (a product of two floats is
@@ -8,7 +8,7 @@ exact in float64), to one rounding for dropout_add's fused multiply-add.
 import pytest
 import torch
 
-from mibcore.reference import philox
+from tests import utils
 from tests.utils import DTYPES
 
 ops = torch.ops.mibcore
@@ -18,7 +18,7 @@ RNG = torch.tensor([0x1234_5678_9ABC, 77])
 
 
 def keep_mask(shape, p, rng=RNG):
-    return philox.dropout_keep_mask(shape, rng, 1.0 - p)
+    return utils.predicted_keep(shape, p, rng=rng)
 
 
 def scale(shape, p, dtype, rng=RNG):

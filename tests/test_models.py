@@ -141,8 +141,6 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 import mibcore  # noqa: E402
 from mibcore.models.encoders import TransformerEncoder, sinusoidal_positions  # noqa: E402
 from mibcore.nn import MultiheadAttention  # noqa: E402
-from mibcore.ops.rng import draw_rng  # noqa: E402
-from mibcore.reference import philox  # noqa: E402
 from tests import utils  # noqa: E402
 
 FUSED = utils.backends("dropout", fused=True)
@@ -199,7 +197,7 @@ def attention_by_hand(attn, h, query, keep, p):
 
 def keep_mask(shape, p):
     """The keep mask of the next dropout call on the default generator (and draws its rng)."""
-    return philox.dropout_keep_mask(shape, draw_rng("cpu"), 1.0 - p).double()
+    return utils.predicted_keep(shape, p).double()
 
 
 @pytest.mark.parametrize("backend", FUSED)

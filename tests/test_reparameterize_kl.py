@@ -1,6 +1,6 @@
 """reparameterize_kl on every backend that serves CPU tensors here, against float64 oracles.
 
-The fused backends draw eps from Philox (the randomness contract); mibcore.reference.philox
+The fused backends draw eps from Philox (the randomness contract); tests/philox.py
 predicts it, so z, the KL and every gradient are checked exactly, not statistically.
 """
 import pytest
@@ -9,7 +9,7 @@ import torch
 import mibcore
 from mibcore import functional as MF
 from mibcore.ops.rng import draw_rng
-from mibcore.reference import philox
+from tests import philox
 from tests import oracle, utils
 from tests.utils import DTYPES
 

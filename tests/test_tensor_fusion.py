@@ -7,7 +7,7 @@ import torch
 import mibcore
 from mibcore import functional as MF
 from mibcore.ops.rng import draw_rng
-from mibcore.reference import philox
+from tests import philox
 from tests import utils
 
 # The Triton backend (interpreted here, slow) has its own small-shape tests below.
@@ -77,7 +77,7 @@ def test_float32_matches_float64_oracle_with_dropout(backend, batch, dims, out):
     with mibcore.backends.use(backend):
         y = MF.tensor_fusion(inputs, weight, b, dropout=p, generator=torch.Generator().manual_seed(5))
     fused = math.prod(d + 1 for d in dims)
-    keep = philox.dropout_keep_mask((batch, fused), draw_rng("cpu", torch.Generator().manual_seed(5)), 1 - p)
+    keep = utils.predicted_keep((batch, fused), p, seed=5)
     grad_y = torch.randn_like(y)
 
     def float64_run(absolute):
@@ -103,7 +103,7 @@ def test_half_precision_gradients_with_dropout(backend, dtype, tol):
     inputs, weight, b = make(batch, dims, out, dtype=dtype)
     with mibcore.backends.use(backend):
         y = MF.tensor_fusion(inputs, weight, b, dropout=p, generator=torch.Generator().manual_seed(3))
-    keep = philox.dropout_keep_mask((batch, 51 * 64), draw_rng("cpu", torch.Generator().manual_seed(3)), 1 - p)
+    keep = utils.predicted_keep((batch, 51 * 64), p, seed=3)
     ref = [t.detach().double().requires_grad_() for t in [*inputs, weight, b]]
     y_ref = mibcore.reference.tensor_fusion(ref[:2], ref[2], ref[3], dropout=p, keep_mask=keep)
     assert y.dtype == dtype
@@ -122,7 +122,7 @@ def test_dropout_mask_is_the_philox_contract_and_consistent(backend):
     with mibcore.backends.use(backend):
         y = MF.tensor_fusion(inputs, weight, b, dropout=p, generator=torch.Generator().manual_seed(9))
     rng = draw_rng("cpu", torch.Generator().manual_seed(9))
-    keep = philox.dropout_keep_mask((6, 5 * 4 * 6), rng, 1 - p)
+    keep = utils.predicted_keep((6, 5 * 4 * 6), p, rng=rng)
     y_ref = mibcore.reference.tensor_fusion(inputs, weight, b, dropout=p, keep_mask=keep)
     torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)  # keep_prob 1-p is rounded to float32
     grad_y = torch.randn_like(y)

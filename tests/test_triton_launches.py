@@ -11,7 +11,7 @@ import mibcore
 from mibcore import functional as MF
 from mibcore.ops.rng import draw_rng
 from mibcore.ops._spec import meta, meta_rng
-from mibcore.reference import philox
+from tests import philox
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
 

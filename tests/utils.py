@@ -5,12 +5,15 @@ the run when a backend named in MIBCORE_REQUIRE_BACKENDS (set by .ci/run) is mis
 suite never quietly shrinks to the reference backend.
 """
 import contextlib
+import math
 import os
 
 import torch
 
 import mibcore
 import mibcore.ops._spec
+from mibcore.ops.rng import draw_rng
+from tests import philox
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -88,6 +91,55 @@ def once_per_backend(cases):
             seen.add((op, str(backend)))
             out.append((op, backend))
     return out
+
+
+def as_tuple(result):
+    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
+def run_sample(spec, backend, sample, *, seed=7, gradients=True):
+    """`sample` through `spec`'s public function on `backend` (a random sample with a generator
+    seeded with `seed`, on the sample's device): (outputs, gradients of a fixed random projection
+    of the outputs w.r.t. every tensor argument), all on the CPU."""
+    leaves = sample.map(lambda t: t.detach().clone().requires_grad_(gradients))
+    device = leaves.tensors()[0].device
+    with mibcore.backends.use(backend), at_level(backend):
+        rng = {"generator": torch.Generator(device).manual_seed(seed)} if sample.random else {}
+        outputs = as_tuple(leaves.call(spec.function, **rng))
+    inputs = leaves.tensors()
+    grads = [None] * len(inputs)
+    if gradients:
+        g = torch.Generator().manual_seed(seed)
+        loss = sum((o.double() * torch.randn(o.shape, dtype=torch.float64, generator=g).to(o.device)).sum()
+                   for o in outputs)
+        if loss.requires_grad:
+            grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+        grads = [(torch.zeros_like(x) if g is None else g).cpu() for x, g in zip(inputs, grads)]
+    return [o.detach().cpu() for o in outputs], grads
+
+
+def compare_outputs(spec, device, actual, expected, what, depth=()):
+    """actual == expected (float64) within the spec's tolerance of each output's dtype on
+    `device`, atol relative to the largest |expected| (at least 1), widened by the square root of
+    the output's depth (Sample.depth)."""
+    device_type = torch.device(device).type
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        rtol, atol = spec.tolerance(a.dtype, device_type)
+        widen = math.sqrt(max(depth[i] if i < len(depth) else 1, 1))
+        e = e.to(a.dtype).double()  # (rounded to the output's dtype: past its range, the result is inf)
+        finite = e[torch.isfinite(e)]
+        magnitude = max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
+        torch.testing.assert_close(a.double(), e, rtol=rtol * widen, atol=atol * widen * magnitude,
+                                   equal_nan=True, msg=lambda m, i=i: f"{what} [{i}]: {m}")
+
+
+def predicted_keep(shape, p, *, rng=None, seed=None):
+    """The keep mask every fused backend draws for a tensor of `shape` with dropout p (the Philox
+    contract, tests/philox.py): from an rng tensor, from a torch.Generator seeded with `seed`, or
+    from the default CPU generator's next draw."""
+    if rng is None:
+        rng = draw_rng("cpu", None if seed is None else torch.Generator().manual_seed(seed))
+    return philox.dropout_keep_mask(shape, rng, 1.0 - p)
 
 
 @contextlib.contextmanager

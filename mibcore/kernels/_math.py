@@ -5,7 +5,7 @@ kl_element, kl_element_dscale, pow2i, uniform_from_bits, sincos_turns, philox_bl
 normal_block, dropout_scale_at) and computes the same float32 arithmetic, in the same order,
 with the same constants: those of mibcore/_math_tables.py, the one source from which the build
 also generates the C++ header mibcore/math_tables.h (C++ kExpP0 is EXP_P0 here).
-tests/test_math_mirror.py compares every pair on special values. Functions without a C++ twin:
+tests/test_math_mirror.py and test_math_words.py compare every pair on special values. Functions without a C++ twin:
 exact_scalar (how a float64 scalar reaches a kernel) and mma (tl.dot under the interpreter).
 Float64 uses tl.exp/tl.log, as the C++ float64 path uses the C library.
 """

@@ -60,12 +60,14 @@ class Implementation:
 class Sample:
     """Arguments of one call of an operator's public function. `random`: the result depends on
     the rng draw (dropout in training); then only fused backends are compared with each other
-    (they all follow the Philox contract), not with the reference's Bernoulli draw."""
+    (they all follow the Philox contract), not with the reference's Bernoulli draw. `depth`: per
+    output, the number of products summed into each element (default 1)."""
 
     label: str
     args: tuple
     kwargs: dict = dataclasses.field(default_factory=dict)
     random: bool = False
+    depth: tuple = ()  # per output: how many products each element sums (tolerances grow with its root)
 
     def tensors(self):
         """The tensors among the arguments (lists flattened), in order."""
@@ -110,6 +112,9 @@ class OpSpec:
                      requires and that is neither implemented nor explained here fails the run
     auto_order       {device type: backends, fastest first} where it differs from the default
     samples          samples(device, dtype) -> [Sample]: odd, empty, strided shapes
+    fuzz             fuzz(strategies, tensors) -> a hypothesis strategy of Samples (tests/test_fuzz.py
+                     passes hypothesis.strategies and its strategy of tensors: the package does
+                     not import hypothesis)
     paper_sample     paper_sample(device) -> Sample at the paper's shapes (per-call overhead benchmark)
     double_backward  () -> (float64 leaf tensors, function of them) for second-derivative tests
     launches         () -> [Launch]: the Triton launch table (AOT check, launch report)
@@ -123,6 +128,7 @@ class OpSpec:
     samples: Callable
     double_backward: Callable
     paper_sample: Optional[Callable] = None
+    fuzz: Optional[Callable] = None
     launches: Callable = lambda: ()
     missing: dict = dataclasses.field(default_factory=dict)
     auto_order: dict = dataclasses.field(default_factory=dict)

@@ -113,6 +113,18 @@ def _paper_sample(two_inputs):
     return sample
 
 
+def _fuzz(two_inputs):
+    def fuzz(st, tensors):
+        @st.composite
+        def samples(draw):
+            shape = tuple(draw(st.lists(st.integers(0, 6), min_size=1, max_size=3)))
+            p = draw(st.sampled_from([0.0, 0.3, 0.9]))
+            xs = draw(tensors([shape] * (1 + two_inputs)))
+            return Sample(f"{list(shape)} p={p}", (*xs, p), random=True)
+        return samples()
+    return fuzz
+
+
 def _launches():
     from mibcore.kernels import dropout as k
 
@@ -130,7 +142,8 @@ def _launches():
 
 def _spec(name, function, two_inputs, **kwargs):
     return OpSpec(name, function, _implementations(name), _call_fused, _samples(two_inputs),
-                  _double_backward(function, two_inputs), paper_sample=_paper_sample(two_inputs), **kwargs)
+                  _double_backward(function, two_inputs), paper_sample=_paper_sample(two_inputs),
+                  fuzz=_fuzz(two_inputs), **kwargs)
 
 
 # (The three operators share one Triton module: its launch table is listed once, under dropout.)

@@ -128,7 +128,8 @@ def _samples(device, dtype):
     for batch, dims, out_features, rank in shapes:
         inputs = [randn(batch, d) for d in dims]
         factors = [randn(rank, d + 1, out_features, scale=0.5) for d in dims]
-        out.append(Sample(f"B{batch} {dims}->{out_features} r{rank}", (inputs, factors, randn(rank), randn(out_features))))
+        label = f"B{batch} {dims}->{out_features} r{rank}"
+        out.append(Sample(label, (inputs, factors, randn(rank), randn(out_features))))
     inputs = [strided(randn(3, 4)), strided(randn(3, 2))]
     factors = [strided(randn(2, 5, 6)), strided(randn(2, 3, 6))]
     out.append(Sample("strided, [1, rank] and [1, out]", (inputs, factors, randn(1, 2), strided(randn(1, 6)))))
@@ -141,6 +142,19 @@ def _paper_sample(device):
     factors = [torch.randn(5, 51, 50, device=device) * 0.1 for _ in range(3)]
     return Sample("B32 50x50x50->50 r5", (inputs, factors, torch.randn(1, 5, device=device),
                                           torch.zeros(1, 50, device=device)))
+
+
+def _fuzz(st, tensors):
+    @st.composite
+    def samples(draw):
+        batch, out, rank = draw(st.integers(0, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+        dims = draw(st.lists(st.integers(1, 4), min_size=2, max_size=3))
+        shapes = [(batch, d) for d in dims] + [(rank * (d + 1), out) for d in dims] + [(1, rank), (1, out)]
+        drawn = draw(tensors(shapes))
+        inputs, flat_factors, (w, b) = drawn[:len(dims)], drawn[len(dims):-2], drawn[-2:]
+        factors = [f.reshape(rank, d + 1, out) for f, d in zip(flat_factors, dims)]
+        return Sample(f"B{batch} {dims}->{out} r{rank}", (inputs, factors, w, b), depth=(rank * (max(dims) + 1),))
+    return samples()
 
 
 def _double_backward():
@@ -182,6 +196,6 @@ SPECS = (OpSpec(
         "cpu": Implementation(("cpu",), op="mibcore::low_rank_fusion"),
         "triton": Implementation(TRITON_DEVICES, op="mibcore::low_rank_fusion_triton"),
     },
-    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, launches=_launches,
+    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, fuzz=_fuzz, launches=_launches,
     missing={"cuda": "no CUDA C++ kernel: the rank-r GEMMs are small; `auto` picks triton on GPUs"},
 ),)

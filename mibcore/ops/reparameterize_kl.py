@@ -164,6 +164,19 @@ def _paper_sample(device):
     return Sample("32x50", (mu, scale), random=True)
 
 
+def _fuzz(st, tensors):
+    @st.composite
+    def samples(draw):
+        rows, cols = draw(st.integers(0, 5)), draw(st.integers(1, 7))
+        parameterization = draw(st.sampled_from(constants.PARAMETERIZATIONS))
+        mu, scale = draw(tensors([(rows, cols), (rows, cols)]))
+        if parameterization == "std":
+            scale = scale.abs() + 0.1
+        kwargs = dict(parameterization=parameterization, sample=False, reduction="none")
+        return Sample(f"{rows}x{cols} {parameterization}", (mu, scale), kwargs, depth=(1, cols))
+    return samples()
+
+
 def _double_backward():
     g = torch.Generator().manual_seed(0)
     mu, scale = (torch.randn(3, 4, dtype=torch.float64, generator=g).requires_grad_() for _ in range(2))
@@ -198,5 +211,5 @@ SPECS = (OpSpec(
         "cuda": Implementation(("cuda",), op="mibcore::reparameterize_kl"),
         "triton": Implementation(TRITON_DEVICES, op="mibcore::reparameterize_kl_triton"),
     },
-    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, launches=_launches,
+    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, fuzz=_fuzz, launches=_launches,
 ),)

@@ -144,6 +144,17 @@ def _paper_sample(device):
                   random=True)
 
 
+def _fuzz(st, tensors):
+    @st.composite
+    def samples(draw):  # (a zero-width input is refused on every backend)
+        batch, out = draw(st.integers(0, 4)), draw(st.integers(1, 5))
+        dims = draw(st.lists(st.integers(0, 4), min_size=2, max_size=3))
+        n = math.prod(d + 1 for d in dims)
+        *inputs, weight, bias = draw(tensors([(batch, d) for d in dims] + [(out, n), (out, 1)]))
+        return Sample(f"B{batch} {dims}->{out}", (inputs, weight, bias[:, 0]), depth=(n,))  # (a strided bias)
+    return samples()
+
+
 def _double_backward():
     g = torch.Generator().manual_seed(0)
     a, b, w = (torch.randn(*shape, dtype=torch.float64, generator=g).requires_grad_()
@@ -200,7 +211,7 @@ SPECS = (OpSpec(
         "cuda": Implementation(("cuda",), op="mibcore::tensor_fusion"),
         "triton": Implementation(TRITON_DEVICES, op="mibcore::tensor_fusion_triton"),
     },
-    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, launches=_launches,
+    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, fuzz=_fuzz, launches=_launches,
     # `auto` on GPUs: the Triton kernels first. They run the GEMMs on tensor cores (tl.dot, fp32
     # accumulation) and split the N contraction over enough programs to fill the GPU; the CUDA
     # kernels are 16 x 16 SIMT FMA tiles (no tensor cores), kept as the explicit `cuda` backend.
