@@ -22,7 +22,11 @@ PyObject* PyInit__C(void) {
 namespace mibcore {
 
 std::string build_info() {
+#ifdef MIBCORE_NO_CPU_KERNELS
+  std::string info = "cpu=0";
+#else
   std::string info = "cpu=1";
+#endif
 #ifdef MIBCORE_WITH_CUDA
   info += ";cuda=1";
 #else
