@@ -98,13 +98,13 @@ class Launch:
     report: bool = False
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # (compared and hashed by identity: one per operator)
+@dataclasses.dataclass(frozen=True, eq=False)  # (one per operator: compared by identity)
 class OpSpec:
     """One operator.
 
     name             the public function's name (mibcore.functional.<name>) and the backends' key
     function         the public function: checks its arguments once, then calls
-                     `run(spec, device, *normalized)` (mibcore.backends)
+                     `backends.runner(name, device)(*normalized)`
     implementations  backend -> Implementation; "reference" is required
     call_fused       how a fused backend's torch operator is called with the normalized arguments
                      (draws the rng, maps enums to codes, reduces): call_fused(op, *normalized)
