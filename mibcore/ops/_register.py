@@ -9,10 +9,24 @@ import os
 import torch
 
 from mibcore import _extension
+from mibcore.ops._spec import DEVICE_TYPES, Implementation
 
 # Triton kernels are written for CUDA devices; under TRITON_INTERPRET=1 (read by Triton when a
 # kernel module is imported, so fixed for the process) the interpreter runs them on CPU tensors.
 TRITON_DEVICES = ("cpu",) if os.environ.get("TRITON_INTERPRET") == "1" else ("cuda",)
+
+
+def implementations(name, reference, *, cuda=True):
+    """An operator's implementations under the usual names: the reference (a function of the
+    normalized arguments), mibcore::<name> for the cpu (and cuda) kernels, mibcore::<name>_triton."""
+    table = {
+        "reference": Implementation(DEVICE_TYPES, function=reference),
+        "cpu": Implementation(("cpu",), op=f"mibcore::{name}"),
+        "triton": Implementation(TRITON_DEVICES, op=f"mibcore::{name}_triton"),
+    }
+    if cuda:
+        table["cuda"] = Implementation(("cuda",), op=f"mibcore::{name}")
+    return table
 
 
 def check_operands(op, names, args):

@@ -16,8 +16,8 @@ from functools import partial
 import torch
 
 from mibcore import _checks, backends, reference
-from mibcore.ops._register import TRITON_DEVICES, register_cpp_fakes, python_operator
-from mibcore.ops._spec import DEVICE_TYPES, Implementation, Launch, OpSpec, Sample, meta, meta_rng, strided
+from mibcore.ops._register import implementations, python_operator, register_cpp_fakes
+from mibcore.ops._spec import Launch, OpSpec, Sample, meta, meta_rng, strided
 from mibcore.ops.rng import draw_rng
 
 
@@ -66,15 +66,6 @@ def _call_fused(op, *args):
 
 def _reference(fn):
     return lambda *args: fn(*args[:-1], generator=args[-1])
-
-
-def _implementations(name):
-    return {
-        "reference": Implementation(DEVICE_TYPES, function=_reference(getattr(reference, name))),
-        "cpu": Implementation(("cpu",), op=f"mibcore::{name}"),
-        "cuda": Implementation(("cuda",), op=f"mibcore::{name}"),
-        "triton": Implementation(TRITON_DEVICES, op=f"mibcore::{name}_triton"),
-    }
 
 
 _SHAPES = ((3, 5), (7,), (0, 4), (2, 3, 33))
@@ -141,7 +132,7 @@ def _launches():
 
 
 def _spec(name, function, two_inputs, **kwargs):
-    return OpSpec(name, function, _implementations(name), _call_fused, _samples(two_inputs),
+    return OpSpec(name, function, implementations(name, _reference(getattr(reference, name))), _call_fused, _samples(two_inputs),
                   _double_backward(function, two_inputs), paper_sample=_paper_sample(two_inputs),
                   fuzz=_fuzz(two_inputs), **kwargs)
 

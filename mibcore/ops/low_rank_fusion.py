@@ -14,8 +14,8 @@ from functools import partial
 import torch
 
 from mibcore import _checks, backends, reference
-from mibcore.ops._register import TRITON_DEVICES, register_cpp_fakes, python_operator
-from mibcore.ops._spec import DEVICE_TYPES, Implementation, Launch, OpSpec, Sample, meta, strided
+from mibcore.ops._register import implementations, python_operator, register_cpp_fakes
+from mibcore.ops._spec import Launch, OpSpec, Sample, meta, strided
 
 
 def low_rank_fusion(inputs, factors, rank_weights, bias):
@@ -191,11 +191,7 @@ def _launches():
 
 SPECS = (OpSpec(
     "low_rank_fusion", low_rank_fusion,
-    {
-        "reference": Implementation(DEVICE_TYPES, function=_call_reference),
-        "cpu": Implementation(("cpu",), op="mibcore::low_rank_fusion"),
-        "triton": Implementation(TRITON_DEVICES, op="mibcore::low_rank_fusion_triton"),
-    },
+    implementations("low_rank_fusion", _call_reference, cuda=False),
     _call_fused, _samples, _double_backward, paper_sample=_paper_sample, fuzz=_fuzz, launches=_launches,
     missing={"cuda": "no CUDA C++ kernel: the rank-r GEMMs are small; `auto` picks triton on GPUs"},
 ),)

@@ -16,8 +16,8 @@ import torch
 
 from mibcore import _checks, backends, constants, reference
 from mibcore.constants import accumulation_dtype
-from mibcore.ops._register import TRITON_DEVICES, register_cpp_fakes, python_operator
-from mibcore.ops._spec import DEVICE_TYPES, Implementation, Launch, OpSpec, Sample, meta, meta_rng, strided
+from mibcore.ops._register import implementations, python_operator, register_cpp_fakes
+from mibcore.ops._spec import Launch, OpSpec, Sample, meta, meta_rng, strided
 from mibcore.ops.rng import draw_rng
 
 
@@ -205,11 +205,6 @@ def _launches():
 
 SPECS = (OpSpec(
     "reparameterize_kl", reparameterize_kl,
-    {
-        "reference": Implementation(DEVICE_TYPES, function=_call_reference),
-        "cpu": Implementation(("cpu",), op="mibcore::reparameterize_kl"),
-        "cuda": Implementation(("cuda",), op="mibcore::reparameterize_kl"),
-        "triton": Implementation(TRITON_DEVICES, op="mibcore::reparameterize_kl_triton"),
-    },
+    implementations("reparameterize_kl", _call_reference),
     _call_fused, _samples, _double_backward, paper_sample=_paper_sample, fuzz=_fuzz, launches=_launches,
 ),)

@@ -14,8 +14,8 @@ from functools import partial
 import torch
 
 from mibcore import _checks, backends, reference
-from mibcore.ops._register import TRITON_DEVICES, register_cpp_fakes, python_operator
-from mibcore.ops._spec import DEVICE_TYPES, Implementation, Launch, OpSpec, Sample, meta, meta_rng, strided
+from mibcore.ops._register import implementations, python_operator, register_cpp_fakes
+from mibcore.ops._spec import Launch, OpSpec, Sample, meta, meta_rng, strided
 from mibcore.ops.rng import draw_rng
 
 
@@ -205,12 +205,7 @@ def _with_tf32(enabled, call):
 
 SPECS = (OpSpec(
     "tensor_fusion", tensor_fusion,
-    {
-        "reference": Implementation(DEVICE_TYPES, function=_call_reference),
-        "cpu": Implementation(("cpu",), op="mibcore::tensor_fusion"),
-        "cuda": Implementation(("cuda",), op="mibcore::tensor_fusion"),
-        "triton": Implementation(TRITON_DEVICES, op="mibcore::tensor_fusion_triton"),
-    },
+    implementations("tensor_fusion", _call_reference),
     _call_fused, _samples, _double_backward, paper_sample=_paper_sample, fuzz=_fuzz, launches=_launches,
     # `auto` on GPUs: the Triton kernels first. They run the GEMMs on tensor cores (tl.dot, fp32
     # accumulation) and split the N contraction over enough programs to fill the GPU; the CUDA
