@@ -15,6 +15,7 @@ import importlib.util
 import os
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -165,6 +166,15 @@ class BuildExtension(cpp_extension.BuildExtension):
         super().build_extensions()
 
 
+class _BuildPy(build_py):
+    """Leaves benchmarks/test_*.py (the pytest-benchmark view of the suite, run in a checkout with
+    `pytest benchmarks --benchmark-only`) out of the installed mibcore.benchmarks."""
+
+    def find_package_modules(self, package, package_dir):
+        modules = super().find_package_modules(package, package_dir)
+        return [m for m in modules if not (package == "mibcore.benchmarks" and m[1].startswith("test_"))]
+
+
 setup(
     packages=[
         "mibcore",
@@ -181,5 +191,5 @@ setup(
     # kernels are the subpackage mibcore/kernels, importable from a plain checkout too.
     package_dir={"mibcore.benchmarks": "benchmarks"},
     ext_modules=[] if os.environ.get("MIBCORE_SKIP_EXTENSION") == "1" else [_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": _BuildPy},
 )

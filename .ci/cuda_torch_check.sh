@@ -41,20 +41,32 @@ cuda_ops = sorted(n for n in torch._C._dispatch_get_all_op_names()
                   if n.startswith("mibcore::") and torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA"))
 assert cuda_ops, "no mibcore operator has a CUDA kernel"
 # The CUDA kernels' host code checks its arguments (csrc/include/mibcore/*_host.h) before any CUDA
-# call, so CPU tensors sent to it get an error naming the argument, even without a GPU.
+# call, so CPU tensors sent to it get an error naming the argument, even without a GPU. Every CUDA
+# operator is called with arguments made from its schema (no operator is named here).
 cuda = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
-x, w, rng = [torch.randn(4, 2), torch.randn(4, 3)], torch.randn(5, 12), torch.tensor([1, 2])
-for name, args, expected in [
-    ("tensor_fusion", (x, w, None, 0.0, rng), "tensor_fusion: weight must be a CUDA tensor"),
-    ("tensor_fusion_backward", (torch.randn(4, 5), x, w, 0.0, rng), "tensor_fusion: weight must be a CUDA tensor"),
-    ("reparameterize_kl", (torch.zeros(3, 4), torch.zeros(3, 4), rng, 0, -5.0, True), "must be on one CUDA device"),
-    ("dropout", (torch.zeros(8), 0.5, rng), "dropout: x must be a CUDA tensor"),
-]:
+
+
+def cpu_argument(arg):
+    kind = str(arg.type)
+    kind = kind[len("Optional["):-1] if kind.startswith("Optional[") else kind
+    if arg.name == "rng":
+        return torch.tensor([1, 2])
+    if kind == "List[Tensor]":
+        return [torch.randn(4, 4), torch.randn(4, 4)]
+    if kind == "Tensor":
+        return torch.randn(4, 4)
+    return {"float": 0.5, "int": 0, "bool": True}[kind]
+
+
+for qualified in cuda_ops:
+    name = qualified.removeprefix("mibcore::")
+    op = getattr(torch.ops.mibcore, name).default
     try:
-        getattr(torch.ops.mibcore, name).default.redispatch(cuda, *args)
+        op.redispatch(cuda, *[cpu_argument(a) for a in op._schema.arguments])
         raise AssertionError(f"{name}: the CUDA kernel accepted CPU tensors")
     except ValueError as error:  # (shape, value and device mistakes: ValueError, as in Python)
-        assert expected in str(error), (name, str(error))
+        message = str(error).splitlines()[0]
+        assert message.startswith(name.removesuffix("_backward")) and "CUDA" in message, (name, message)
 print(f"cuda-torch-check: mibcore._C built against torch {torch.__version__} ({info}) imports; CUDA kernels: "
       f"{', '.join(n.removeprefix('mibcore::') for n in cuda_ops)}")
 PY

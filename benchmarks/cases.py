@@ -1,26 +1,25 @@
 """Benchmark cases: an operator, a shape, and how to build inputs for each provider.
 
-A provider is a backend name ('reference', 'cpu', 'triton', 'cuda'), 'compile' (the
-reference under torch.compile) or, for tensor fusion on GPUs, 'cublas' (torch's GEMM on the
-outer product materialized beforehand: the GEMMs alone, no dropout; a floor, not a drop-in).
-Every other case calls the public functional API, so the timings include argument checks and
-dispatch, as a user sees them. The first provider of a case is its baseline: the eager
-reference, nn.Dropout's F.dropout ('torch') for the dropout operators, the paper's model
-('paper') for the training cases.
+The operator cases are those their specs declare (OpSpec.benchmarks, mibcore/ops/<op>.py). A
+provider is a backend name ('reference', 'cpu', 'triton', 'cuda'), 'torch' (the spec's baseline
+written with torch's modules, e.g. nn.Dropout's F.dropout), 'compile' (that baseline, else the
+reference, under torch.compile) or, on GPUs, 'cublas' (the spec's GEMMs alone on the operands
+materialized beforehand, no dropout: a floor, not a drop-in). The backends are timed through the
+public functional API, so the timings include argument checks and dispatch, as a user sees them.
+The first provider of a case is its baseline: the eager reference, 'torch' where the spec has a
+baseline, the paper's model ('paper') for the training cases.
 """
 import contextlib
 import dataclasses
-import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 import mibcore
 from .paper_model import PaperCMIB
-from mibcore import functional as MF
-from mibcore import models, reference
+from mibcore import models
 from mibcore.data import MultimodalDataset, make_synthetic
+from mibcore.ops import SPECS
 from mibcore.train import engine
 
 
@@ -29,104 +28,44 @@ class Case:
     op: str
     shape: str           # label, e.g. "32x50"
     kind: str            # "paper" or "scale"
-    make: Callable       # device -> (fn(*tensors) -> tensor outputs, tensors requiring grad)
+    make: Callable       # (device, provider) -> (fn(*tensors) -> tensor outputs, tensors requiring grad)
     bytes_moved: int     # forward + backward bytes at the memory floor (elementwise ops)
     flops: int           # forward + backward flops (GEMM ops); 0 for elementwise
-    compile: bool = True  # also time torch.compile of the reference
+    compile: bool = True  # also time torch.compile of the baseline
     providers: tuple = ()  # explicit providers, the baseline first; "*": the fused backends serving op
     train: bool = False    # make -> (Trainer, batches) instead of (fn, tensors)
 
 
-def _dtype_label(dtype):
-    return "" if dtype == torch.float32 else f" {str(dtype).removeprefix('torch.')}"
+# --- Operators: the cases each operator's spec declares (OpSpec.benchmarks).
 
-
-def _reparameterize_kl_case(rows, cols, kind, dtype=torch.float32):
+def _op_case(spec, bench):
     def make(device, provider):
-        mu = torch.randn(rows, cols, device=device, dtype=dtype, requires_grad=True)
-        scale = torch.randn(rows, cols, device=device, dtype=dtype, requires_grad=True)
+        sample = bench.make(device).map(lambda t: t.detach().requires_grad_() if t.is_floating_point() else t)
+        if provider == "cublas":
+            return spec.gemm_floor(sample)
+        if provider == "compile":
+            # (dynamo's cache is per code object, shared by every case: reset so that no case
+            # runs past its recompile limit, i.e. eagerly)
+            torch._dynamo.reset()
+            compiled = torch.compile(lambda: sample.call(spec.baseline or spec.function), dynamic=False)
+            return _under_backend("reference", compiled), sample.tensors()
+        if provider == "torch":
+            return (lambda *_: sample.call(spec.baseline)), sample.tensors()
+        return _under_backend(provider, lambda: sample.call(spec.function)), sample.tensors()
 
-        def fn(m, s):
-            if provider == "compile":
-                return _compiled_reference_reparameterize_kl(m, s)
-            with mibcore.backends.use(provider):
-                return MF.reparameterize_kl(m, s)
-
-        return fn, (mu, scale)
-
-    # 8 elements moved per element at the floor: forward reads mu, scale and writes z; backward
-    # reads grad_z, mu, scale and writes both gradients (32 bytes in fp32).
-    label = f"{rows}x{cols}" + _dtype_label(dtype)
-    return Case("reparameterize_kl", label, kind, make, 8 * dtype.itemsize * rows * cols, 0)
-
-
-def _reference_reparameterize_kl(m, s):
-    return reference.reparameterize_kl(m, s)
+    providers = ("torch", "*", "compile") if spec.baseline else ()
+    return Case(spec.name, bench.label, bench.kind, make, bench.bytes_moved, bench.flops, providers=providers)
 
 
-_compiled_reference_reparameterize_kl = torch.compile(_reference_reparameterize_kl, dynamic=False)
+def _under_backend(backend, call):
+    def fn(*_):  # (the sample holds the tensors the runner passes)
+        with mibcore.backends.use(backend):
+            return call()
+    return fn
 
 
-def _tensor_fusion_case(batch, dims, out, dropout, kind, dtype=torch.float32):
-    fused_dim = math.prod(d + 1 for d in dims)
-
-    def make(device, provider):
-        inputs = [torch.randn(batch, d, device=device, dtype=dtype, requires_grad=True) for d in dims]
-        weight = (torch.randn(out, fused_dim, device=device) / fused_dim**0.5).to(dtype).requires_grad_()
-        bias = torch.zeros(out, device=device, dtype=dtype, requires_grad=True)
-        if provider == "cublas":  # the GEMMs alone, on the outer product materialized beforehand
-            with torch.no_grad():
-                fused = reference.outer_product(inputs)
-            return (lambda z, w, b: torch.nn.functional.linear(z, w, b)), (fused.requires_grad_(), weight, bias)
-
-        def fn(*tensors):
-            *xs, w, b = tensors
-            if provider == "compile":
-                return _compiled_reference_tensor_fusion(xs, w, b, dropout)
-            with mibcore.backends.use(provider):
-                return MF.tensor_fusion(xs, w, b, dropout=dropout)
-
-        return fn, (*inputs, weight, bias)
-
-    label = f"B{batch} {'x'.join(map(str, dims))}->{out}" + (f" p={dropout}" if dropout else "") + _dtype_label(dtype)
-    # forward GEMM 2*B*N*out, backward dW and d(outer) 2*B*N*out each.
-    return Case("tensor_fusion", label, kind, make, 0, 6 * batch * fused_dim * out)
-
-
-def _reference_tensor_fusion(xs, w, b, dropout):
-    return reference.tensor_fusion(list(xs), w, b, dropout=dropout)
-
-
-_compiled_reference_tensor_fusion = torch.compile(_reference_tensor_fusion, dynamic=False)
-
-
-def _low_rank_fusion_case(batch, dims, out, rank, kind):
-    def make(device, provider):
-        inputs = [torch.randn(batch, d, device=device, requires_grad=True) for d in dims]
-        factors = [(torch.randn(rank, d + 1, out, device=device) * 0.1).requires_grad_() for d in dims]
-        rank_weights = torch.randn(1, rank, device=device, requires_grad=True)
-        bias = torch.zeros(1, out, device=device, requires_grad=True)
-        n = len(dims)
-
-        def fn(*tensors):
-            xs, fs, w, b = tensors[:n], tensors[n:2 * n], tensors[2 * n], tensors[2 * n + 1]
-            if provider == "compile":
-                return _compiled_reference_low_rank_fusion(xs, fs, w, b)
-            with mibcore.backends.use(provider):
-                return MF.low_rank_fusion(xs, fs, w, b)
-
-        return fn, (*inputs, *factors, rank_weights, bias)
-
-    label = f"B{batch} {'x'.join(map(str, dims))}->{out} r{rank}"
-    flops = 6 * batch * rank * sum(d + 1 for d in dims) * out
-    return Case("low_rank_fusion", label, kind, make, 0, flops)
-
-
-def _reference_low_rank_fusion(xs, fs, w, b):
-    return reference.low_rank_fusion(list(xs), list(fs), w, b)
-
-
-_compiled_reference_low_rank_fusion = torch.compile(_reference_low_rank_fusion, dynamic=False)
+def _op_cases(quick):
+    return [_op_case(spec, bench) for spec in SPECS.values() for bench in spec.benchmarks() if bench.quick or not quick]
 
 
 # --- Training: the paper's C-MIB (benchmarks/paper_model.py) against mibcore's, whole steps.
@@ -237,62 +176,9 @@ def _train_epoch_case(fusion, quick, n_train=128, batch=32, seq_len=50):
                 providers=providers, train=True)
 
 
-# --- Dropout operators against nn.Dropout's F.dropout (the baseline provider "torch").
-
-_DROPOUT_OPS = {
-    # op: (inputs, the torch formulation, mibcore's, elements moved per element at the floor:
-    # forward reads the inputs and writes the output, backward reads grad (and for relu_dropout
-    # the output) and writes each input's grad; the mask is regenerated, never stored)
-    "dropout": (1, lambda x, p: F.dropout(x, p, True), lambda x, p: MF.dropout(x, p), 4),
-    "dropout_add": (2, lambda x, h, p: x + F.dropout(h, p, True), lambda x, h, p: MF.dropout_add(x, h, p), 6),
-    "relu_dropout": (1, lambda x, p: F.dropout(torch.relu(x), p, True), lambda x, p: MF.relu_dropout(x, p), 5),
-}
-_compiled_dropouts = {op: torch.compile(spec[1], dynamic=False) for op, spec in _DROPOUT_OPS.items()}
-
-
-def _dropout_case(op, shape, p, kind):
-    n_inputs, torch_fn, mibcore_fn, moved = _DROPOUT_OPS[op]
-
-    def make(device, provider):
-        tensors = tuple(torch.randn(shape, device=device, requires_grad=True) for _ in range(n_inputs))
-
-        def fn(*xs):
-            if provider == "torch":
-                return torch_fn(*xs, p)
-            if provider == "compile":
-                return _compiled_dropouts[op](*xs, p)
-            with mibcore.backends.use(provider):
-                return mibcore_fn(*xs, p)
-
-        return fn, tensors
-
-    label = "x".join(map(str, shape)) + f" p={p}"
-    return Case(op, label, kind, make, moved * 4 * math.prod(shape), 0, providers=("torch", "*", "compile"))
-
 def all_cases(quick=False):
-    cases = [
-        _reparameterize_kl_case(32, 50, "paper"),
-        _reparameterize_kl_case(4096, 1024, "scale"),
-        _tensor_fusion_case(32, (50, 50, 50), 50, 0.5, "paper"),
-        _tensor_fusion_case(64, (64, 64, 64), 128, 0.0, "scale"),
-        _low_rank_fusion_case(32, (50, 50, 50), 50, 5, "paper"),
-        # the attention probabilities [B*H, T, T] and the FFN's hidden [B, T, 4d] of the encoders
-        *(_dropout_case(op, shape, 0.5, "paper") for op in _DROPOUT_OPS for shape in ((160, 50, 50), (32, 50, 200))),
-        _train_step_case("concat", quick),
-        _train_step_case("tensor", quick),
-        _train_epoch_case("concat", quick),
-    ]
-    if not quick:
-        cases += [
-            _reparameterize_kl_case(1024, 512, "scale"),
-            _reparameterize_kl_case(4096, 1024, "scale", torch.float16),
-            _reparameterize_kl_case(4096, 1024, "scale", torch.bfloat16),
-            _tensor_fusion_case(256, (32, 32, 32), 64, 0.5, "scale"),
-            _tensor_fusion_case(32, (50, 50, 50), 50, 0.5, "scale", torch.float16),
-            _tensor_fusion_case(32, (50, 50, 50), 50, 0.5, "scale", torch.bfloat16),
-            _low_rank_fusion_case(512, (128, 128, 128), 128, 8, "scale"),
-        ]
-    return cases
+    return [*_op_cases(quick), _train_step_case("concat", quick), _train_step_case("tensor", quick),
+            _train_epoch_case("concat", quick)]
 
 
 def _fused_backends(op, device):
@@ -312,5 +198,5 @@ def providers(case, device):
     torch.compile of the reference."""
     if case.providers:
         return [n for p in case.providers for n in (_fused_backends(case.op, device) if p == "*" else [p])]
-    cublas = ["cublas"] if case.op == "tensor_fusion" and torch.device(device).type == "cuda" else []
+    cublas = ["cublas"] if SPECS[case.op].gemm_floor and torch.device(device).type == "cuda" else []
     return ["reference", *_fused_backends(case.op, device), *cublas] + (["compile"] if case.compile else [])

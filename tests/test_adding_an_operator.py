@@ -18,7 +18,7 @@ TOY = textwrap.dedent('''
 
     from mibcore import _checks, backends, ops
     from mibcore.ops._register import python_operator
-    from mibcore.ops._spec import DEVICE_TYPES, Implementation, OpSpec, Sample
+    from mibcore.ops._spec import DEVICE_TYPES, Benchmark, Implementation, OpSpec, Sample
 
 
     def toy_scale(x, factor):
@@ -60,6 +60,8 @@ TOY = textwrap.dedent('''
          "cpu": Implementation(("cpu",), op="mibcore::toy_scale_cpu")},
         call_fused=lambda op, x, factor: op(x, factor), samples=_samples, double_backward=_double_backward,
         fuzz=_fuzz,
+        benchmarks=lambda: (Benchmark("64x64", "paper", lambda device: Sample("64x64", (torch.randn(64, 64), 2.0)),
+                                      bytes_moved=4 * 4 * 64 * 64),),
         missing={"triton": "a toy"} if os.environ.get("TOY_DECLARES_TRITON_MISSING") else {},
     ))
 ''')
@@ -101,3 +103,17 @@ def test_a_spec_without_a_required_backend_fails_the_run(tmp_path):
     out = _pytest(tmp_path, "--collect-only", "tests/test_double_backward.py",
                   MIBCORE_REQUIRE_BACKENDS="cpu,triton", TOY_DECLARES_TRITON_MISSING="1")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_the_benchmark_suite_times_a_toy_operator_from_its_spec(tmp_path):
+    (tmp_path / "toy_scale.py").write_text(TOY)
+    script = ("import sys, toy_scale; from benchmarks.__main__ import main; "
+              "sys.exit(main(sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-c", script, "--op", "toy_scale", "--no-train", "--repeats", "1",
+                          "--skip-provider", "compile", "--device", "cpu", "--out", str(tmp_path / "bench")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rows = (tmp_path / "bench" / "results.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[:2] for r in rows] == [["toy_scale", "64x64"]] * 2, rows
+    assert [r for r in rows if ",reference," in r] and [r for r in rows if ",cpu," in r], rows

@@ -54,3 +54,14 @@ def test_cpp_unit_tests(tmp_path):
 def _cpu_flags():
     with open("/proc/cpuinfo") as f:
         return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+
+
+def test_installed_package_leaves_out_the_benchmarks_pytest_module(tmp_path):
+    # setup.py installs benchmarks/ as mibcore.benchmarks, without its pytest-benchmark module
+    env = {**os.environ, "MIBCORE_SKIP_EXTENSION": "1"}
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+    installed = set(os.listdir(tmp_path / "mibcore" / "benchmarks"))
+    assert {"__init__.py", "cases.py", "measure.py"} <= installed
+    assert not [name for name in installed if name.startswith("test_")], installed
+    assert os.path.isfile(os.path.join(ROOT, "benchmarks", "test_bench_cases.py"))  # (still in the checkout)

@@ -2,9 +2,10 @@
 
 PyTorch's OpInfo is the model: one description of an operator that every generic consumer
 iterates. The backend registry and the per-call dispatch (mibcore.backends), the functional API
-(mibcore.functional), the AOT compile check (mibcore/kernels/aot.py), the launch report
-(benchmarks/launch_report.py) and the generic tests (contract, double backward, operand checks,
-required backends) read the specs; none of them lists operators by hand.
+(mibcore.functional), the AOT compile check (mibcore/kernels/aot.py), the benchmark suite's
+operator cases and launch report (benchmarks/cases.py, launch_report.py) and the generic tests
+(contract, double backward, operand checks, required backends) read the specs; none of them lists
+operators by hand.
 """
 import contextlib
 import dataclasses
@@ -98,6 +99,21 @@ class Launch:
     report: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """One timed case of the benchmark suite (benchmarks/cases.py): make(device) -> Sample, whose
+    floating tensors become leaves requiring grad (forward and backward are timed). The floor of
+    forward + backward: `bytes_moved` for memory-bound operators, `flops` for GEMM-bound ones.
+    kind: "paper" (the paper's shapes) or "scale"; quick: also timed by `--quick` runs."""
+
+    label: str
+    kind: str
+    make: Callable
+    bytes_moved: int = 0
+    flops: int = 0
+    quick: bool = True
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # (one per operator: compared by identity)
 class OpSpec:
     """One operator.
@@ -118,6 +134,12 @@ class OpSpec:
     paper_sample     paper_sample(device) -> Sample at the paper's shapes (per-call overhead benchmark)
     double_backward  () -> (float64 leaf tensors, function of them) for second-derivative tests
     launches         () -> [Launch]: the Triton launch table (AOT check, launch report)
+    benchmarks       () -> [Benchmark]: the benchmark suite's cases of the operator
+    baseline         the operator written with torch's own modules, called like `function` (e.g.
+                     nn.Dropout's F.dropout): the benchmarks' baseline "torch" and what their
+                     "compile" provider compiles; None: the eager reference is both
+    gemm_floor       sample -> (fn, tensors): the operator's GEMMs alone on operands materialized
+                     beforehand (the benchmarks' "cublas" provider on GPUs: a floor, not a drop-in)
     tolerances       {device type: {dtype: (rtol, atol)}} overriding TOLERANCES
     """
 
@@ -130,6 +152,9 @@ class OpSpec:
     paper_sample: Optional[Callable] = None
     fuzz: Optional[Callable] = None
     launches: Callable = lambda: ()
+    benchmarks: Callable = lambda: ()
+    baseline: Optional[Callable] = None
+    gemm_floor: Optional[Callable] = None
     missing: dict = dataclasses.field(default_factory=dict)
     auto_order: dict = dataclasses.field(default_factory=dict)
     tolerances: dict = dataclasses.field(default_factory=dict)
@@ -150,6 +175,11 @@ class OpSpec:
         if backend == "reference":
             return target
         return functools.partial(self.call_fused, target)
+
+
+def dtype_suffix(dtype):
+    """A label's dtype part: nothing for float32, else " float16" etc."""
+    return "" if dtype == torch.float32 else " " + str(dtype).removeprefix("torch.")
 
 
 def meta(*shape, dtype=torch.float32):

@@ -11,13 +11,15 @@ regenerates it (dropout of the gradient with the same rng). relu_dropout's backw
 only its output.
 """
 import itertools
+import math
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
 from mibcore import _checks, backends, reference
 from mibcore.ops._register import implementations, python_operator, register_cpp_fakes
-from mibcore.ops._spec import Launch, OpSpec, Sample, meta, meta_rng, strided
+from mibcore.ops._spec import Benchmark, Launch, OpSpec, Sample, meta, meta_rng, strided
 from mibcore.ops.rng import draw_rng
 
 
@@ -96,12 +98,20 @@ def _double_backward(function, two_inputs):
     return make
 
 
-def _paper_sample(two_inputs):
-    def sample(device):
-        # The encoders' attention probabilities [B * H, T, T] at batch 32, 5 heads, T 50.
-        xs = [torch.randn(160, 50, 50, device=device) for _ in range(1 + two_inputs)]
-        return Sample("160x50x50 p=0.5", (*xs, 0.5), random=True)
-    return sample
+def _benchmark(two_inputs, shape, moved):
+    def make(device):
+        return Sample(label, (*[torch.randn(shape, device=device) for _ in range(1 + two_inputs)], 0.5), random=True)
+
+    label = "x".join(map(str, shape)) + " p=0.5"
+    return Benchmark(label, "paper", make, bytes_moved=moved * 4 * math.prod(shape))
+
+
+def _benchmarks(two_inputs, moved):
+    # The encoders' attention probabilities [B * H, T, T] (batch 32, 5 heads, T 50; the paper
+    # sample) and their FFN's hidden [B, T, 4d]. `moved`: elements moved per element at the floor
+    # (the forward reads the inputs and writes the output; the backward reads the gradient, for
+    # relu_dropout the output too, and writes each input's gradient; no mask is stored).
+    return lambda: (_benchmark(two_inputs, (160, 50, 50), moved), _benchmark(two_inputs, (32, 50, 200), moved))
 
 
 def _fuzz(two_inputs):
@@ -131,17 +141,19 @@ def _launches():
         ), report=shape == (4096, 1024) and dtype == torch.float32)
 
 
-def _spec(name, function, two_inputs, **kwargs):
+def _spec(name, function, two_inputs, moved, baseline, **kwargs):
+    benchmarks = _benchmarks(two_inputs, moved)
     return OpSpec(name, function, implementations(name, _reference(getattr(reference, name))), _call_fused, _samples(two_inputs),
-                  _double_backward(function, two_inputs), paper_sample=_paper_sample(two_inputs),
-                  fuzz=_fuzz(two_inputs), **kwargs)
+                  _double_backward(function, two_inputs), paper_sample=benchmarks()[0].make,
+                  fuzz=_fuzz(two_inputs), benchmarks=benchmarks, baseline=baseline, **kwargs)
 
 
 # (The three operators share one Triton module: its launch table is listed once, under dropout.)
+# Their baselines: nn.Dropout's F.dropout.
 SPECS = (
-    _spec("dropout", dropout, False, launches=_launches),
-    _spec("dropout_add", dropout_add, True),
-    _spec("relu_dropout", relu_dropout, False),
+    _spec("dropout", dropout, False, 4, lambda x, p: F.dropout(x, p, True), launches=_launches),
+    _spec("dropout_add", dropout_add, True, 6, lambda x, h, p: x + F.dropout(h, p, True)),
+    _spec("relu_dropout", relu_dropout, False, 5, lambda x, p: F.dropout(torch.relu(x), p, True)),
 )
 
 

@@ -15,7 +15,7 @@ import torch
 
 from mibcore import _checks, backends, reference
 from mibcore.ops._register import implementations, python_operator, register_cpp_fakes
-from mibcore.ops._spec import Launch, OpSpec, Sample, meta, strided
+from mibcore.ops._spec import Benchmark, Launch, OpSpec, Sample, meta, strided
 
 
 def low_rank_fusion(inputs, factors, rank_weights, bias):
@@ -136,12 +136,23 @@ def _samples(device, dtype):
     return out
 
 
-def _paper_sample(device):
-    # The LMF head at the paper's sizes: three modalities of 50 features, batch 32, 50 outputs, rank 5.
-    inputs = [torch.randn(32, 50, device=device) for _ in range(3)]
-    factors = [torch.randn(5, 51, 50, device=device) * 0.1 for _ in range(3)]
-    return Sample("B32 50x50x50->50 r5", (inputs, factors, torch.randn(1, 5, device=device),
-                                          torch.zeros(1, 50, device=device)))
+def _benchmark(batch, dims, out, rank, kind, quick=True):
+    def make(device):
+        inputs = [torch.randn(batch, d, device=device) for d in dims]
+        factors = [torch.randn(rank, d + 1, out, device=device) * 0.1 for d in dims]
+        return Sample(label, (inputs, factors, torch.randn(1, rank, device=device), torch.zeros(1, out, device=device)))
+
+    label = f"B{batch} {'x'.join(map(str, dims))}->{out} r{rank}"
+    # per factor: the forward's [B, d+1] x [d+1, r*out] GEMM, twice that in the backward
+    return Benchmark(label, kind, make, flops=6 * batch * rank * sum(d + 1 for d in dims) * out, quick=quick)
+
+
+# The LMF head at the paper's sizes: three modalities of 50 features, batch 32, 50 outputs, rank 5.
+_PAPER = _benchmark(32, (50, 50, 50), 50, 5, "paper")
+
+
+def _benchmarks():
+    return _PAPER, _benchmark(512, (128, 128, 128), 128, 8, "scale", quick=False)
 
 
 def _fuzz(st, tensors):
@@ -192,6 +203,7 @@ def _launches():
 SPECS = (OpSpec(
     "low_rank_fusion", low_rank_fusion,
     implementations("low_rank_fusion", _call_reference, cuda=False),
-    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, fuzz=_fuzz, launches=_launches,
+    _call_fused, _samples, _double_backward, paper_sample=_PAPER.make, fuzz=_fuzz, launches=_launches,
+    benchmarks=_benchmarks,
     missing={"cuda": "no CUDA C++ kernel: the rank-r GEMMs are small; `auto` picks triton on GPUs"},
 ),)

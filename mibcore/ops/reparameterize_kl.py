@@ -17,7 +17,7 @@ import torch
 from mibcore import _checks, backends, constants, reference
 from mibcore.constants import accumulation_dtype
 from mibcore.ops._register import implementations, python_operator, register_cpp_fakes
-from mibcore.ops._spec import Launch, OpSpec, Sample, meta, meta_rng, strided
+from mibcore.ops._spec import Benchmark, Launch, OpSpec, Sample, dtype_suffix, meta, meta_rng, strided
 from mibcore.ops.rng import draw_rng
 
 
@@ -158,10 +158,24 @@ def _samples(device, dtype):
     return out
 
 
-def _paper_sample(device):
-    # The bottleneck of the paper's models: batch 32, latent 50, softplus with shift -5, mean KL.
-    mu, scale = torch.randn(2, 32, 50, device=device)
-    return Sample("32x50", (mu, scale), random=True)
+def _benchmark(rows, cols, kind, dtype=torch.float32, quick=True):
+    def make(device):
+        mu, scale = torch.randn(2, rows, cols, device=device, dtype=dtype)
+        return Sample(f"{rows}x{cols}", (mu, scale), random=True)
+
+    # 8 elements moved per element at the floor: the forward reads mu, scale and writes z; the
+    # backward reads grad_z, mu, scale and writes both gradients.
+    return Benchmark(f"{rows}x{cols}" + dtype_suffix(dtype), kind, make, bytes_moved=8 * dtype.itemsize * rows * cols,
+                     quick=quick)
+
+
+# The bottleneck of the paper's models: batch 32, latent 50, softplus with shift -5, mean KL.
+_PAPER = _benchmark(32, 50, "paper")
+
+
+def _benchmarks():
+    return (_PAPER, _benchmark(4096, 1024, "scale"), _benchmark(1024, 512, "scale", quick=False),
+            *(_benchmark(4096, 1024, "scale", dtype, quick=False) for dtype in (torch.float16, torch.bfloat16)))
 
 
 def _fuzz(st, tensors):
@@ -206,5 +220,6 @@ def _launches():
 SPECS = (OpSpec(
     "reparameterize_kl", reparameterize_kl,
     implementations("reparameterize_kl", _call_reference),
-    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, fuzz=_fuzz, launches=_launches,
+    _call_fused, _samples, _double_backward, paper_sample=_PAPER.make, fuzz=_fuzz, launches=_launches,
+    benchmarks=_benchmarks,
 ),)

@@ -15,7 +15,7 @@ import torch
 
 from mibcore import _checks, backends, reference
 from mibcore.ops._register import implementations, python_operator, register_cpp_fakes
-from mibcore.ops._spec import Launch, OpSpec, Sample, meta, meta_rng, strided
+from mibcore.ops._spec import Benchmark, Launch, OpSpec, Sample, dtype_suffix, meta, meta_rng, strided
 from mibcore.ops.rng import draw_rng
 
 
@@ -136,12 +136,36 @@ def _samples(device, dtype):
     return out
 
 
-def _paper_sample(device):
-    # The paper's TFN head: three modalities of 50 features, batch 32, 50 outputs, dropout 0.5.
-    inputs = [torch.randn(32, 50, device=device) for _ in range(3)]
-    weight = torch.randn(50, 51**3, device=device) * 51**-1.5
-    return Sample("B32 50x50x50->50 p=0.5", (inputs, weight, torch.zeros(50, device=device)), {"dropout": 0.5},
-                  random=True)
+def _benchmark(batch, dims, out, dropout, kind, dtype=torch.float32, quick=True):
+    n = math.prod(d + 1 for d in dims)
+    label = f"B{batch} {'x'.join(map(str, dims))}->{out}" + (f" p={dropout}" if dropout else "")
+
+    def make(device):
+        inputs = [torch.randn(batch, d, device=device, dtype=dtype) for d in dims]
+        weight = (torch.randn(out, n, device=device) * n**-0.5).to(dtype)
+        bias = torch.zeros(out, device=device, dtype=dtype)
+        return Sample(label, (inputs, weight, bias), {"dropout": dropout}, random=dropout > 0)
+
+    # the forward GEMM 2*B*N*out; the backward's dW and d(outer product) 2*B*N*out each
+    return Benchmark(label + dtype_suffix(dtype), kind, make, flops=6 * batch * n * out, quick=quick)
+
+
+# The paper's TFN head: three modalities of 50 features, batch 32, 50 outputs, dropout 0.5.
+_PAPER = _benchmark(32, (50, 50, 50), 50, 0.5, "paper")
+
+
+def _benchmarks():
+    return (_PAPER, _benchmark(64, (64, 64, 64), 128, 0.0, "scale"),
+            _benchmark(256, (32, 32, 32), 64, 0.5, "scale", quick=False),
+            *(_benchmark(32, (50, 50, 50), 50, 0.5, "scale", dtype, quick=False)
+              for dtype in (torch.float16, torch.bfloat16)))
+
+
+def _gemm_floor(sample):
+    inputs, weight, bias = sample.args
+    with torch.no_grad():
+        fused = reference.outer_product(list(inputs))
+    return (lambda z, w, b: torch.nn.functional.linear(z, w, b)), (fused.requires_grad_(), weight, bias)
 
 
 def _fuzz(st, tensors):
@@ -162,7 +186,7 @@ def _double_backward():
     return (a, b, w), lambda a, b, w: tensor_fusion([a, b], w)
 
 
-# (batch, modality dims, out): paper, benchmarks/cases.py scale shapes, wide last inputs (300,
+# (batch, modality dims, out): paper, the benchmarks' scale shapes, wide last inputs (300,
 # 600: tiled along K), 2 inputs, a weight over 2^31 elements, the smallest case.
 _LAUNCH_SHAPES = (
     (32, (50, 50, 50), 50), (64, (64, 64, 64), 128), (256, (32, 32, 32), 64), (512, (32, 32, 32), 64),
@@ -206,7 +230,8 @@ def _with_tf32(enabled, call):
 SPECS = (OpSpec(
     "tensor_fusion", tensor_fusion,
     implementations("tensor_fusion", _call_reference),
-    _call_fused, _samples, _double_backward, paper_sample=_paper_sample, fuzz=_fuzz, launches=_launches,
+    _call_fused, _samples, _double_backward, paper_sample=_PAPER.make, fuzz=_fuzz, launches=_launches,
+    benchmarks=_benchmarks, gemm_floor=_gemm_floor,
     # `auto` on GPUs: the Triton kernels first. They run the GEMMs on tensor cores (tl.dot, fp32
     # accumulation) and split the N contraction over enough programs to fill the GPU; the CUDA
     # kernels are 16 x 16 SIMT FMA tiles (no tensor cores), kept as the explicit `cuda` backend.
