@@ -2,9 +2,9 @@
 
 Run `python -m benchmarks [--quick]` in a checkout, or `mibcore bench [--quick]` where mibcore is
 installed (setup.py installs this folder as mibcore.benchmarks; its imports are relative so that
-both work); test_bench_cases.py times the same cases for pytest-benchmark
-(`pytest benchmarks --benchmark-only`); --launch-report and --overhead print the Triton launch table
-and the functional API's per-call cost.
+both work); in a checkout, test_bench_cases.py times the same cases for pytest-benchmark
+(`pytest benchmarks --benchmark-only`; it is not installed); --launch-report and --overhead print
+the Triton launch table and the functional API's per-call cost.
 """
 
 

@@ -213,7 +213,7 @@ at::Tensor low_rank_fusion_cpu(at::TensorList inputs, at::TensorList factors, co
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Tensor> low_rank_fusion_backward_cpu(
     const at::Tensor& grad_y, at::TensorList inputs, at::TensorList factors, const at::Tensor& rank_weights) {
   const LmfShape s = check_lmf_args(inputs, factors, rank_weights);
-  // (A grad_y of another shape was read out of bounds.)
+  // (A grad_y of another shape would be read out of bounds.)
   TORCH_CHECK_VALUE(grad_y.dim() == 2 && grad_y.size(0) == s.B && grad_y.size(1) == s.out,
                     "low_rank_fusion_backward: grad_y must be [B, out] = [", s.B, ", ", s.out, "], got ",
                     grad_y.sizes());

@@ -33,8 +33,8 @@ def check_operands(op, names, args):
     """The checks every operator makes at its boundary whatever its backend (`names`: the
     parameter names of `args`): all tensor arguments (in lists too) on one device, and floating
     point but for the int64 `rng`.
-    (A meta tensor among CPU tensors reached the meta kernel, which returned uninitialized
-    memory; an integer tensor reached Triton's interpreter.)"""
+    (Otherwise a meta tensor among CPU tensors would reach the meta kernel and return
+    uninitialized memory, and an integer tensor would reach Triton's interpreter.)"""
     devices = set()
     for name, arg in zip(names, args):
         for t in arg if isinstance(arg, (list, tuple)) else [arg]:

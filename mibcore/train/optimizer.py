@@ -11,9 +11,9 @@ def make_optimizer(config, model):
 
 
 def adam(params, lr, weight_decay=0.0):
-    """torch's Adam in its fused implementation (one kernel over all parameters): in the tensor-
-    fusion training step of the benchmark suite (6.6M weights in the TFN Linear) the optimizer
-    takes 25.5 ms a step with torch's default Adam (the paper's model) and 7.5 ms with this one
-    (bench-results/results.md, the profiler breakdown). The same update rule; its rounding
-    differs in the last bits."""
+    """torch's Adam in its fused implementation (one kernel over all parameters): the optimizer is
+    a large part of a tensor-fusion training step (6.6M weights in the TFN Linear), and the fused
+    update is several times faster than the default (the benchmark suite's profiler breakdown,
+    `python -m benchmarks`, compares them). The same update rule; its rounding differs in the
+    last bits."""
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
