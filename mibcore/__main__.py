@@ -31,23 +31,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_parser(commands, common):
-    from mibcore.models import MODALITIES
+    from mibcore.models import MODALITIES, MODES, VARIANTS
+    from mibcore.nn import FUSIONS
     from mibcore.train import TrainConfig
+    from mibcore.train.config import AMP_MODES, field_help
 
-    p = commands.add_parser("train", parents=[common], help="train a MIB model; writes OUT/metrics.json")
+    p = commands.add_parser("train", parents=[common], help="train a MIB model; writes OUT/metrics.json",
+                            description="Train a MIB model. Every option is also a config field (--config); "
+                                        "the command line wins.")
     p.add_argument("--config", help="JSON or YAML (.yaml, .yml) config: TrainConfig fields or MMSA-style sections")
     p.add_argument("--print-config", nargs="?", const="json", choices=("json", "yaml"), default=None,
                    help="print the resolved config (json, or yaml) and exit without training")
-    defaults = TrainConfig()
+    defaults, helps = TrainConfig(), field_help()
+    choices = {"model": VARIANTS, "mode": MODES, "fusion": tuple(FUSIONS), "amp": AMP_MODES}
     for field in dataclasses.fields(TrainConfig):
         name = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
+        shown = "none" if default in ((), "") else default
+        text = f"{helps.get(field.name, '')} (default: {shown})".lstrip()
         if field.name == "no_ib":
-            p.add_argument(name, nargs="*", choices=MODALITIES, default=None)
+            p.add_argument(name, nargs="*", choices=MODALITIES, default=None, help=text)
         elif isinstance(default, bool):
-            p.add_argument(name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            p.add_argument(name, type=type(default), default=None)
+            p.add_argument(name, type=type(default), default=None, choices=choices.get(field.name), help=text)
     p.add_argument("--restart", dest="resume", action="store_false",
                    help="start over: delete OUT's checkpoint, best.pt, history and metrics (same as --no-resume)")
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed; writes OUT/results.md (mean +- std)")

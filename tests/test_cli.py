@@ -147,3 +147,15 @@ def test_bench_runs_the_suite_and_writes_its_reports(tmp_path, capsys, monkeypat
     assert len(rows) >= 2 and all("reparameterize_kl" in r for r in rows[1:])
     assert "reparameterize_kl" in (out / "results.md").read_text()
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_help_documents_every_option(capsys):
+    from mibcore.train.config import FIELDS, field_help
+
+    assert set(field_help()) == FIELDS  # (each TrainConfig field has its comment: the help text)
+    with pytest.raises(SystemExit):
+        cli(["train", "-h"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name in FIELDS:
+        assert f"{field_help()[name]} (default: " in out, name
+    assert "--fusion {concat,addition,multiplication,tensor,low-rank,graph,poe}" in out

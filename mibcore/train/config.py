@@ -3,39 +3,44 @@ YAML, flat TrainConfig fields or MMSA-style per-model sections; dump_config writ
 load_config reads back."""
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
+import re
 
 from mibcore import models
 from mibcore.errors import UsageError
 
 
+AMP_MODES = ("none", "bf16", "fp16")
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    model: str = "cmib"             # emib | lmib | cmib | plain
-    fusion: str = "concat"          # concat | addition | multiplication | tensor | low-rank | graph | poe
+    model: str = "cmib"             # the variant: emib | lmib | cmib | plain (no bottleneck)
+    fusion: str = "concat"          # how the modalities are fused
     mode: str = "clean"             # clean | faithful (the paper's quirks; see mibcore.models.mib)
-    beta: float = 1e-3              # 0: B-MIB
+    beta: float = 1e-3              # the KL terms' weight (0: B-MIB)
     no_ib: tuple = ()               # modalities without a unimodal bottleneck
-    d: int = 50
-    hidden: int = 1024
+    d: int = 50                     # the models' feature size (the paper: 50)
+    hidden: int = 1024              # the encoders' FFN size
     dropouts: bool = True           # False turns every dropout off (for exactness checks)
     text_backbone: str = ""         # local Hugging Face model dir (text as token ids; never downloaded)
-    backbone_lr: float = 1e-5       # the paper's learning rate for BERT
+    backbone_lr: float = 1e-5       # the text backbone's learning rate (the paper's for BERT)
     max_text_length: int = 50       # token ids per sample with a text backbone (the paper: 50)
     data: str = "synthetic"         # synthetic | synthetic-emotion | path (.h5, .npz, MMSA or MAG-BERT .pkl)
     synthetic_samples: int = 512    # training samples of the synthetic data (dev/test: a quarter)
     seq_len: int = 20               # synthetic sequence length
-    epochs: int = 10
+    epochs: int = 10                # at most (early stopping may end the run sooner)
     batch_size: int = 32            # the global batch (split across DDP processes)
-    lr: float = 1e-3                # the paper uses 2e-5 for the non-BERT parameters with BERT inputs
-    weight_decay: float = 0.0
-    patience: int = 5               # early stopping on the dev metric
-    seed: int = 0
-    amp: str = "none"               # none | bf16 | fp16 (fp16 on GPUs)
-    device: str = "auto"
-    out: str = "runs/mib"
-    resume: bool = True
+    lr: float = 1e-3                # Adam's learning rate (the paper: 2e-5 with BERT inputs)
+    weight_decay: float = 0.0       # Adam's L2 penalty
+    patience: int = 5               # epochs without a better dev metric before stopping early
+    seed: int = 0                   # seeds the weights, the shuffles and every dropout and sample
+    amp: str = "none"               # mixed precision (fp16 on GPUs only)
+    device: str = "auto"             # auto (cuda if there, else cpu) | cpu | cuda | cuda:N
+    out: str = "runs/mib"            # the run folder (checkpoints, metrics, history, curves)
+    resume: bool = True             # resume from OUT's checkpoint when there is one
     progress: bool = True           # a tqdm bar on a terminal; else one line per epoch on stderr
     quiet: bool = False             # neither the bar nor the epoch lines
     compile: bool = False           # torch.compile the model for training (fullgraph without DDP)
@@ -47,8 +52,8 @@ class TrainConfig:
             raise UsageError(f"model must be one of {models.VARIANTS}, got {self.model!r}")
         if self.mode not in models.MODES:
             raise UsageError(f"mode must be {' or '.join(models.MODES)}, got {self.mode!r}")
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise UsageError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+        if self.amp not in AMP_MODES:
+            raise UsageError(f"amp must be {', '.join(AMP_MODES)}, got {self.amp!r}")
         for name in ("epochs", "batch_size", "patience", "synthetic_samples", "seq_len", "d", "hidden",
                      "max_text_length"):
             if getattr(self, name) < 1:
@@ -61,6 +66,16 @@ class TrainConfig:
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def field_help():
+    """{field: the comment beside it in TrainConfig's source}: the CLI's help text, written once.
+    Empty where the source is not there to read (a package installed without its .py files)."""
+    try:
+        source = inspect.getsource(TrainConfig)
+    except (OSError, TypeError):
+        return {}
+    return dict(re.findall(r"^    (\w+): [^=]+=[^#\n]*#\s*(.+?)\s*$", source, re.M))
 
 
 def _check_field_types(config):
