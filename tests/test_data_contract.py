@@ -3,7 +3,8 @@ bombs in HDF5 and npz (5), labels that do not fit the metrics (10), pickles of p
 import csv
 import os
 import pickle
-import struct
+import io
+import re
 import zipfile
 
 import h5py
@@ -13,7 +14,7 @@ import pytest
 from mibcore.__main__ import main as cli
 from mibcore.data import budget, hdf5, load_dataset, pickles
 from mibcore.errors import DataError
-from tests.test_cli import TINY, error_of, mmsa_pickle, small_h5
+from tests.test_cli import TINY, error_of, small_h5
 
 TRAIN = ["--d", "10", "--hidden", "16", "--epochs", "1", "--no-progress"]
 
@@ -136,7 +137,7 @@ def test_hdf5_declaring_terabytes_is_refused_before_reading(tmp_path, capsys):
 
 
 def _npz_with_member_header(path, key, shape):
-    header = __import__("io").BytesIO()
+    header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(key + ".npy", header.getvalue())  # the header alone: no data behind it
@@ -275,5 +276,5 @@ def test_old_protocol_pickles_load(tmp_path, protocol):
 def test_guarded_globals_refuse_other_arguments(tmp_path, call, names):
     path = tmp_path / "g.pkl"
     path.write_bytes(pickle.dumps({"train": call}, protocol=2))
-    with pytest.raises(pickle.UnpicklingError, match=__import__("re").escape(names)):
+    with pytest.raises(pickle.UnpicklingError, match=re.escape(names)):
         pickles.restricted_load(str(path))

@@ -8,7 +8,11 @@
   (offline placeholder; documented as such, never a substitute for real features).
 
 Untrusted pickles can run arbitrary code when unpickled; only plain containers and numpy
-arrays are allowed here, anything else is refused with an error naming the global.
+arrays are allowed here, anything else is refused with an error naming the global. Pickles of
+protocols 0-2 written by Python 3 store bytes (numpy arrays' data) as _codecs.encode(str,
+'latin1') and b'' as bytes(): these globals, and numpy's _reconstruct, are admitted only with
+the arguments numpy and pickle use (_GUARDED). What a pickle holds is bounded by its size: no
+shared containers or large leaves, and its arrays' bytes together at most the file's.
 """
 import _compat_pickle
 import hashlib
