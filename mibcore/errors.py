@@ -6,7 +6,11 @@ derives from the builtin exception that code catching the old error expects (Val
 
   exit code  class             meaning
   2          UsageError        bad option, option value or config (argparse uses 2 too)
-  3          DataError         a data file that is missing, unreadable or malformed
+  3          DataError         a data file that is missing, unreadable or malformed (any split's
+                               shapes, dtypes or labels outside mibcore.data.checks' contract,
+                               checked at load, before training), declares more than the memory
+                               allows (mibcore.data.budget), or holds labels no metric fits
+                               (0/1 labels read as regression: mibcore.train.evaluation.label_fit)
   4          CheckpointError   a checkpoint that is missing, damaged, or of another config
   5          DivergedError     training produced a loss or predictions that are not finite
   6          RunLockedError    another training holds the run folder

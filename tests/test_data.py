@@ -183,7 +183,7 @@ def test_npz_of_users_features_converts_and_trains(tmp_path, capsys):
     ({"valid_text": np.zeros((2, 5))}, "unknown keys ['valid_text']"),
     ({"test_visual": np.zeros((3, 2))}, "test_visual must be [N, T, D] or [N, D] with N = 2 (test_label), got (3, 2)"),
     ({"train_text": np.zeros(4)}, "train_text must be [N, T, D] or [N, D]"),
-    ({"dev_label": np.array(["a", "b"])}, "dev_label must be numbers"),
+    ({"dev_label": np.array(["a", "b"])}, "dev_label must hold real numbers, got dtype <U1"),
     ({"train_id": np.array(["a"])}, "train_id must hold N = 4 ids"),
     ({"train_id": np.array([{}, {}, {}, {}], dtype=object)}, "train_id is an object array, which is not read"),
 ])

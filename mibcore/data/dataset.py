@@ -1,42 +1,12 @@
-"""Dataset checks, loading by path or name, and the torch Dataset over a split."""
+"""Loading a dataset by path or name (validated by mibcore.data.checks), and the torch Dataset over a split."""
 import os
 import pickle
 
 import numpy as np
 import torch
 
+from mibcore.data.checks import MODALITY_KEYS, SPLITS, check_dataset  # noqa: F401 (re-exported)
 from mibcore.errors import DataError
-
-SPLITS = ("train", "dev", "test")
-MODALITY_KEYS = ("text", "audio", "visual")
-
-
-def check_dataset(data, source="dataset"):
-    """Validates the in-memory layout (see mibcore.data): every split present and non-empty,
-    arrays of matching sizes, features and labels finite. Returns `data`; raises DataError."""
-    if not isinstance(data, dict):
-        raise DataError(f"{source}: expected a dict of splits, got {type(data).__name__}")
-    for split in SPLITS:
-        if split not in data:
-            raise DataError(f"{source}: missing split {split!r} (has {sorted(data)})")
-        part = data[split]
-        if not isinstance(part, dict) or "label" not in part:
-            raise DataError(f"{source}: split {split!r} must be a dict with a 'label' array")
-        n = len(part["label"])
-        if n == 0:
-            raise DataError(f"{source}: split {split!r} is empty")
-        for key in MODALITY_KEYS:
-            arr = part.get(key)
-            if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[0] != n:
-                shape = getattr(arr, "shape", None)
-                raise DataError(f"{source}: {split}/{key} must be an array [N={n}, T, D], got {shape}")
-        if len(part.get("id", [])) != n:
-            raise DataError(f"{source}: {split}/id must hold {n} ids")
-        for key in (*MODALITY_KEYS, "label"):
-            bad = int(np.size(part[key]) - np.count_nonzero(np.isfinite(part[key])))
-            if bad:
-                raise DataError(f"{source}: {split}/{key} holds NaN or Inf ({bad} values)")
-    return data
 
 
 def load_dataset(spec, text_backbone=None, max_text_length=50, glove=None, **synthetic_options):
@@ -53,11 +23,12 @@ def load_dataset(spec, text_backbone=None, max_text_length=50, glove=None, **syn
     if not os.path.isfile(spec):
         what = "a directory" if os.path.isdir(spec) else "neither 'synthetic' nor an existing file"
         raise DataError(f"data: {spec!r} is {what}")
+    key_name = None  # (split/key)
     try:
         if spec.endswith((".h5", ".hdf5")):
             data = hdf5.load(spec)
         elif spec.endswith(".npz"):
-            data = npz.load(spec)
+            data, key_name = npz.load(spec), npz.key_name
         else:
             data = pickles.load(spec, glove=glove, text_backbone=text_backbone, max_length=max_text_length)
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, IndexError, TypeError) as e:
@@ -65,7 +36,7 @@ def load_dataset(spec, text_backbone=None, max_text_length=50, glove=None, **syn
         # the loaders expect: name the file, not only the internal exception.
         reason = "the file is empty or truncated" if isinstance(e, EOFError) else f"{type(e).__name__}: {e}"
         raise DataError(f"{spec}: cannot read the data ({reason})") from e
-    return check_dataset(data, spec)
+    return check_dataset(data, spec, key_name)
 
 
 class MultimodalDataset(torch.utils.data.Dataset):

@@ -3,6 +3,7 @@
 import numpy as np
 
 from mibcore._io import atomic_write
+from mibcore.data.budget import Budget
 from mibcore.errors import DataError
 
 FORMAT_VERSION = 1
@@ -26,20 +27,38 @@ def save(data, path):
 
 
 def load(path):
+    """The splits in a mibcore HDF5 file, as stored (mibcore.data.checks validates them). Each
+    dataset's declared size is charged to a Budget before it is read."""
     import h5py
 
+    budget = Budget(path)
     with h5py.File(path, "r") as f:
         version = f.attrs.get("mibcore_format")
-        if version != FORMAT_VERSION:
-            raise DataError(f"{path}: not a mibcore HDF5 file (mibcore_format={version!r}, expected {FORMAT_VERSION})")
+        if np.ndim(version) != 0 or not isinstance(version, (int, np.integer)) or version != FORMAT_VERSION:
+            shown = f"an array of shape {np.shape(version)}" if np.ndim(version) else repr(version)
+            raise DataError(f"{path}: not a mibcore HDF5 file (mibcore_format={shown}, expected {FORMAT_VERSION})")
         out = {}
         for split in f:
             g = f[split]
+            if not isinstance(g, h5py.Group):
+                raise DataError(f"{path}: /{split} must be a group of datasets, got {type(g).__name__}")
             missing = [key for key in ("text", "audio", "visual", "label", "id") if key not in g]
             if missing:
                 raise DataError(f"{path}: /{split} has no {', '.join(missing)} (has {sorted(g)})")
-            out[split] = {key: g[key][()] for key in ("text", "audio", "visual", "label")}
-            out[split]["id"] = [s.decode() if isinstance(s, bytes) else str(s) for s in g["id"][()]]
-            if "text_ids" in g:
-                out[split]["text_ids"] = g["text_ids"][()]
+            keys = ("text", "audio", "visual", "label", "id", *(("text_ids",) if "text_ids" in g else ()))
+            out[split] = {key: _read(g[key], f"/{split}/{key}", path, budget) for key in keys}
+            ids = out[split]["id"]
+            out[split]["id"] = [s.decode(errors="replace") if isinstance(s, bytes) else str(s)
+                                for s in (ids if np.ndim(ids) else [ids])]
     return out
+
+
+def _read(item, key, path, budget):
+    import h5py
+
+    if not isinstance(item, h5py.Dataset):
+        raise DataError(f"{path}: {key} must be a dataset, got {type(item).__name__}")
+    if item.shape is None:
+        raise DataError(f"{path}: {key} holds no data (an empty dataspace)")
+    budget.take(key, item.shape, item.dtype)
+    return item[()]

@@ -22,7 +22,7 @@ from mibcore.train.batching import epoch_batches
 from mibcore.train.build import build_model, load_data
 from mibcore.train.checkpoint import resume, save_checkpoint
 from mibcore.train.config import TrainConfig
-from mibcore.train.evaluation import dev_score, evaluate, train_label_mean
+from mibcore.train.evaluation import dev_score, evaluate, label_fit, train_label_mean
 from mibcore.train.optimizer import adam, make_optimizer
 from mibcore.train.progress import epoch_line, shows_epoch_lines, with_progress
 from mibcore.train.run_folder import HISTORY, METRICS, claim_run_folder, write_json
@@ -43,10 +43,11 @@ def train(config: TrainConfig, data=None):
 def _train(config, data, rank, world):
     device = process_device(config, world)
     seed_everything(config.seed)
-    if data is None:
-        data = load_data(config)
-    else:
-        check_dataset(data, "data")
+    source = config.data if data is None else "data"
+    data = load_data(config) if data is None else check_dataset(data, source)
+    for note in label_fit(data, source):  # (raises DataError for labels no metric fits)
+        if rank == 0:
+            print(f"mibcore: warning: {note}", file=sys.stderr, flush=True)
     model = build_model(config, data).to(device)
     optimizer = make_optimizer(config, model)
     train_mean = train_label_mean(data)

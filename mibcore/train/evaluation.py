@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mibcore.data import MultimodalDataset
-from mibcore.errors import CheckpointError, DivergedError
+from mibcore.errors import CheckpointError, DataError, DivergedError
 from mibcore.train.build import build_model, load_data
 from mibcore.train.checkpoint import read_checkpoint
 from mibcore.train.config import config_from_dict
@@ -37,6 +37,43 @@ def best_epoch(history):
         if dev_score(h["dev"]) < best_score:
             best, best_score = h["epoch"], dev_score(h["dev"])
     return best
+
+
+MOSI_SCALE = 3.0  # the regression metrics assume sentiment in [-3, 3], 0 neutral (CMU-MOSI, MOSEI)
+BINARY_HINT = ("for a binary task store one-hot labels [N, 2] (BCE, per-class accuracy and F1), or map "
+               "them to -1/+1 for regression (every sample then counts in Acc-2 and F1)")
+
+
+def label_fit(data, source="data"):
+    """Checks that the labels fit the metrics of their task (after mibcore.data.checks). Raises
+    DataError where every number would be meaningless: regression labels that are all 0 or 1
+    (binary labels read as sentiment: the metrics drop the 0s as neutral, so Acc-2 and F1 see
+    the 1s alone and Corr is NaN). Returns warnings (strings) where the data is valid but a
+    metric is undefined or clipped: a split's labels constant (Corr NaN: too few distinct
+    non-zero labels), labels outside [-3, 3] (Acc-7 and Acc-5 clip to it), a label column
+    constant in training (multi-label)."""
+    splits = {name: np.asarray(data[name]["label"]) for name in ("train", "dev", "test")}
+    notes = []
+    if splits["train"].ndim == 2:
+        constant = [c for c in range(splits["train"].shape[1]) if np.ptp(splits["train"][:, c]) == 0]
+        if constant:
+            notes.append(f"{source}: train/label columns {constant} are constant: those classes have nothing to "
+                         "learn and their F1 is 0 or trivial")
+        return notes
+    values = np.concatenate(list(splits.values()))
+    if np.all((values == 0) | (values == 1)):
+        raise DataError(
+            f"{source}: every regression label is 0 or 1: binary labels, but the regression metrics assume "
+            f"sentiment on CMU-MOSI's [-3, 3] scale, where 0 is neutral and left out of MAE, Corr, Acc-2 and F1; "
+            + BINARY_HINT)
+    for name, label in splits.items():
+        if len(np.unique(label[label != 0])) < 2:
+            notes.append(f"{source}: {name}/label has fewer than 2 distinct non-zero values: its Corr is NaN"
+                         + (" and training has nothing to learn" if name == "train" and np.ptp(label) == 0 else ""))
+    if np.abs(values).max() > MOSI_SCALE:
+        notes.append(f"{source}: regression labels reach {np.abs(values).max():g}, outside CMU-MOSI's [-3, 3]: "
+                     "Acc-7 and Acc-5 clip predictions and labels to [-3, 3] and [-2, 2] (MAE and Corr do not)")
+    return notes
 
 
 def train_label_mean(data):
@@ -93,6 +130,7 @@ def evaluate_checkpoint(path, data_spec=None, split="test", device=None):
     config = dataclasses.replace(config, data=data_spec or config.data, device=device or config.device)
     device = config_device(config)
     data = load_data(config)
+    label_fit(data, config.data)  # (its errors only: eval prints nothing but the metrics)
     model = build_model(config, data)
     try:
         model.load_state_dict(ckpt["model"])
