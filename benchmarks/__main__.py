@@ -20,6 +20,7 @@ import traceback
 import torch
 
 from mibcore._io import atomic_write_text
+from mibcore._optional import available
 
 from . import add_arguments, breakdown, measure, report
 from . import cases as bench_cases
@@ -63,6 +64,10 @@ def run(args):
         f"device {device}; copy bandwidth {bandwidth / 1e9:.1f} GB/s, fp32 GEMM {gemm / 1e9:.0f} GFLOP/s"
     )
     print(machine, flush=True)
+    plots = available("matplotlib")
+    if not plots:
+        print("note: results.png will not be written: matplotlib is not installed (pip install 'mibcore[bench]')",
+              file=sys.stderr, flush=True)
     os.makedirs(args.out, exist_ok=True)
     csv_path = os.path.join(args.out, "results.csv")
     rows, breakdowns, errors = [], [], []
@@ -110,12 +115,15 @@ def run(args):
             f"- {r['op']} {r['shape']} {r['provider']}: {r['note']}" for r in errors) + "\n"
     atomic_write_text(os.path.join(args.out, "results.md"), markdown)
     try:
-        report.to_png(rows, os.path.join(args.out, "results.png"))
+        if plots:
+            report.to_png(rows, os.path.join(args.out, "results.png"))
     except Exception as error:  # (the plot is the least of the outputs)
         print(f"results.png not written: {type(error).__name__}: {error}", file=sys.stderr)
+        plots = False
     print()
     print(markdown)
-    print(f"wrote {args.out}/results.csv, results.md, results.png" + (", breakdown.csv" if breakdowns else ""))
+    print(f"wrote {args.out}/results.csv, results.md" + (", results.png" if plots else "")
+          + (", breakdown.csv" if breakdowns else ""))
     if errors:
         print(f"{len(errors)} provider(s) FAILED: see the note column of results.csv", file=sys.stderr)
     return rows

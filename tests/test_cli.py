@@ -3,6 +3,7 @@ distinct exit code (mibcore.errors); no traceback unless --debug."""
 import dataclasses
 import importlib
 import pickle
+import sys
 
 import h5py
 import numpy as np
@@ -159,3 +160,27 @@ def test_train_help_documents_every_option(capsys):
     for name in FIELDS:
         assert f"{field_help()[name]} (default: " in out, name
     assert "--fusion {concat,addition,multiplication,tensor,low-rank,graph,poe}" in out
+
+
+def test_optional_dependencies_are_checked_before_the_work(tmp_path, capsys, monkeypatch):
+    # .h5 data without h5py: one line naming the package and the extra, before any training
+    data = make_synthetic(n_train=8, n_dev=4, n_test=4, seq_len=3, text_dim=4, audio_dim=3, visual_dim=2)
+    hdf5.save(data, str(tmp_path / "d.h5"))
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py raises ImportError
+    assert cli(["train", "--data", str(tmp_path / "d.h5"), "--out", str(tmp_path / "run")]) == 2
+    assert "needs h5py (pip install 'mibcore[data]', or pip install h5py)" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_bench_without_matplotlib_says_so_first_and_writes_the_rest(tmp_path, capsys, monkeypatch):
+    from mibcore.__main__ import _benchmarks
+
+    cases = importlib.import_module(_benchmarks().__name__ + ".cases")
+    first = next(c for c in cases.all_cases(quick=True) if c.op == "reparameterize_kl" and c.kind == "paper")
+    monkeypatch.setattr(cases, "all_cases", lambda quick=False: [dataclasses.replace(first, compile=False)])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "bench"
+    assert cli(["bench", "--quick", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "results.png will not be written: matplotlib is not installed" in captured.err
+    assert (out / "results.csv").exists() and (out / "results.md").exists() and not (out / "results.png").exists()

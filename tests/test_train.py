@@ -352,4 +352,4 @@ def test_a_yaml_config_without_pyyaml_is_a_clear_error(tmp_path, capsys, monkeyp
     monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml raises ImportError
     (tmp_path / "c.yml").write_text("lr: 0.01\n")
     assert cli(["train", "--config", str(tmp_path / "c.yml")]) == 2
-    assert "a YAML config needs PyYAML (pip install pyyaml)" in capsys.readouterr().err
+    assert "a YAML config needs pyyaml (pip install 'mibcore[yaml]', or pip install pyyaml)" in capsys.readouterr().err

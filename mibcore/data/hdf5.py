@@ -3,6 +3,7 @@
 import numpy as np
 
 from mibcore._io import atomic_write
+from mibcore._optional import require
 from mibcore.data.budget import Budget
 from mibcore.errors import DataError
 
@@ -10,7 +11,7 @@ FORMAT_VERSION = 1
 
 
 def save(data, path):
-    import h5py
+    h5py = require("h5py", "reading or writing .h5 data")
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:
@@ -29,7 +30,7 @@ def save(data, path):
 def load(path):
     """The splits in a mibcore HDF5 file, as stored (mibcore.data.checks validates them). Each
     dataset's declared size is charged to a Budget before it is read."""
-    import h5py
+    h5py = require("h5py", "reading or writing .h5 data")
 
     budget = Budget(path)
     with h5py.File(path, "r") as f:
@@ -54,7 +55,7 @@ def load(path):
 
 
 def _read(item, key, path, budget):
-    import h5py
+    h5py = require("h5py", "reading or writing .h5 data")
 
     if not isinstance(item, h5py.Dataset):
         raise DataError(f"{path}: {key} must be a dataset, got {type(item).__name__}")

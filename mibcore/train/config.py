@@ -9,6 +9,7 @@ import math
 import re
 
 from mibcore import models
+from mibcore._optional import require
 from mibcore.errors import UsageError
 
 
@@ -106,11 +107,7 @@ def _is_yaml(path):
 
 
 def _yaml(what):
-    try:
-        import yaml
-    except ImportError:
-        raise UsageError(f"{what} needs PyYAML (pip install pyyaml), or use JSON") from None
-    return yaml
+    return require("yaml", what)
 
 
 def _read_config_file(path):

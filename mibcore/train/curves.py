@@ -4,11 +4,11 @@ run (the curves.png each training writes) or several on one figure (`mibcore plo
 matplotlib is imported lazily and draws with its Agg canvas (no display needed): training does
 not depend on it, and without it a run writes no curves.png (and says so).
 """
-import importlib.util
 import json
 import os
 
 from mibcore._io import atomic_write
+from mibcore._optional import available, require
 from mibcore.errors import DataError, UsageError
 from mibcore.train.evaluation import best_epoch, dev_metric
 from mibcore.train.run_folder import CURVES, HISTORY
@@ -34,12 +34,10 @@ def read_history(run):
 
 def plot(runs, path):
     """Draws runs ([(label, history), ...]) on one figure and writes it to path as a PNG, atomically."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        raise UsageError("plotting needs matplotlib: pip install matplotlib") from None
+    require("matplotlib", "plotting")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)  # Agg for this figure only: no pyplot, no display, the process's backend untouched
@@ -67,7 +65,7 @@ def plot(runs, path):
 
 def write_run_curves(folder, history):
     """A run's curves.png; returns its path, or None where matplotlib is not installed."""
-    if importlib.util.find_spec("matplotlib") is None:
+    if not available("matplotlib"):
         return None
     path = os.path.join(folder, CURVES)
     plot([(os.path.basename(os.path.normpath(folder)), history)], path)
