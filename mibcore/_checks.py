@@ -107,3 +107,15 @@ def autocast_operands(*groups):
         t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64 else t
     )
     return tuple([cast(t) for t in group] if isinstance(group, (list, tuple)) else group for group in groups)
+
+
+def index_product(fn, name, sizes, what):
+    """The product of `sizes` (Python ints: exact), refused when it reaches 2^63: the kernels
+    index `what` with int64 offsets, which would wrap around (and a loop over it never end)."""
+    n = 1
+    for s in sizes:  # (a loop: dynamo traces it with symbolic sizes)
+        n *= s
+    if n >= 2**63:
+        raise ValueError(f"{fn}: `{name}` make {what} of {' x '.join(map(str, sizes))} elements, 2^63 or "
+                         "more: int64 indices would overflow")
+    return n

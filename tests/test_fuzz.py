@@ -8,8 +8,9 @@ backend's masks against the mirror). Where the reference refuses a sample, every
 with the same exception type. Derandomized, so that CI runs the same examples every time."""
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mibcore.ops import SPECS
 from tests import utils
@@ -65,3 +66,110 @@ def test_every_backend_matches_or_refuses_clearly(op, data):
             assert _clear(op, actual), f"{what}: unclear error {type(actual).__name__}: {actual}"
         else:
             utils.compare_outputs(spec, "cpu", actual, expected, what, sample.depth)
+
+
+# The Triton operators called directly (torch.ops.mibcore.*_triton*): the calls a valid sample
+# makes (forward and backward) with one argument's shape made to disagree. Where the C++ twin
+# (the same operator without `_triton`, with the same schema) refuses a call, the Triton
+# operator must refuse it too, clearly; a call it runs must read nothing outside its arguments
+# (they lie between guard values: two guards, two equal results) and give the twin's shapes.
+TRITON = [op for op, spec in SPECS.items() if spec.fuzz is not None and "triton" in utils.backends(op)]
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "mibcore" and "_triton" in func.__name__:
+            self.calls.append((func, args))
+        return func(*args, **(kwargs or {}))
+
+
+def _tensors_of(args):
+    return [(i, j) for i, a in enumerate(args) for j, t in enumerate(a if isinstance(a, (list, tuple)) else [a])
+            if isinstance(t, torch.Tensor)]
+
+
+def _replace(args, i, j, value):
+    """args with tensor j of argument i (j = None: the argument itself) replaced by `value`."""
+    args = list(args)
+    if isinstance(args[i], (list, tuple)):
+        items = list(args[i])
+        items[j:j + 1] = value
+        args[i] = items
+    else:
+        args[i] = value[0]
+    return args
+
+
+@st.composite
+def _disagreeing(draw, args):
+    """(label, args): one tensor's size along one dim changed, or a list with a tensor less/more."""
+    i, j = draw(st.sampled_from(_tensors_of(args)))
+    t = args[i][j] if isinstance(args[i], (list, tuple)) else args[i]
+    if isinstance(args[i], (list, tuple)) and draw(st.booleans()):
+        more = draw(st.booleans())
+        return f"arg {i}: a tensor {'more' if more else 'less'}", _replace(args, i, j, [t, t] if more else [])
+    if t.dim() == 0:
+        return f"arg {i}[{j}] unsqueezed", _replace(args, i, j, [t[None]])
+    dim = draw(st.integers(0, t.dim() - 1))
+    size = draw(st.sampled_from(sorted({0, max(t.shape[dim] - 1, 0), t.shape[dim] + 1} - {t.shape[dim]})))
+    index = torch.arange(size) % max(t.shape[dim], 1)
+    new = t.index_select(dim, index) if t.shape[dim] else torch.zeros(
+        *t.shape[:dim], size, *t.shape[dim + 1:], dtype=t.dtype)
+    return f"arg {i}[{j}] dim {dim}: {t.shape[dim]} -> {size}", _replace(args, i, j, [new])
+
+
+def _guarded(args, value):
+    """The tensors of args copied into the middle of buffers filled with `value`."""
+    def one(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        fill = value if t.is_floating_point() else -1
+        buffer = torch.full((t.numel() + 64,), fill, dtype=t.dtype)
+        view = buffer[32:32 + t.numel()].view(t.shape)
+        view.copy_(t)
+        return view
+    return [[one(t) for t in a] if isinstance(a, (list, tuple)) else one(a) for a in args]
+
+
+def _call(op, args):
+    try:
+        return utils.as_tuple(op(*args))
+    except Exception as error:  # noqa: BLE001 - the caller says which errors are allowed
+        return error
+
+
+def _flat(outputs):
+    return [t for o in outputs for t in (o if isinstance(o, (list, tuple)) else [o])]
+
+
+@pytest.mark.parametrize("op", TRITON)
+@settings(FUZZ, max_examples=10)  # (each example runs the interpreter forward and backward)
+@given(data=st.data())
+def test_triton_operators_refuse_shapes_that_disagree(op, data):
+    spec = SPECS[op]
+    sample = data.draw(spec.fuzz(st, tensors))
+    recorder = _Recorder()
+    try:
+        with recorder:
+            utils.run_sample(spec, "triton", sample)
+    except (ValueError, TypeError):
+        pass  # (a sample the public function refuses: no call to break)
+    assume(recorder.calls)
+    func, args = data.draw(st.sampled_from(recorder.calls))
+    label, args = data.draw(_disagreeing(args))
+    name = f"mibcore::{func.__name__.split('.')[0]}"
+    twin = getattr(torch.ops.mibcore, name.split("::")[1].replace("_triton", ""), None)
+    expected = _call(twin, args) if twin is not None else None
+    actual, again = _call(func, _guarded(args, 0.0)), _call(func, _guarded(args, float("nan")))
+    what = f"{name}, {sample.label}, {label}"
+    if isinstance(actual, Exception) or isinstance(expected, Exception):
+        assert isinstance(actual, (ValueError, TypeError)) and name in str(actual), f"{what}: {actual!r}"
+        return
+    for a, b in zip(_flat(actual), _flat(again)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{what}: read out of bounds")
+    if expected is not None:
+        assert [t.shape for t in _flat(actual)] == [t.shape for t in _flat(expected)], what

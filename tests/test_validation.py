@@ -1,5 +1,7 @@
 """Bad arguments to modules and functional ops: a clear error naming the argument, never a
 crash in the middle or a silently accepted nonsense value."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,49 @@ def test_zero_width_inputs_are_refused_on_every_backend(op):
                 MF.tensor_fusion(inputs, torch.zeros(2, 5))
             else:
                 MF.low_rank_fusion(inputs, [torch.zeros(2, 1, 3), torch.zeros(2, 5, 3)], torch.ones(2), torch.zeros(3))
+
+
+def test_every_model_takes_an_empty_batch():
+    # B = 0 failed in every model ("cannot reshape tensor of 0 elements"), as torch's modules do not.
+    for variant, fusion in itertools.product(mibcore.models.VARIANTS, mibcore.nn.fusion.FUSIONS):
+        model = mibcore.models.build(variant, fusion=fusion, text_dim=12, audio_dim=5, visual_dim=4, d=10, hidden=16)
+        for training in (True, False):
+            out = model.train(training)(torch.randn(0, 7, 12), torch.randn(0, 7, 5), torch.randn(0, 7, 4))
+            assert out["pred"].shape == (0, 1), (variant, fusion)
+
+
+@pytest.mark.parametrize("last_only", [False, True])
+def test_multihead_attention_takes_an_empty_batch_as_torch(last_only):
+    ours, theirs = mnn.MultiheadAttention(8, 2), torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    x = torch.randn(0, 5, 8)
+    expected = theirs(x[:, -1:] if last_only else x, x, x, need_weights=False)[0]
+    assert ours(x, last_only=last_only).shape == expected.shape == (0, 1 if last_only else 5, 8)
+
+
+@pytest.mark.parametrize("eps", [-1.0, float("nan"), "1e-8", None])
+def test_poe_validates_eps(eps):
+    with pytest.raises(ValueError, match="PoEFusion: `eps` must be"):
+        mnn.PoEFusion(eps=eps)
+
+
+def test_poe_validates_its_experts_shapes():
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"PoEFusion: `inputs\[1\]` must have the shape of `inputs\[0\]` \[2, 3\]"):
+        mnn.PoEFusion()([x, torch.zeros(2, 4)])
+    with pytest.raises(ValueError, match=r"PoEFusion: `stds\[0\]` must have the shape of `inputs\[0\]`"):
+        mnn.PoEFusion()([x, x], [torch.ones(1, 3), torch.ones(2, 3)])
+    with pytest.raises(ValueError, match="PoEFusion: `inputs` must hold at least one"):
+        mnn.PoEFusion()([])
+
+
+def test_concat_and_graph_fusion_say_how_many_inputs_they_take():
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"ConcatFusion: it was built for 3 inputs of sizes \[3, 3, 3\], got 2"):
+        mnn.ConcatFusion(3, 4)([x, x])
+    with pytest.raises(ValueError, match=r"ConcatFusion: `inputs\[1\]` must be \[\.\.\., 3\], got shape \[2, 4\]"):
+        mnn.ConcatFusion(3, 4, n_inputs=2)([x, torch.zeros(2, 4)])
+    for n in (1, 4):
+        with pytest.raises(ValueError, match=rf"GraphFusion: it fuses 2 or 3 inputs \[B, 3\], got {n}"):
+            mnn.GraphFusion(3, 4)([x] * n)
+    with pytest.raises(ValueError, match=r"GraphFusion: `inputs\[2\]` must be \[\.\.\., 3\]"):
+        mnn.GraphFusion(3, 4)([x, x, torch.zeros(2, 5)])

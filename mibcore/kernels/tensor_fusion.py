@@ -174,17 +174,28 @@ def _split(units, tiles, t):
     return per, triton.cdiv(units, per)
 
 
+# Units (pair, K chunk) and pairs are int32 in the kernels, and a grid axis holds 2^31 - 1 programs.
+_MAX_UNITS = 2**31 - 1
+
+
 class _Problem:
     """The shapes, tiles and scalar arguments shared by the three kernels."""
 
     def __init__(self, inputs, weight, dropout):
         self.dtype = accumulation_dtype(weight.dtype)
-        self.A, self.V, self.T = _padded(inputs, self.dtype)
-        self.B, self.I, self.J, self.K = self.A.shape[0], self.A.shape[1], self.V.shape[1], self.T.shape[1]
+        self.B = inputs[0].shape[0]
+        self.I, self.K = inputs[0].shape[1] + 1, inputs[-1].shape[1] + 1
+        self.J = inputs[1].shape[1] + 1 if len(inputs) == 3 else 1
         self.N, self.OUT = self.I * self.J * self.K, weight.shape[0]
         self.BLOCK_B, self.BLOCK_K, self.BLOCK_O = (
             _tile(self.B, _MAX_BLOCK_B), _tile(self.K, _MAX_BLOCK_K), _tile(self.OUT, _MAX_BLOCK_O))
         self.chunks = triton.cdiv(self.K, self.BLOCK_K)
+        if self.I * self.J * self.chunks > _MAX_UNITS:  # (checked before any allocation or launch)
+            raise ValueError(
+                f"mibcore::tensor_fusion_triton: `inputs` of sizes {[x.shape[1] for x in inputs]} make "
+                f"{self.I * self.J * self.chunks} units of work, more than the Triton kernels count (2^31 - 1): "
+                "use the cpu or cuda backend")
+        self.A, self.V, self.T = _padded(inputs, self.dtype)
         keep = 1.0 - float(dropout)
         self.scalars = (keep, 1.0 / keep, double_bits(1.0 / keep))
         self.constexprs = dict(DROPOUT=dropout > 0.0, F64=self.dtype == torch.float64,

@@ -98,6 +98,7 @@ class Projection(nn.Module):
             # Output T-1 sees x[T-2] (tap 0) and x[T-1] (tap 1); tap 2 falls on the padding.
             k = min(x.shape[1], 2)
             weight = self.conv.weight[:, :, 2 - k : 2].transpose(1, 2).reshape(self.conv.out_channels, -1)
-            return F.linear(x[:, -k:].reshape(x.shape[0], 1, -1), weight)
+            # (k * in explicit, not -1: with B = 0 a -1 is ambiguous and the reshape fails)
+            return F.linear(x[:, -k:].reshape(x.shape[0], 1, k * x.shape[2]), weight)
         # (contiguous: the conv's [B, d, T] output transposed would make every later op copy)
         return self.conv(x.transpose(1, 2)).transpose(1, 2).contiguous()

@@ -55,7 +55,9 @@ class MultiheadAttention(nn.Module):
         scores = torch.bmm(q * (1.0 / math.sqrt(self.head_dim)), k.transpose(1, 2))
         probs = MF.dropout(torch.softmax(scores, dim=-1), self.dropout, training=self.training)
         out = torch.bmm(probs, v)  # [B * heads, T_query, head_dim]
-        out = out.view(B, self.num_heads, -1, self.head_dim).transpose(1, 2).reshape(B, -1, d)
+        # (T_query explicit, not -1: with B = 0 a -1 is ambiguous and the view fails)
+        t_query = out.shape[1]
+        out = out.view(B, self.num_heads, t_query, self.head_dim).transpose(1, 2).reshape(B, t_query, d)
         return self.out_proj(out)
 
     def extra_repr(self) -> str:

@@ -21,12 +21,13 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, in_features, out_features, n_inputs=3):
         super().__init__()
-        in_features = _as_list("ConcatFusion", in_features, n_inputs)
+        self.in_features = _as_list("ConcatFusion", in_features, n_inputs)
         out_features = _checks.positive_int("ConcatFusion", "out_features", out_features)
-        self.linear = nn.Linear(sum(in_features), out_features)
+        self.linear = nn.Linear(sum(self.in_features), out_features)
 
     def forward(self, inputs):
-        return torch.relu(self.linear(torch.cat(list(inputs), dim=-1)))
+        xs = _inputs("ConcatFusion", inputs, self.in_features)
+        return torch.relu(self.linear(torch.cat(xs, dim=-1)))
 
 
 class AdditionFusion(nn.Module):
@@ -140,7 +141,7 @@ class GraphFusion(nn.Module):
 
     def __init__(self, in_features, out_features, hidden=64):
         super().__init__()
-        d = _checks.positive_int("GraphFusion", "in_features", in_features)
+        self.in_features = d = _checks.positive_int("GraphFusion", "in_features", in_features)
         out_features = _checks.positive_int("GraphFusion", "out_features", out_features)
         hidden = _checks.positive_int("GraphFusion", "hidden", hidden)
         self.score = nn.Linear(d, 1)
@@ -153,6 +154,9 @@ class GraphFusion(nn.Module):
 
     def forward(self, inputs):
         xs = list(inputs)
+        if len(xs) not in (2, 3):  # (one input has no pairs; the readout takes three node groups)
+            raise ValueError(f"GraphFusion: it fuses 2 or 3 inputs [B, {self.in_features}], got {len(xs)}")
+        _inputs("GraphFusion", xs, [self.in_features] * len(xs))
         scores = [torch.tanh(self.score(x)) for x in xs]  # [B, 1] each
         unimodal = sum(s * x for s, x in zip(scores, xs)) / len(xs)
         pairs = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs))]
@@ -192,13 +196,20 @@ class PoEFusion(nn.Module):
 
     def __init__(self, eps=1e-8):
         super().__init__()
-        self.eps = eps
+        self.eps = _checks.finite_number("PoEFusion", "eps", eps)
+        if self.eps < 0:
+            raise ValueError(f"PoEFusion: `eps` must be >= 0, got {eps!r}")
 
     def forward(self, inputs, stds=None):
         mus = list(inputs)
+        if not mus:
+            raise ValueError("PoEFusion: `inputs` must hold at least one expert's mean")
         stds = list(stds) if stds is not None else [torch.ones_like(m) for m in mus]
         if len(stds) != len(mus):
             raise ValueError(f"PoEFusion: `stds` must hold one std per input ({len(mus)}), got {len(stds)}")
+        for i, (mu, std) in enumerate(zip(mus, stds)):  # (broadcasting would mix experts silently)
+            _checks.like("PoEFusion", f"inputs[{i}]", mu, "inputs[0]", mus[0])
+            _checks.like("PoEFusion", f"stds[{i}]", std, f"inputs[{i}]", mu)
         acc = accumulation_dtype(mus[0].dtype)
         precision = torch.ones_like(mus[0], dtype=acc)  # the prior expert N(0, 1)
         weighted = torch.zeros_like(mus[0], dtype=acc)
@@ -208,6 +219,21 @@ class PoEFusion(nn.Module):
             precision = precision + p
             weighted = weighted + mu.to(acc) * p
         return (weighted / precision).to(mus[0].dtype)
+
+
+def _inputs(module, inputs, in_features):
+    """The inputs as a list, one [..., d_i] tensor per declared input size."""
+    if isinstance(inputs, torch.Tensor) or not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"{module}: `inputs` must be a list or tuple of tensors, got {type(inputs).__name__}")
+    xs = list(inputs)
+    if len(xs) != len(in_features):
+        raise ValueError(f"{module}: it was built for {len(in_features)} inputs of sizes {in_features}, "
+                         f"got {len(xs)}")
+    for i, (x, d) in enumerate(zip(xs, in_features)):
+        _checks.tensor(module, f"inputs[{i}]", x)
+        if x.dim() == 0 or x.shape[-1] != d:
+            raise ValueError(f"{module}: `inputs[{i}]` must be [..., {d}], got shape {list(x.shape)}")
+    return xs
 
 
 def _as_list(module, in_features, n_inputs, counts=None):

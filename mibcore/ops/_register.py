@@ -52,7 +52,9 @@ def check_operands(op, names, args):
         raise ValueError(f"{op}: every tensor argument must be on one device, got {sorted(devices)}")
 
 
-def _checked(op, fn):
+def _checked(op, fn, check=None):
+    """fn behind check_operands and, when given, the operator's own check: check(op, *args)
+    raises where the arguments' shapes disagree (before anything is allocated or launched)."""
     parameters = inspect.signature(fn).parameters
     names = list(parameters)
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values()):
@@ -60,6 +62,8 @@ def _checked(op, fn):
 
     def checked(*args):
         check_operands(op, names, args)
+        if check is not None:
+            check(op, *args)
         return fn(*args)
 
     return checked
@@ -73,24 +77,30 @@ def register_cpp_fakes(fakes):
             torch.library.register_fake(name)(_checked(name, fake))
 
 
-def python_operator(name, forward, backward, *, fake_forward, fake_backward, setup_context, gradients):
+def python_operator(name, forward, backward, *, fake_forward, fake_backward, setup_context, gradients,
+                    check_forward, check_backward):
     """Defines mibcore::<name> and mibcore::<name>_backward (operators written in Python: the Triton
     host wrappers) as torch.library custom operators
     (schemas inferred from the annotations of `forward` and `backward`), registers their fakes
     and their autograd: `gradients(ctx, backward_op, *output_grads)` returns the gradients of
-    the forward's arguments. Returns the forward operator."""
-    forward_op = torch.library.custom_op(f"mibcore::{name}", _typed_like(forward, name), mutates_args=())
-    backward_op = torch.library.custom_op(f"mibcore::{name}_backward", _typed_like(backward, f"{name}_backward"),
-                                          mutates_args=())
-    forward_op.register_fake(_checked(f"mibcore::{name}", fake_forward))
-    backward_op.register_fake(_checked(f"mibcore::{name}_backward", fake_backward))
+    the forward's arguments. `check_forward(op, *args)` and `check_backward(op, *args)` are the
+    operator's shape checks (from its spec module: the same rules as its public function), made
+    by the operators and their fakes before anything else: the kernels index memory by the
+    sizes they are given, so a shape that disagrees would read or write out of bounds.
+    Returns the forward operator."""
+    forward_op = torch.library.custom_op(f"mibcore::{name}", _typed_like(forward, name, check_forward),
+                                         mutates_args=())
+    backward_op = torch.library.custom_op(f"mibcore::{name}_backward",
+                                          _typed_like(backward, f"{name}_backward", check_backward), mutates_args=())
+    forward_op.register_fake(_checked(f"mibcore::{name}", fake_forward, check_forward))
+    backward_op.register_fake(_checked(f"mibcore::{name}_backward", fake_backward, check_backward))
     forward_op.register_autograd(_once_differentiable(name, gradients, backward_op), setup_context=setup_context)
     return forward_op
 
 
-def _typed_like(fn, name):
-    """fn behind check_operands, keeping fn's signature (custom_op infers the schema from it)."""
-    checked = functools.wraps(fn)(_checked(f"mibcore::{name}", fn))
+def _typed_like(fn, name, check):
+    """fn behind its checks, keeping fn's signature (custom_op infers the schema from it)."""
+    checked = functools.wraps(fn)(_checked(f"mibcore::{name}", fn, check))
     checked.__signature__ = inspect.signature(fn)
     return checked
 

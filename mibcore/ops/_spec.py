@@ -174,7 +174,36 @@ class OpSpec:
         target = self.implementations[backend].target()
         if backend == "reference":
             return target
-        return functools.partial(self.call_fused, target)
+        return functools.partial(_fused_call, self.name, backend, functools.partial(self.call_fused, target))
+
+
+def _fused_call(name, backend, call, *args):
+    """call(*args), unless a transform the fused operators have no rule for is in use: refused
+    with the operator's name and what to do, before the rng is drawn. (Their autograd is
+    reverse-mode only: forward-mode AD returned zero tangents (Triton) or none, and torch.func
+    spoke of an autograd.Function the user never wrote, or of a "random operation" for a call
+    that draws nothing.)"""
+    if not torch.compiler.is_compiling():
+        transform = _transform_in_use(args)
+        if transform is not None:
+            raise NotImplementedError(
+                f"mibcore.functional.{name}: the '{backend}' backend's fused operator does not support "
+                f"{transform}; use the 'reference' backend for it (mibcore.backends.use(\"reference\")), "
+                "whose operations torch differentiates and batches")
+    return call(*args)
+
+
+def _transform_in_use(args):
+    """The name of the torch.func transform or forward-mode AD applied to `args`, or None."""
+    interpreter = torch._C._functorch.peek_interpreter_stack()
+    if interpreter is not None:
+        kind = str(interpreter.key()).rsplit(".", 1)[-1].lower()  # grad (also vjp), jvp, vmap, functionalize
+        return f"torch.func.{kind}" if kind in ("grad", "jvp", "vmap") else f"the torch.func {kind} transform"
+    if torch.autograd.forward_ad._current_level >= 0:
+        tensors = [t for a in args for t in (a if isinstance(a, (list, tuple)) else [a]) if isinstance(t, torch.Tensor)]
+        if any(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+            return "forward-mode AD (torch.autograd.forward_ad dual tensors)"
+    return None
 
 
 def dtype_suffix(dtype):

@@ -178,6 +178,22 @@ register_cpp_fakes({
 })
 
 
+# The Triton operators' checks (as the C++ host code, csrc/include/mibcore/dropout_host.h): p, and
+# the shapes that must agree (a grad_y of another shape than y was read out of bounds).
+def _check_p(op, x, p, rng):
+    _checks.probability(op, "p", p)
+
+
+def _check_add(op, x, h, p, rng):
+    _checks.like(op, "x", x, "h", h)
+    _checks.probability(op, "p", p)
+
+
+def _check_relu_backward(op, grad_y, y, p):
+    _checks.like(op, "grad_y", grad_y, "y", y)
+    _checks.probability(op, "p", p)
+
+
 def _kernels():
     from mibcore.kernels import dropout as kernels
 
@@ -233,13 +249,16 @@ def _relu_dropout_gradients(ctx, backward_op, grad_y):
 python_operator(
     "dropout_triton", _dropout_triton, _dropout_triton_backward, fake_forward=_fake_dropout,
     fake_backward=_fake_dropout, setup_context=_save_rng, gradients=_dropout_gradients,
+    check_forward=_check_p, check_backward=_check_p,
 )
 # dropout_add's backward: the gradient itself for x, dropout of it for h (the same kernel).
 python_operator(
     "dropout_add_triton", _dropout_add_triton, _dropout_triton_backward, fake_forward=_fake_dropout_add,
     fake_backward=_fake_dropout, setup_context=_save_rng, gradients=_dropout_add_gradients,
+    check_forward=_check_add, check_backward=_check_p,
 )
 python_operator(
     "relu_dropout_triton", _relu_dropout_triton, _relu_dropout_triton_backward, fake_forward=_fake_dropout,
     fake_backward=_fake_relu_dropout_backward, setup_context=_save_output, gradients=_relu_dropout_gradients,
+    check_forward=_check_p, check_backward=_check_relu_backward,
 )

@@ -31,6 +31,14 @@ def low_rank_fusion(inputs, factors, rank_weights, bias):
     """
     fn = "low_rank_fusion"
     inputs, factors, (rank_weights, bias) = _checks.autocast_operands(inputs, factors, [rank_weights, bias])
+    check_shapes(fn, inputs, factors, rank_weights, bias)
+    return backends.runner(fn, inputs[0].device)(inputs, factors, rank_weights, bias)
+
+
+def check_shapes(fn, inputs, factors, rank_weights, bias):
+    """The shapes low_rank_fusion relates, checked once for every caller: its public function, and
+    the Triton operators and their fakes (`bias` None: the backward's). Returns (B, rank, out).
+    (A factor narrower than its input corrupted the heap in the Triton backward.)"""
     dims = _checks.fusion_inputs(fn, inputs)
     if not isinstance(factors, (list, tuple)) or len(factors) != len(inputs):
         raise ValueError(f"{fn}: `factors` must hold one tensor per input ({len(inputs)})")
@@ -45,10 +53,17 @@ def low_rank_fusion(inputs, factors, rank_weights, bias):
     _checks.like(fn, "rank_weights", rank_weights, "inputs[0]", inputs[0], shape=False)
     if list(rank_weights.shape) not in ([rank], [1, rank]):
         raise ValueError(f"{fn}: `rank_weights` must be [{rank}] or [1, {rank}], got {list(rank_weights.shape)}")
-    _checks.like(fn, "bias", bias, "inputs[0]", inputs[0], shape=False)
-    if list(bias.shape) not in ([out], [1, out]):
-        raise ValueError(f"{fn}: `bias` must be [{out}] or [1, {out}], got {list(bias.shape)}")
-    return backends.runner(fn, inputs[0].device)(inputs, factors, rank_weights, bias)
+    if bias is not None:
+        _checks.like(fn, "bias", bias, "inputs[0]", inputs[0], shape=False)
+        if list(bias.shape) not in ([out], [1, out]):
+            raise ValueError(f"{fn}: `bias` must be [{out}] or [1, {out}], got {list(bias.shape)}")
+    return inputs[0].shape[0], rank, out
+
+
+def _check_backward(op, grad_y, inputs, factors, rank_weights):
+    batch, _, out = check_shapes(op, inputs, factors, rank_weights, None)
+    if list(grad_y.shape) != [batch, out]:
+        raise ValueError(f"{op}: `grad_y` must be [B, out] = [{batch}, {out}], got {list(grad_y.shape)}")
 
 
 def _call_reference(inputs, factors, rank_weights, bias):
@@ -112,6 +127,7 @@ def _gradients(ctx, backward_op, grad_y):
 python_operator(
     "low_rank_fusion_triton", _triton_forward, _triton_backward, fake_forward=_fake_forward,
     fake_backward=_fake_backward, setup_context=_setup_context, gradients=_gradients,
+    check_forward=check_shapes, check_backward=_check_backward,
 )
 
 

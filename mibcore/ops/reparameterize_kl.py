@@ -47,10 +47,7 @@ def reparameterize_kl(
         (z, kl): z has mu's dtype; kl is float32 (float64 for float64 inputs).
     """
     fn = "reparameterize_kl"
-    _checks.floating(fn, "mu", mu)
-    _checks.like(fn, "scale", scale, "mu", mu)
-    if mu.dim() == 0:
-        raise ValueError(f"{fn}: `mu` must have at least one dimension (the latent dimension), got a scalar")
+    check_shapes(fn, mu, scale)
     _checks.choice(fn, "parameterization", parameterization, constants.PARAMETERIZATIONS)
     _checks.choice(fn, "reduction", reduction, constants.REDUCTIONS)
     shift = _checks.finite_number(fn, "shift", shift)
@@ -61,6 +58,36 @@ def reparameterize_kl(
         if bool((scale <= 0).any()):
             raise ValueError(f"{fn}: `scale` must be > 0 everywhere with parameterization='std'")
     return backends.runner(fn, mu.device)(mu, scale, parameterization, shift, sample, reduction, generator)
+
+
+def check_shapes(fn, mu, scale):
+    """The shapes reparameterize_kl relates, checked once for every caller: its public function,
+    and the Triton operators and their fakes (as the C++ host code,
+    csrc/include/mibcore/reparameterize_kl_host.h). (A `scale` of another shape was read out of
+    bounds by the Triton operator.)"""
+    _checks.floating(fn, "mu", mu)
+    _checks.like(fn, "scale", scale, "mu", mu)
+    if mu.dim() == 0:
+        raise ValueError(f"{fn}: `mu` must have at least one dimension (the latent dimension), got a scalar")
+
+
+def _check_forward(op, mu, scale, rng, parameterization, shift, sample):
+    check_shapes(op, mu, scale)
+    _checks.choice(op, "parameterization", parameterization, tuple(constants.PARAMETERIZATION_IDS.values()))
+
+
+def _check_backward(op, grad_z, grad_kl, mu, scale, rng, parameterization, shift, sample):
+    _check_forward(op, mu, scale, rng, parameterization, shift, sample)
+    # (As the C++ backward: a gradient broadcasts to its output's shape; anything else was read
+    # out of bounds.)
+    for name, grad, shape in (("grad_z", grad_z, mu.shape), ("grad_kl", grad_kl, mu.shape[:-1])):
+        if grad is not None and not _broadcasts(grad.shape, shape):
+            raise ValueError(f"{op}: `{name}` must have shape {list(shape)} (or one that broadcasts to it), "
+                             f"got {list(grad.shape)}")
+
+
+def _broadcasts(shape, to):
+    return len(shape) <= len(to) and all(s in (1, t) for s, t in zip(reversed(shape), reversed(to)))
 
 
 def _call_reference(mu, scale, parameterization, shift, sample, reduction, generator):
@@ -126,6 +153,7 @@ def _gradients(ctx, backward_op, grad_z, grad_kl):
 python_operator(
     "reparameterize_kl_triton", _triton_forward, _triton_backward, fake_forward=_fake_forward,
     fake_backward=_fake_backward, setup_context=_setup_context, gradients=_gradients,
+    check_forward=_check_forward, check_backward=_check_backward,
 )
 
 

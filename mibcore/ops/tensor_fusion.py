@@ -33,10 +33,21 @@ def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, gene
     """
     fn = "tensor_fusion"
     inputs, (weight,), (bias,) = _checks.autocast_operands(inputs, [weight], [bias])
+    check_shapes(fn, inputs, weight, bias)
+    dropout = _checks.probability(fn, "dropout", dropout)
+    _checks.flag(fn, "training", training)
+    _checks.generator(fn, generator)
+    return backends.runner(fn, inputs[0].device)(inputs, weight, bias, dropout if training else 0.0, generator)
+
+
+def check_shapes(fn, inputs, weight, bias):
+    """The shapes tensor_fusion relates, checked once for every caller: its public function, and
+    the Triton operators and their fakes (as the C++ host code does,
+    csrc/include/mibcore/tensor_fusion_host.h). Returns (B, out)."""
     dims = _checks.fusion_inputs(fn, inputs)
-    fused_dim = 1
-    for d in dims:  # (a loop, not a generator expression: dynamo traces loops)
-        fused_dim *= d + 1
+    # (B at least 1: the weight's columns alone must be countable too)
+    sizes = [max(inputs[0].shape[0], 1)] + [d + 1 for d in dims]
+    fused_dim = _checks.index_product(fn, "inputs", sizes, "a [B, prod(d_i + 1)] outer product") // sizes[0]
     _checks.like(fn, "weight", weight, "inputs[0]", inputs[0], shape=False)
     if weight.dim() != 2 or weight.shape[1] != fused_dim:
         raise ValueError(
@@ -47,10 +58,19 @@ def tensor_fusion(inputs, weight, bias=None, *, dropout=0.0, training=True, gene
         _checks.like(fn, "bias", bias, "inputs[0]", inputs[0], shape=False)
         if list(bias.shape) != [weight.shape[0]]:
             raise ValueError(f"{fn}: `bias` must be [{weight.shape[0]}] (weight's out), got {list(bias.shape)}")
-    dropout = _checks.probability(fn, "dropout", dropout)
-    _checks.flag(fn, "training", training)
-    _checks.generator(fn, generator)
-    return backends.runner(fn, inputs[0].device)(inputs, weight, bias, dropout if training else 0.0, generator)
+    return inputs[0].shape[0], weight.shape[0]
+
+
+def _check_forward(op, inputs, weight, bias, dropout, rng):
+    check_shapes(op, inputs, weight, bias)
+    _checks.probability(op, "dropout", dropout)
+
+
+def _check_backward(op, grad_y, inputs, weight, dropout, rng):
+    batch, out = check_shapes(op, inputs, weight, None)
+    _checks.probability(op, "dropout", dropout)
+    if list(grad_y.shape) != [batch, out]:
+        raise ValueError(f"{op}: `grad_y` must be [B, out] = [{batch}, {out}], got {list(grad_y.shape)}")
 
 
 def _call_reference(inputs, weight, bias, dropout, generator):
@@ -107,6 +127,7 @@ def _gradients(ctx, backward_op, grad_y):
 python_operator(
     "tensor_fusion_triton", _triton_forward, _triton_backward, fake_forward=_fake_forward,
     fake_backward=_fake_backward, setup_context=_setup_context, gradients=_gradients,
+    check_forward=_check_forward, check_backward=_check_backward,
 )
 
 
