@@ -167,6 +167,9 @@ def test_seeds_table(tmp_path):
     assert "mae" in summary and summary["mae"][1] >= 0
     table = (tmp_path / "results.md").read_text()
     assert "| mae |" in table and (tmp_path / "seed-1" / "metrics.json").exists()
+    assert "sample std (n - 1)" in table  # (papers report the sample std; labelled as such)
+    maes = [json.loads((tmp_path / f"seed-{s}" / "metrics.json").read_text())["mae"] for s in (0, 1)]
+    assert summary["mae"][1] == pytest.approx(abs(maes[0] - maes[1]) / 2**0.5)  # (n - 1 = 1; population: / 2)
 
 
 def test_regression_metrics_by_hand():

@@ -1,4 +1,5 @@
-"""Results over seeds: one run per seed, and the mean +- std of their test metrics."""
+"""Results over seeds: one run per seed, and the mean +- sample std (n - 1, as papers report it)
+of their test metrics."""
 import dataclasses
 import os
 
@@ -20,18 +21,22 @@ def train_seeds(config: TrainConfig, seeds):
         cfg = dataclasses.replace(config, seed=seed, out=os.path.join(config.out, f"seed-{seed}"))
         runs.append(train(cfg)[0]["test"])
     rows = seed_summary(runs)
-    md = ["| metric | mean | std | n |", "| --- | ---: | ---: | ---: |"]
+    md = ["| metric | mean | sample std (n - 1) | n |", "| --- | ---: | ---: | ---: |"]
     md += [f"| {k} | {m:.4f} | {s:.4f} | {len(runs)} |" for k, m, s in rows]
-    csv = ["metric,mean,std,n"] + [f"{k},{m},{s},{len(runs)}" for k, m, s in rows]
+    md += ["", "(The std is the sample standard deviation over seeds, with n - 1 in the denominator;"
+               " NaN for one seed.)"]
+    csv = ["metric,mean,sample_std,n"] + [f"{k},{m},{s},{len(runs)}" for k, m, s in rows]
     for name, text in (("results.md", "\n".join(md) + "\n"), ("results.csv", "\n".join(csv) + "\n")):
         atomic_write_text(os.path.join(config.out, name), text)
     return {k: (m, s) for k, m, s in rows}
 
 
 def seed_summary(runs):
-    """[(metric, mean, std)] over runs (each a dict of test metrics), metrics sorted by name."""
+    """[(metric, mean, sample std)] over runs (each a dict of test metrics), metrics sorted by name;
+    the std with n - 1 in the denominator (NaN for a single run)."""
     rows = []
     for k in sorted(runs[0]):
         values = np.array([r[k] for r in runs], dtype=np.float64)
-        rows.append((k, float(np.mean(values)), float(np.std(values))))
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        rows.append((k, float(np.mean(values)), std))
     return rows
