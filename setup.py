@@ -175,7 +175,17 @@ class _BuildPy(build_py):
         return [m for m in modules if not (package == "mibcore.benchmarks" and m[1].startswith("test_"))]
 
 
+def _requirements():
+    """The extension is compiled against the torch that builds it, and torch's C++ ABI holds within
+    one minor version: the package requires that one (2.13.0 builds require torch~=2.13.0)."""
+    import torch
+
+    major, minor, patch = torch.__version__.split("+")[0].split(".")[:3]
+    return [f"torch~={major}.{minor}.{patch}", "numpy", "tqdm"]
+
+
 setup(
+    install_requires=_requirements(),
     packages=[
         "mibcore",
         "mibcore.ops",

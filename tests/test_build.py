@@ -65,3 +65,14 @@ def test_installed_package_leaves_out_the_benchmarks_pytest_module(tmp_path):
     assert {"__init__.py", "cases.py", "measure.py"} <= installed
     assert not [name for name in installed if name.startswith("test_")], installed
     assert os.path.isfile(os.path.join(ROOT, "benchmarks", "test_bench_cases.py"))  # (still in the checkout)
+
+
+def test_the_package_requires_the_torch_minor_version_it_was_compiled_against(tmp_path):
+    import torch
+
+    env = {**os.environ, "MIBCORE_SKIP_EXTENSION": "1"}
+    subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+    requires = (next(tmp_path.glob("*.egg-info")) / "requires.txt").read_text().split("[")[0].split()
+    version = ".".join(torch.__version__.split("+")[0].split(".")[:3])
+    assert f"torch~={version}" in requires, requires
