@@ -58,7 +58,7 @@ STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC
 
 
 @contextlib.contextmanager
-def storage_errors(path, doing="write"):
+def storage_errors(path, doing="write it"):
     """Turns an OSError by which the environment refuses work on `path` (STORAGE_ERRNOS) into a
     StorageError: one line naming the path and the OS's reason. Other OSErrors (bugs) pass."""
     try:
@@ -68,6 +68,6 @@ def storage_errors(path, doing="write"):
     except OSError as e:
         if e.errno not in STORAGE_ERRNOS:
             raise
-        refused = StorageError(f"{path}: cannot {doing} it ({e.strerror or e})")
+        refused = StorageError(f"{path}: cannot {doing} ({e.strerror or e})")
         refused.errno = e.errno  # (OSError(errno, text) would print as "[Errno N] text")
         raise refused from e

@@ -32,7 +32,7 @@ def claim_run_folder(config, rank):
         return
     make_run_folder(config.out)
     with lock_run_folder(config.out):
-        with storage_errors(config.out, "clean up"):
+        with storage_errors(config.out, "clean it up"):
             remove_temporaries(config.out)
             if not config.resume:
                 for name in RUN_FILES:
