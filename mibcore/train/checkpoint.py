@@ -63,12 +63,13 @@ def resume_hint(config):
     return f"{rerun} to resume from {os.path.join(config.out, CHECKPOINT)}"
 
 
-def resume(config, model, optimizer, dims):
+def resume(config, model, optimizer, dims, writes=True):
     """(state, best weights) of config.out's checkpoint, loading the model, the optimizer and the
     torch RNG states (rng_states) in place, so that the remaining epochs run exactly as in an
     uninterrupted run; None when not resuming or there is no checkpoint yet. CheckpointError
     (naming the file) for a checkpoint that does not fit this run: its config, the data's
-    widths, the model's weights, the optimizer's state, the RNG states, best.pt."""
+    widths, the model's weights, the optimizer's state, the RNG states, best.pt. writes: whether
+    this process writes the run folder (rank 0), and so repairs best.pt (_best_weights)."""
     checkpoint_path = os.path.join(config.out, CHECKPOINT)
     if not (config.resume and os.path.exists(checkpoint_path)):
         return None
@@ -83,16 +84,17 @@ def resume(config, model, optimizer, dims):
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{checkpoint_path}: its RNG state is missing or damaged ({type(e).__name__}: "
                               f"{first_line(e)}); {RESTART_HINT}") from e
-    return state, _best_weights(config, ckpt, state, model, dims)
+    return state, _best_weights(config, ckpt, state, model, dims, writes)
 
 
-def _best_weights(config, ckpt, state, model, dims):
+def _best_weights(config, ckpt, state, model, dims, writes):
     """The best epoch's weights for a resumed run: the checkpoint's own where its epoch is the
     best (best.pt, which may be stale or missing after an interruption, is rewritten from them),
     else best.pt's, which must hold that epoch."""
     best_epoch = state.get("best_epoch")  # (older checkpoints lack it: best.pt then)
     if best_epoch is not None and best_epoch == state["epoch"]:
-        save_best(config, ckpt["model"], best_epoch, dims)
+        if writes:
+            save_best(config, ckpt["model"], best_epoch, dims)
         return ckpt["model"]
     path = os.path.join(config.out, BEST)
     if best_epoch is None and state["epoch"] > 0 and not os.path.exists(path):

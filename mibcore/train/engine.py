@@ -56,7 +56,7 @@ def _train(config, data, rank, world):
     optimizer = make_optimizer(config, model)
     train_mean = train_label_mean(data)
     os.makedirs(config.out, exist_ok=True)
-    state, best_state = resume(config, model, optimizer, dims) or (_new_state(), None)
+    state, best_state = resume(config, model, optimizer, dims, writes=rank == 0) or (_new_state(), None)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if config.compile:
         # Training steps only (evaluation stays eager: its batch sizes would recompile); the
