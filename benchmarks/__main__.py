@@ -20,7 +20,7 @@ import traceback
 import torch
 
 from mibcore._io import atomic_write_text
-from mibcore.errors import UsageError
+from mibcore.errors import UsageError, storage_errors
 
 from . import add_arguments, breakdown, measure, report
 from . import cases as bench_cases
@@ -64,7 +64,8 @@ def run(args):
         f"device {device}; copy bandwidth {bandwidth / 1e9:.1f} GB/s, fp32 GEMM {gemm / 1e9:.0f} GFLOP/s"
     )
     print(machine, flush=True)
-    os.makedirs(args.out, exist_ok=True)
+    with storage_errors(args.out, "create the output folder"):  # (a read-only place: one line, exit 7)
+        os.makedirs(args.out, exist_ok=True)
     csv_path = os.path.join(args.out, "results.csv")
     rows, breakdowns, errors = [], [], []
     for case in bench_cases.all_cases(quick=args.quick):
