@@ -21,6 +21,7 @@ import torch
 
 from mibcore._io import atomic_write_text
 from mibcore._optional import available
+from mibcore.errors import UsageError, storage_errors
 
 from . import add_arguments, breakdown, measure, report
 from . import cases as bench_cases
@@ -68,7 +69,8 @@ def run(args):
     if not plots:
         print("note: results.png will not be written: matplotlib is not installed (pip install 'mibcore[bench]')",
               file=sys.stderr, flush=True)
-    os.makedirs(args.out, exist_ok=True)
+    with storage_errors(args.out, "create the output folder"):  # (a read-only place: one line, exit 7)
+        os.makedirs(args.out, exist_ok=True)
     csv_path = os.path.join(args.out, "results.csv")
     rows, breakdowns, errors = [], [], []
     for case in bench_cases.all_cases(quick=args.quick):
@@ -141,6 +143,17 @@ def _error_row(case, provider, device, error):
     return row
 
 
+def check_selection(args):
+    """UsageError where --op names no operator of the suite, or the options select no case."""
+    cases = bench_cases.all_cases(quick=args.quick)
+    unknown = sorted(set(args.op or ()) - {case.op for case in cases})
+    if unknown:
+        ops = sorted({case.op for case in cases if not (args.no_train and case.train)})
+        raise UsageError(f"bench: unknown --op {', '.join(map(repr, unknown))}; the operators are: {', '.join(ops)}")
+    if not any(_selected(case, args) for case in cases):
+        raise UsageError(f"bench: no case is left to run: --op {' --op '.join(args.op)} with --no-train")
+
+
 def _selected(case, args):
     return (not args.op or case.op in args.op) and not (args.no_train and case.train)
 
@@ -158,6 +171,7 @@ def list_providers(args):
 
 def main(argv=None, args=None):
     """Runs the suite with a command line (argv), or with options parsed already (args: `mibcore bench`)."""
+    parser = None
     if args is None:
         parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
         add_arguments(parser)
@@ -172,6 +186,12 @@ def main(argv=None, args=None):
 
         print(overhead.report(args.device))
         return 0
+    try:
+        check_selection(args)
+    except UsageError as e:
+        if parser is None:  # (mibcore bench: the CLI prints it)
+            raise
+        parser.error(str(e))
     if args.list:
         list_providers(args)
         return 0

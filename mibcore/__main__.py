@@ -10,8 +10,10 @@
   torchrun --nproc_per_node 2 -m mibcore train ...      (DDP; gloo on CPU)
 
 A mistake of the user's (mibcore.errors.UserError) prints one line `mibcore: error: ...` and
-exits with its code: 2 usage or config, 3 data, 4 checkpoint, 5 training diverged, 6 run folder
-locked by another training. `--debug` prints the traceback too.
+exits with its code: 2 usage or config (an unknown backend too), 3 data, 4 checkpoint, 5 training
+diverged, 6 run folder locked by another training, 7 the OS refused a write (read-only or full
+file system); Ctrl-C prints one line (whether a rerun resumes) and exits with 130. `--debug`
+prints the traceback too.
 """
 import argparse
 import dataclasses
@@ -21,6 +23,8 @@ import sys
 import traceback
 
 from mibcore.errors import UsageError, UserError
+
+INTERRUPTED = 130  # Ctrl-C's exit code: 128 + SIGINT, as shells report it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,6 +124,11 @@ def main(argv=None):
             traceback.print_exc()
         print(f"mibcore: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt as e:  # Ctrl-C: train notes on it whether a rerun resumes
+        if "--debug" in argv:
+            traceback.print_exc()
+        print("; ".join(["mibcore: error: interrupted", *getattr(e, "__notes__", ())]), file=sys.stderr)
+        return INTERRUPTED
 
 
 def _check_output_file(path):

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from mibcore import _extension, ops
+from mibcore.errors import UsageError
 from mibcore.ops._spec import DEVICE_TYPES
 
 NAMES = ("reference", "cpu", "triton", "cuda", "auto")
@@ -48,8 +49,10 @@ def _device_present(device_type):
     return device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_available())
 
 
-class BackendError(ValueError):
-    """A backend was asked for that does not exist or cannot serve the given tensors."""
+class BackendError(UsageError):
+    """A backend was asked for that does not exist or cannot serve the given tensors: a user's
+    choice (set, use, MIBCORE_BACKEND) or tensors on a device no backend serves, hence a
+    UsageError (a ValueError; the CLI's exit code 2)."""
 
 
 @dataclasses.dataclass(frozen=True)

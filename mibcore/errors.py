@@ -14,7 +14,19 @@ derives from the builtin exception that code catching the old error expects (Val
   4          CheckpointError   a checkpoint that is missing, damaged, or of another config
   5          DivergedError     training produced a loss or predictions that are not finite
   6          RunLockedError    another training holds the run folder
+  7          StorageError      the OS refused a write: permission denied, read-only or full file system
+  130        (Ctrl-C)          interrupted; the CLI says whether a rerun resumes (128 + SIGINT, as shells do)
+
+mibcore.backends.BackendError (a backend that does not exist or cannot serve the tensors, an
+unknown MIBCORE_BACKEND) is a UsageError: exit code 2.
 """
+import contextlib
+import errno
+
+
+def first_line(error):
+    """An exception's message cut to its first line (at most 200 characters), for one-line errors."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 class UserError(Exception):
@@ -39,3 +51,27 @@ class DivergedError(UserError, FloatingPointError):
 
 class RunLockedError(UserError, RuntimeError):
     exit_code = 6
+
+
+class StorageError(UserError, OSError):
+    exit_code = 7
+
+
+# The errnos of an environment that refuses a write (not of a bug): what StorageError reports.
+STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def storage_errors(path, doing="write it"):
+    """Turns an OSError by which the environment refuses work on `path` (STORAGE_ERRNOS) into a
+    StorageError: one line naming the path and the OS's reason. Other OSErrors (bugs) pass."""
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        refused = StorageError(f"{path}: cannot {doing} ({e.strerror or e})")
+        refused.errno = e.errno  # (OSError(errno, text) would print as "[Errno N] text")
+        raise refused from e

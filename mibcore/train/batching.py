@@ -8,7 +8,7 @@ def epoch_batches(config, n_samples, epoch, rank, world):
     The shuffle comes from a generator seeded by (seed, epoch), not from the global RNG, so a
     resumed run shuffles as an uninterrupted one; under DDP each process takes its slice of
     every global batch."""
-    generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+    generator = torch.Generator().manual_seed((config.seed * 100003 + epoch) % 2**64)  # (seeds up to 2^63)
     order = torch.randperm(n_samples, generator=generator)
     batches = [order[i : i + config.batch_size] for i in range(0, n_samples, config.batch_size)]
     if world == 1:

@@ -1,30 +1,72 @@
-"""What a TrainConfig builds: its dataset and its model."""
+"""What a TrainConfig builds: its dataset and its model, refused up front (UsageError) where they
+would not fit in the machine's memory."""
+import torch
+
 from mibcore import models
 from mibcore.data import load_dataset
 from mibcore.errors import UsageError
+from mibcore.train.runtime import device_memory, memory_errors
+
+FLOAT32 = 4
+TRAINING_COPIES = 4  # a parameter's weights, its gradient and Adam's two moments
 
 
 def load_data(config):
     """The dataset a config names: synthetic (sized by the config, seeded by its seed) or a file."""
     if config.data.startswith("synthetic"):
         n = config.synthetic_samples
-        return load_dataset(config.data, n_train=n, n_dev=max(n // 4, 1), n_test=max(n // 4, 1),
-                            seq_len=config.seq_len, seed=config.seed)
+        sizes = dict(n_train=n, n_dev=max(n // 4, 1), n_test=max(n // 4, 1))
+        _check_synthetic_size(config, sizes)
+        with memory_errors("--synthetic-samples / --seq-len"):
+            return load_dataset(config.data, **sizes, seq_len=config.seq_len, seed=config.seed)
     return load_dataset(config.data, text_backbone=config.text_backbone or None,
                         max_text_length=config.max_text_length)
 
 
-def build_model(config, data):
-    """The config's model, sized to the data's feature dims and labels (on the CPU)."""
-    label = data["train"]["label"]
+def _check_synthetic_size(config, sizes):
+    """Refuses synthetic data larger than the machine's memory (its widths from a tiny sample)."""
+    widths = sum(data_dims(load_dataset(config.data, n_train=1, n_dev=1, n_test=1, seq_len=1)).values())
+    nbytes = sum(sizes.values()) * config.seq_len * widths * FLOAT32 * 2  # (x2: float64 while generated)
+    memory = device_memory(torch.device("cpu"))
+    if nbytes > memory:
+        raise UsageError(f"--seq-len {config.seq_len} x --synthetic-samples {config.synthetic_samples}: the "
+                         f"synthetic data would need about {nbytes / 2**30:.3g} GiB, more than this machine's "
+                         f"{memory / 2**30:.3g} GiB; use smaller values")
+
+
+def data_dims(data):
+    """The widths a model is built for, that checkpoints record: each modality's features and
+    the labels (1: regression; C: emotion classes)."""
+    train = data["train"]
+    label = train["label"]
+    return {"text": int(train["text"].shape[2]), "audio": int(train["audio"].shape[2]),
+            "visual": int(train["visual"].shape[2]), "label": 1 if label.ndim == 1 else int(label.shape[1])}
+
+
+def build_model(config, data, device=None):
+    """The config's model, sized to the data's feature dims and labels (on the CPU); UsageError
+    where training it would not fit in the memory of `device` (default: the CPU)."""
+    dims = data_dims(data)
     off = {} if config.dropouts else dict.fromkeys(models.DROPOUT_FIELDS, 0.0)
+    options = dict(fusion=config.fusion, mode=config.mode, beta=config.beta, no_ib=config.no_ib, d=config.d,
+                   **off, hidden=config.hidden, text_dim=dims["text"], audio_dim=dims["audio"],
+                   visual_dim=dims["visual"], output_dim=dims["label"])
     try:
-        return models.build(
-            config.model, fusion=config.fusion, mode=config.mode, beta=config.beta, no_ib=config.no_ib, d=config.d,
-            **off, hidden=config.hidden, text_dim=data["train"]["text"].shape[2],
-            audio_dim=data["train"]["audio"].shape[2], visual_dim=data["train"]["visual"].shape[2],
-            output_dim=1 if label.ndim == 1 else label.shape[1], text_backbone=config.text_backbone or None,
-        )
+        if not config.text_backbone:  # (a backbone is read from its files: its size is what it is)
+            with torch.device("meta"):  # sized without allocating (and without drawing random numbers)
+                _check_model_size(config, models.build(config.model, **options), device or torch.device("cpu"))
+        with memory_errors("--hidden / --d"):
+            return models.build(config.model, **options, text_backbone=config.text_backbone or None)
     except (ValueError, FileNotFoundError) as e:  # the model's own checks of its options (d % heads, fusion, ...)
+        if isinstance(e, UsageError):
+            raise
         raise UsageError(f"invalid model options: {e}") from e
 
+
+def _check_model_size(config, model, device):
+    count = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    nbytes, memory = count * FLOAT32 * TRAINING_COPIES, device_memory(device)
+    if nbytes > memory:
+        raise UsageError(f"--hidden {config.hidden}, --d {config.d} (fusion {config.fusion}): the model has "
+                         f"{count / 1e9:.3g}G parameters, {nbytes / 2**30:.3g} GiB to train (with gradients and "
+                         f"Adam's state), more than the {memory / 2**30:.3g} GiB of {device}; use smaller values")

@@ -59,6 +59,10 @@ class TrainConfig:
                      "max_text_length"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 <= self.seed < 2**63:  # torch.manual_seed's range, less the negative seeds numpy refuses
+            raise UsageError(f"seed must be in [0, 2^63), got {self.seed!r}")
+        if not self.out:
+            raise UsageError("out must name the run folder, got ''")
         for name, positive in (("lr", True), ("backbone_lr", True), ("beta", False), ("weight_decay", False)):
             value = getattr(self, name)
             if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):

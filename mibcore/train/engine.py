@@ -19,14 +19,14 @@ from mibcore.data import MultimodalDataset, check_dataset
 from mibcore.errors import DivergedError
 from mibcore.train import curves
 from mibcore.train.batching import epoch_batches
-from mibcore.train.build import build_model, load_data
-from mibcore.train.checkpoint import resume, save_checkpoint
+from mibcore.train.build import build_model, data_dims, load_data
+from mibcore.train.checkpoint import resume, resume_hint, save_checkpoint
 from mibcore.train.config import TrainConfig
 from mibcore.train.evaluation import dev_score, evaluate, label_fit, train_label_mean
 from mibcore.train.optimizer import adam, make_optimizer
 from mibcore.train.progress import epoch_line, shows_epoch_lines, with_progress
 from mibcore.train.run_folder import HISTORY, METRICS, claim_run_folder, write_json
-from mibcore.train.runtime import autocast, distributed, process_device, seed_everything
+from mibcore.train.runtime import autocast, distributed, memory_errors, process_device, seed_everything
 
 __all__ = ["TrainConfig", "adam", "train"]  # adam: benchmarks/cases.py times it as engine.adam
 
@@ -36,8 +36,12 @@ def train(config: TrainConfig, data=None):
     (where matplotlib is installed) to config.out. Returns (summary, model with the best weights)."""
     config.validate()
     rank, world = distributed()
-    with claim_run_folder(config, rank):  # before the data is loaded: a locked folder fails at once
-        return _train(config, data, rank, world)
+    try:
+        with claim_run_folder(config, rank), memory_errors("--batch-size, --seq-len or --hidden"):
+            return _train(config, data, rank, world)  # (the folder claimed before the data is loaded)
+    except KeyboardInterrupt as e:  # Ctrl-C: what a rerun does (the CLI prints the note)
+        e.add_note(resume_hint(config))
+        raise
 
 
 def _train(config, data, rank, world):
@@ -48,11 +52,12 @@ def _train(config, data, rank, world):
     for note in label_fit(data, source):  # (raises DataError for labels no metric fits)
         if rank == 0:
             print(f"mibcore: warning: {note}", file=sys.stderr, flush=True)
-    model = build_model(config, data).to(device)
+    model = build_model(config, data, device).to(device)
+    dims = data_dims(data)
     optimizer = make_optimizer(config, model)
     train_mean = train_label_mean(data)
     os.makedirs(config.out, exist_ok=True)
-    state, best_state = resume(config, model, optimizer) or (_new_state(), None)
+    state, best_state = resume(config, model, optimizer, dims, writes=rank == 0) or (_new_state(), None)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if config.compile:
         # Training steps only (evaluation stays eager: its batch sizes would recompile); the
@@ -70,7 +75,7 @@ def _train(config, data, rank, world):
         if improved:
             best_state = copy.deepcopy(model.state_dict())
         if rank == 0:
-            save_checkpoint(config, model, optimizer, state, best_state if improved else None)
+            save_checkpoint(config, model, optimizer, state, best_state if improved else None, dims)
         if shows_epoch_lines(config, rank):
             print(epoch_line(config, state, time.perf_counter() - start), file=sys.stderr, flush=True)
     if best_state is not None:

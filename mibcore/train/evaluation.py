@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from mibcore.data import MultimodalDataset
-from mibcore.errors import CheckpointError, DataError, DivergedError
-from mibcore.train.build import build_model, load_data
-from mibcore.train.checkpoint import read_checkpoint
+from mibcore.errors import CheckpointError, DataError, DivergedError, UsageError
+from mibcore.train.build import build_model, data_dims, load_data
+from mibcore.train.checkpoint import check_fits, read_checkpoint
 from mibcore.train.config import config_from_dict
 from mibcore.train.metrics import emotion_metrics, regression_metrics
 from mibcore.train.run_folder import BEST
@@ -126,15 +126,15 @@ def evaluate_checkpoint(path, data_spec=None, split="test", device=None):
         raise CheckpointError(f"{path} is the resume checkpoint of a run; evaluate its folder or its {BEST}")
     if not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{path}: not a mibcore {BEST} (it holds no config)")
-    config = config_from_dict(ckpt["config"])
+    try:  # (a config that was valid when stored; its seed, say, seeds the evaluation)
+        config = config_from_dict(ckpt["config"]).validate()
+    except (TypeError, UsageError) as e:
+        raise CheckpointError(f"{path}: its stored config is not valid ({e})") from e
     config = dataclasses.replace(config, data=data_spec or config.data, device=device or config.device)
     device = config_device(config)
     data = load_data(config)
     label_fit(data, config.data)  # (its errors only: eval prints nothing but the metrics)
-    model = build_model(config, data)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: its weights do not fit the model for data {config.data!r} "
-                              f"({str(e).splitlines()[0]} ...)") from e
+    model = build_model(config, data, device)
+    check_fits(ckpt, model, data_dims(data), path, config.data)
+    model.load_state_dict(ckpt["model"])
     return evaluate(model.to(device), data[split], device, config, train_label_mean(data))

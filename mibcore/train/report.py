@@ -16,6 +16,8 @@ def train_seeds(config: TrainConfig, seeds):
     mean +- std of the test metrics over seeds."""
     if not seeds or len(set(seeds)) != len(seeds):
         raise UsageError(f"seeds: give each seed once (n counts runs), got {list(seeds)}")
+    for seed in seeds:  # all of them before the first run
+        dataclasses.replace(config, seed=seed).validate()
     runs = []
     for seed in seeds:
         cfg = dataclasses.replace(config, seed=seed, out=os.path.join(config.out, f"seed-{seed}"))

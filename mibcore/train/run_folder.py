@@ -3,13 +3,15 @@
 Rank 0 holds an OS lock on train.lock (with its PID and host) for the whole training, so a
 second training on the same folder fails at once; under the lock, the temporary files that
 killed writes left are deleted, and starting over deletes the previous run's files.
+An --out that cannot be a folder (a file, a dangling link) is a UsageError; a folder the OS does
+not let us write (read-only, full) a StorageError, both before anything is trained.
 """
 import contextlib
 import json
 import os
 
 from mibcore._io import atomic_write_text, remove_temporaries
-from mibcore.errors import RunLockedError
+from mibcore.errors import RunLockedError, UsageError, storage_errors
 
 CHECKPOINT = "checkpoint.pt"  # the resume checkpoint, rewritten after every epoch
 BEST = "best.pt"              # the weights (and config) of the best dev epoch
@@ -28,14 +30,29 @@ def claim_run_folder(config, rank):
     if rank != 0:
         yield
         return
-    os.makedirs(config.out, exist_ok=True)
+    make_run_folder(config.out)
     with lock_run_folder(config.out):
-        remove_temporaries(config.out)
-        if not config.resume:
-            for name in RUN_FILES:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(config.out, name))
+        with storage_errors(config.out, "clean it up"):
+            remove_temporaries(config.out)
+            if not config.resume:
+                for name in RUN_FILES:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(config.out, name))
         yield
+
+
+def make_run_folder(out):
+    """Creates the folder `out` (and its parents) where it is not there yet."""
+    if os.path.islink(out) and not os.path.exists(out):
+        raise UsageError(f"--out {out!r} is a link to {os.readlink(out)!r}, which does not exist; "
+                         "create that folder or use another --out")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} is a file, not a run folder; use another --out")
+    try:
+        with storage_errors(out, "create the run folder"):
+            os.makedirs(out, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:  # a file (or dangling link) in the path
+        raise UsageError(f"--out {out!r} cannot be a folder ({e.strerror}: a part of its path is a file)") from e
 
 
 @contextlib.contextmanager
@@ -46,7 +63,9 @@ def lock_run_folder(folder):
     import fcntl
     import socket
 
-    fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    path = os.path.join(folder, LOCK)
+    with storage_errors(path, "create the lock file"):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,13 +8,38 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from mibcore.errors import UsageError
+from mibcore import backends
+from mibcore.errors import UsageError, first_line
 
 
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def device_memory(device):
+    """Bytes of memory of a device: a GPU's, or the machine's RAM for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def is_out_of_memory(error):
+    """Whether an exception is an allocation that failed (numpy's, torch's CPU or CUDA allocator)."""
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in str(error) or "out of memory" in str(error)))
+
+
+@contextlib.contextmanager
+def memory_errors(options):
+    """Turns a failed allocation into a UsageError naming the options that size it."""
+    try:
+        yield
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        raise UsageError(f"out of memory ({first_line(e)}): use smaller {options}") from e
 
 
 def distributed():
@@ -28,13 +53,17 @@ def distributed():
 
 
 def config_device(config):
-    """The device config.device names (auto: CUDA where there is one); UsageError if absent."""
+    """The device config.device names (auto: CUDA where there is one); UsageError if absent, or
+    where MIBCORE_BACKEND names no backend (checked here, before any work)."""
+    backends.current()
     if config.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(config.device)
     except RuntimeError:
         raise UsageError(f"device {config.device!r} is not a device name (auto, cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):  # (meta, mps, ...: no backend runs mibcore's operators there)
+        raise UsageError(f"device {config.device!r}: mibcore runs on cpu and cuda devices (auto, cpu, cuda, cuda:N)")
     if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
         raise UsageError(f"device {config.device!r}: this machine has {torch.cuda.device_count()} usable CUDA "
                          "devices (use --device cpu or auto)")
