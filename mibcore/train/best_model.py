@@ -24,7 +24,7 @@ def load_best(path, device=None):
     path = best_path(path)
     ckpt = read_checkpoint(path)
     if "optimizer" in ckpt:
-        raise CheckpointError(f"{path} is the resume checkpoint of a run; use its folder or its {BEST}")
+        raise CheckpointError(f"{path} is the resume checkpoint of a run; evaluate its folder or its {BEST}")
     if not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{path}: not a mibcore {BEST} (it holds no config)")
     config = config_from_dict(ckpt["config"])
