@@ -1,5 +1,6 @@
 """Evaluation: predictions and metrics of a split, the evaluation of a saved run (its features
-perturbed on request: mibcore.train.perturb), and the one dev-score rule by which the best epoch is selected (training, curves, epoch lines)."""
+perturbed on request: mibcore.train.perturb), and the one dev-score rule by which the best
+epoch is selected (training, curves, epoch lines)."""
 import contextlib
 import dataclasses
 import math
