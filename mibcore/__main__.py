@@ -2,7 +2,8 @@
 
   python -m mibcore info
   python -m mibcore train --model cmib --fusion tensor --data synthetic --epochs 5 --out runs/x
-  python -m mibcore eval runs/x [--data PATH] [--split test]
+  python -m mibcore eval runs/x [--data PATH] [--split test] [--drop M] [--noise M=SIGMA] [--robustness]
+  python -m mibcore predict runs/x --data samples.npz [--out predictions.csv]
   python -m mibcore train --config config.yaml --print-config   (the resolved config; trains nothing)
   python -m mibcore plot runs/x runs/y [--out curves.png]
   python -m mibcore bench [--quick] [--op NAME] [--out DIR]
@@ -64,6 +65,50 @@ def _train_parser(commands, common):
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed; writes OUT/results.md (mean +- std)")
 
 
+def _eval_parser(commands, common):
+    from mibcore.data.checks import MODALITY_KEYS
+    from mibcore.train.perturb import DROP_MODES
+    from mibcore.train.robustness import LEVELS
+
+    ev = commands.add_parser("eval", parents=[common], help="evaluate a run folder or best.pt",
+                             description="Evaluate a run on a split; prints its metrics (JSON). --drop and "
+                                         "--noise perturb the split's features first; --robustness evaluates "
+                                         "every modality missing and noisy, and writes the table to the run "
+                                         "folder (metrics.json's \"robustness\", results.md).")
+    ev.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    ev.add_argument("--data", default=None, help="another dataset file (default: the run's data)")
+    ev.add_argument("--split", default="test", choices=("train", "dev", "test"), help="(default: test)")
+    ev.add_argument("--device", default=None, help="where to evaluate (default: the run's --device)")
+    ev.add_argument("--drop", action="append", default=[], choices=MODALITY_KEYS, metavar="MODALITY",
+                    help=f"evaluate with this modality missing (repeatable; one of {', '.join(MODALITY_KEYS)})")
+    ev.add_argument("--drop-mode", default="zero", choices=DROP_MODES,
+                    help="a missing modality's features: zero, or each feature's mean over the training split "
+                         "(default: zero)")
+    ev.add_argument("--noise", action="append", default=[], metavar="MODALITY=SIGMA",
+                    help="add Gaussian noise of SIGMA x each feature's training std to a modality (repeatable; "
+                         "seeded by the run's seed)")
+    ev.add_argument("--robustness", action="store_true",
+                    help="the whole table: each modality missing (--drop-mode), each noisy at --levels")
+    ev.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), metavar="SIGMA",
+                    help=f"noise levels of --robustness (default: {' '.join(f'{x:g}' for x in LEVELS)})")
+
+
+def _predict_parser(commands, common):
+    pr = commands.add_parser("predict", parents=[common], help="per-sample predictions of a run on a data file (CSV)",
+                             description="Write one row per sample: id, prediction (regression) or each class's "
+                                         "probability p_classC (emotion: the sigmoid of its logit), and the "
+                                         "label(s) where the file has them.")
+    pr.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    pr.add_argument("--data", default=None,
+                    help="a dataset file (its --split), or a .npz of samples: keys text, audio, visual "
+                         "([N, T, D] or [N, D]), optional id, label (default: the run's data)")
+    pr.add_argument("--split", default="test", choices=("train", "dev", "test"),
+                    help="the split of a dataset file (default: test)")
+    pr.add_argument("--out", default="predictions.csv", help="the CSV to write (default: predictions.csv)")
+    pr.add_argument("--device", default=None, help="where to run (default: the run's --device)")
+    pr.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (default: 256)")
+
+
 def _benchmarks():
     """The benchmark suite: mibcore.benchmarks where mibcore is installed, else (a source checkout
     run in place) the benchmarks/ package beside mibcore/ (not another `benchmarks` on the path);
@@ -92,11 +137,8 @@ def _parser():
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", parents=[common], help="versions, build, and which backend serves which device")
     _train_parser(commands, common)
-    ev = commands.add_parser("eval", parents=[common], help="evaluate a run folder or best.pt")
-    ev.add_argument("checkpoint")
-    ev.add_argument("--data", default=None)
-    ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    ev.add_argument("--device", default=None, help="where to evaluate (default: the run's --device)")
+    _eval_parser(commands, common)
+    _predict_parser(commands, common)
     pl = commands.add_parser("plot", parents=[common], help="draw the training curves of runs on one figure")
     pl.add_argument("runs", nargs="+", metavar="RUN", help="run folder (or its history.json)")
     pl.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
@@ -131,13 +173,33 @@ def main(argv=None):
         return INTERRUPTED
 
 
-def _check_output_file(path):
-    """convert's output: a file name in an existing folder."""
+def _check_output_file(path, command="convert", kind=".h5"):
+    """An output file's name: a file in an existing folder."""
     if os.path.isdir(path):
-        raise UsageError(f"convert: the output {path!r} is a directory; name the .h5 file to write")
+        raise UsageError(f"{command}: the output {path!r} is a directory; name the {kind} file to write")
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
-        raise UsageError(f"convert: the output's folder {folder!r} does not exist")
+        raise UsageError(f"{command}: the output's folder {folder!r} does not exist")
+
+
+def _eval(args):
+    from mibcore.train import evaluate_checkpoint, evaluate_robustness
+    from mibcore.train.perturb import parse_noise
+    from mibcore.train.robustness import markdown
+
+    noise = dict(parse_noise(text) for text in args.noise)
+    if len(noise) < len(args.noise):
+        raise UsageError("--noise names a modality twice")
+    if args.robustness:
+        if args.drop or args.noise:
+            raise UsageError("--robustness evaluates every --drop and --noise itself: give it neither")
+        section = evaluate_robustness(args.checkpoint, args.data, args.split, device=args.device,
+                                      levels=args.levels, drop_mode=args.drop_mode)
+        print(markdown(section), end="")
+    else:
+        metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device, drop=args.drop,
+                                      drop_mode=args.drop_mode, noise=noise)
+        print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
 def _run(args):
@@ -163,10 +225,16 @@ def _run(args):
             result, _ = train(config)
             print(json.dumps(result["test"], indent=2, sort_keys=True))
     elif args.command == "eval":
-        from mibcore.train import evaluate_checkpoint
+        _eval(args)
+    elif args.command == "predict":
+        from mibcore.train.prediction import predict_file, write_predictions
 
-        metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device)
-        print(json.dumps(metrics, indent=2, sort_keys=True))
+        _check_output_file(args.out, "predict", "CSV")
+        result = predict_file(args.checkpoint, args.data, args.split, device=args.device, batch_size=args.batch_size)
+        write_predictions(result, args.out)
+        what = "predictions" if result["pred"].shape[1] == 1 else f"x {result['pred'].shape[1]} class probabilities"
+        print(f"wrote {args.out}: {len(result['id'])} {what}"
+              + (", with labels" if result["label"] is not None else ", no labels"))
     elif args.command == "plot":
         from mibcore.train import curves
 

@@ -10,8 +10,11 @@ derives from the builtin exception that code catching the old error expects (Val
                                shapes, dtypes or labels outside mibcore.data.checks' contract,
                                checked at load, before training), declares more than the memory
                                allows (mibcore.data.budget), or holds labels no metric fits
-                               (0/1 labels read as regression: mibcore.train.evaluation.label_fit)
-  4          CheckpointError   a checkpoint that is missing, damaged, or of another config
+                               (0/1 labels read as regression: mibcore.train.evaluation.label_fit),
+                               or does not fit the run it is evaluated or predicted with
+                               (feature widths or label columns: mibcore.train.best_model)
+  4          CheckpointError   a checkpoint that is missing, damaged, of another config, or not
+                               a best.pt where one is needed (eval, predict)
   5          DivergedError     training produced a loss or predictions that are not finite
   6          RunLockedError    another training holds the run folder
   7          StorageError      the OS refused a write: permission denied, read-only or full file system

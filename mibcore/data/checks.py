@@ -44,21 +44,38 @@ def check_dataset(data, source="dataset", key_name=None):
     return out
 
 
+def check_samples(part, source="samples", key_name=None):
+    """Validates one group of samples to predict (not a dataset: no splits), as check_dataset
+    validates a split, but with the label optional: features [N, T, D] real and finite, N ids,
+    labels (when there) of the label contract. `key_name(key)` names a key as the file does
+    (default: the key). Returns a new dict (label [N, 1] read as [N]); raises DataError."""
+    return _check_split(part, None, source, key_name or (lambda key: key), labeled=False)
+
+
 def _width(shape):
     return shape[0] if shape else "no (regression: [N])"
 
 
-def _check_split(part, split, source, name):
-    if not isinstance(part, dict) or "label" not in part:
+def _check_split(part, split, source, name, labeled=True):
+    """One split (`labeled`: the label is required), or with split=None one group of samples
+    whose label is optional (check_samples)."""
+    if not isinstance(part, dict) or (labeled and "label" not in part):
         raise DataError(f"{source}: split {split!r} must be a dict with a 'label' array")
-    label = _real_array(part["label"], source, name("label"))
-    if label.ndim == 2 and label.shape[1] == 1:
-        label = label[:, 0]  # [N, 1]: regression
-    if not (label.ndim == 1 or (label.ndim == 2 and label.shape[1] >= 2)):
-        raise DataError(f"{source}: {name('label')} must be {LABEL_CONTRACT}, got shape {label.shape}")
-    n = label.shape[0]
+    label = None
+    if "label" in part:
+        label = _real_array(part["label"], source, name("label"))
+        if label.ndim == 2 and label.shape[1] == 1:
+            label = label[:, 0]  # [N, 1]: regression
+        if not (label.ndim == 1 or (label.ndim == 2 and label.shape[1] >= 2)):
+            raise DataError(f"{source}: {name('label')} must be {LABEL_CONTRACT}, got shape {label.shape}")
+        n = label.shape[0]
+    else:  # (unlabeled samples: N is the first modality's)
+        first = _real_array(part.get(MODALITY_KEYS[0]), source, name(MODALITY_KEYS[0]))
+        if first.ndim != 3:
+            raise DataError(f"{source}: {name(MODALITY_KEYS[0])} must be an array [N, T, D], got {first.shape}")
+        n = first.shape[0]
     if n == 0:
-        raise DataError(f"{source}: split {split!r} is empty")
+        raise DataError(f"{source}: split {split!r} is empty" if split else f"{source}: holds no samples")
     for key in MODALITY_KEYS:
         arr = _real_array(part.get(key), source, name(key))
         if arr.ndim != 3 or arr.shape[0] != n:
@@ -73,11 +90,13 @@ def _check_split(part, split, source, name):
         if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 2 or ids.shape[0] != n:
             raise DataError(f"{source}: {name('text_ids')} must be integer token ids [N={n}, L], "
                             f"got {getattr(ids, 'dtype', type(ids).__name__)} {getattr(ids, 'shape', '')}")
-    for key in (*MODALITY_KEYS, "label"):
+    for key in (*MODALITY_KEYS, *(("label",) if label is not None else ())):
         arr = label if key == "label" else part[key]
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         if bad:
             raise DataError(f"{source}: {name(key)} holds NaN or Inf ({bad} values)")
+    if label is None:
+        return dict(part)
     if label.ndim == 2 and (label.min() < 0 or label.max() > 1):
         raise DataError(
             f"{source}: {name('label')} is [N, C] = {list(label.shape)}: multi-label targets (BCE), which must lie "

@@ -41,7 +41,8 @@ def load_dataset(spec, text_backbone=None, max_text_length=50, glove=None, **syn
 
 class MultimodalDataset(torch.utils.data.Dataset):
     """One split as tensors: item i -> (text, audio, visual, label); text is the token ids
-    ("text_ids", int64) when `token_ids` is set, else the text features."""
+    ("text_ids", int64) when `token_ids` is set, else the text features. Unlabeled samples
+    (mibcore predict) give label None."""
 
     def __init__(self, split, token_ids=False):
         if token_ids:
@@ -52,10 +53,11 @@ class MultimodalDataset(torch.utils.data.Dataset):
             self.text = torch.from_numpy(np.ascontiguousarray(split["text"], dtype=np.float32))
         self.audio = torch.from_numpy(np.ascontiguousarray(split["audio"], dtype=np.float32))
         self.visual = torch.from_numpy(np.ascontiguousarray(split["visual"], dtype=np.float32))
-        self.label = torch.from_numpy(np.ascontiguousarray(split["label"], dtype=np.float32))
+        self.label = None if "label" not in split else torch.from_numpy(
+            np.ascontiguousarray(split["label"], dtype=np.float32))
 
     def __len__(self):
-        return self.label.shape[0]
+        return self.audio.shape[0]
 
     def __getitem__(self, i):
-        return self.text[i], self.audio[i], self.visual[i], self.label[i]
+        return self.text[i], self.audio[i], self.visual[i], None if self.label is None else self.label[i]

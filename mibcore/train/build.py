@@ -34,23 +34,30 @@ def _check_synthetic_size(config, sizes):
                          f"{memory / 2**30:.3g} GiB; use smaller values")
 
 
+def data_widths(split):
+    """{"text_dim", "audio_dim", "visual_dim", "output_dim"} of a split's features and labels
+    (output_dim None without labels): the model sizes (MIBConfig fields) the data asks for."""
+    label = split.get("label")
+    return {**{f"{m}_dim": int(split[m].shape[2]) for m in ("text", "audio", "visual")},
+            "output_dim": None if label is None else 1 if label.ndim == 1 else int(label.shape[1])}
+
+
 def data_dims(data):
     """The widths a model is built for, that checkpoints record: each modality's features and
     the labels (1: regression; C: emotion classes)."""
-    train = data["train"]
-    label = train["label"]
-    return {"text": int(train["text"].shape[2]), "audio": int(train["audio"].shape[2]),
-            "visual": int(train["visual"].shape[2]), "label": 1 if label.ndim == 1 else int(label.shape[1])}
+    widths = data_widths(data["train"])
+    return {"text": widths["text_dim"], "audio": widths["audio_dim"], "visual": widths["visual_dim"],
+            "label": widths["output_dim"]}
 
 
-def build_model(config, data, device=None):
-    """The config's model, sized to the data's feature dims and labels (on the CPU); UsageError
-    where training it would not fit in the memory of `device` (default: the CPU)."""
-    dims = data_dims(data)
+def build_model(config, data=None, device=None, widths=None):
+    """The config's model (on the CPU), sized to the data's feature dims and labels, or to
+    `widths` (data_widths' keys; mibcore.train.best_model reads them from saved weights);
+    UsageError where training it would not fit in the memory of `device` (default: the CPU)."""
+    widths = widths or data_widths(data["train"])
     off = {} if config.dropouts else dict.fromkeys(models.DROPOUT_FIELDS, 0.0)
     options = dict(fusion=config.fusion, mode=config.mode, beta=config.beta, no_ib=config.no_ib, d=config.d,
-                   **off, hidden=config.hidden, text_dim=dims["text"], audio_dim=dims["audio"],
-                   visual_dim=dims["visual"], output_dim=dims["label"])
+                   **off, hidden=config.hidden, **widths)
     try:
         if not config.text_backbone:  # (a backbone is read from its files: its size is what it is)
             with torch.device("meta"):  # sized without allocating (and without drawing random numbers)

@@ -1,21 +1,20 @@
-"""Evaluation: predictions and metrics of a split, the evaluation of a saved run, and the one
-dev-score rule by which the best epoch is selected (training, curves, epoch lines)."""
+"""Evaluation: predictions and metrics of a split, the evaluation of a saved run (its features
+perturbed on request: mibcore.train.perturb), and the one dev-score rule by which the best
+epoch is selected (training, curves, epoch lines)."""
 import contextlib
 import dataclasses
 import math
-import os
 
 import numpy as np
 import torch
 
 from mibcore.data import MultimodalDataset
-from mibcore.errors import CheckpointError, DataError, DivergedError, UsageError
-from mibcore.train.build import build_model, data_dims, load_data
-from mibcore.train.checkpoint import check_fits, read_checkpoint
-from mibcore.train.config import config_from_dict
+from mibcore.errors import DataError, DivergedError
+from mibcore.train.best_model import check_fits, load_best
+from mibcore.train.build import load_data
 from mibcore.train.metrics import emotion_metrics, regression_metrics
-from mibcore.train.run_folder import BEST
-from mibcore.train.runtime import autocast, config_device
+from mibcore.train.perturb import check_options, feature_stats, perturb
+from mibcore.train.runtime import autocast
 
 
 def dev_metric(dev):
@@ -88,14 +87,14 @@ def predict(model, split, device, config, batch_size=256):
     ds = MultimodalDataset(split, token_ids=bool(config.text_backbone))
     preds = []
     for start in range(0, len(ds), batch_size):
-        text, audio, visual, _ = (t.to(device) for t in ds[start : start + batch_size])
+        text, audio, visual = (t.to(device) for t in ds[start : start + batch_size][:3])
         with autocast(config, device):
             preds.append(model(text, audio, visual)["pred"].float().cpu())
     return torch.cat(preds).numpy() if preds else np.zeros((0, 1), np.float32)
 
 
 @contextlib.contextmanager
-def _evaluation_rng(config, device):
+def evaluation_rng(config, device):
     """Faithful mode samples z at evaluation. Its draws come from the default generators seeded
     by the run's seed inside a fork of the RNG state: evaluating the same weights always gives
     the same numbers (so `eval` reproduces metrics.json exactly), and the training's RNG stream
@@ -106,7 +105,7 @@ def _evaluation_rng(config, device):
 
 
 def evaluate(model, split, device, config, train_label_mean):
-    with _evaluation_rng(config, device):
+    with evaluation_rng(config, device):
         pred = predict(model, split, device, config)
     bad = int(pred.size - np.count_nonzero(np.isfinite(pred)))
     if bad:
@@ -116,25 +115,32 @@ def evaluate(model, split, device, config, train_label_mean):
     return emotion_metrics(pred, split["label"])
 
 
-def evaluate_checkpoint(path, data_spec=None, split="test", device=None):
-    """Evaluates best.pt (or a run folder) on a split; returns the metrics. `device`: where to
-    evaluate (default: the run's device setting)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, BEST)
-    ckpt = read_checkpoint(path)
-    if "optimizer" in ckpt:
-        raise CheckpointError(f"{path} is the resume checkpoint of a run; evaluate its folder or its {BEST}")
-    if not isinstance(ckpt.get("config"), dict):
-        raise CheckpointError(f"{path}: not a mibcore {BEST} (it holds no config)")
-    try:  # (a config that was valid when stored; its seed, say, seeds the evaluation)
-        config = config_from_dict(ckpt["config"]).validate()
-    except (TypeError, UsageError) as e:
-        raise CheckpointError(f"{path}: its stored config is not valid ({e})") from e
-    config = dataclasses.replace(config, data=data_spec or config.data, device=device or config.device)
-    device = config_device(config)
+def load_run(path, data_spec=None, device=None):
+    """(config, model, device, data) to evaluate a run folder or its best.pt on a dataset (default:
+    the run's), checked to fit the model (mibcore.train.best_model.check_fits)."""
+    config, model, device, path = load_best(path, device)
+    config = dataclasses.replace(config, data=data_spec or config.data)
     data = load_data(config)
     label_fit(data, config.data)  # (its errors only: eval prints nothing but the metrics)
-    model = build_model(config, data, device)
-    check_fits(ckpt, model, data_dims(data), path, config.data)
-    model.load_state_dict(ckpt["model"])
-    return evaluate(model.to(device), data[split], device, config, train_label_mean(data))
+    check_fits(data["train"], model, config, config.data, name=lambda key: data_key_name(config.data, "train", key))
+    return config, model, device, data
+
+
+def evaluate_checkpoint(path, data_spec=None, split="test", device=None, drop=(), drop_mode="zero", noise=None,
+                        seed=None):
+    """Evaluates best.pt (or a run folder) on a split; returns the metrics. `device`: where to
+    evaluate (default: the run's device setting). `drop` (modalities missing: drop_mode "zero"
+    or "mean", the training split's) and `noise` ({modality: sigma}) perturb the split's
+    features first (mibcore.train.perturb; `seed`: its noise, default the run's seed)."""
+    config, model, device, data = load_run(path, data_spec, device)
+    check_options(drop, drop_mode, noise, token_text=bool(config.text_backbone))
+    part = data[split]
+    if drop or noise:
+        seed = config.seed if seed is None else seed
+        part = perturb(part, feature_stats(data["train"]), drop, drop_mode, noise, seed)
+    return evaluate(model, part, device, config, train_label_mean(data))
+
+
+def data_key_name(spec, split, key):
+    """How a data file names a split's key in messages: S_key in a .npz, S/key elsewhere."""
+    return f"{split}_{key}" if spec.endswith(".npz") else f"{split}/{key}"
