@@ -80,7 +80,7 @@ def tune(config_path, trials, out="runs/tune", sampler="tpe", seeds=None, storag
                                catch=(DivergedError,), gc_after_trial=True,
                                callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished),
                                           _trial_line(optuna, base.quiet)])
-            elif not base.quiet:
+            else:  # (said even with quiet: the outputs are those of earlier runs)
                 print(f"mibcore: note: the study already has {trials} finished trials (--trials {trials}); "
                       "writing its outputs", file=sys.stderr)
     finally:
