@@ -12,6 +12,7 @@ import time
 import numpy as np
 import optuna
 import pytest
+import torch
 import yaml
 
 from mibcore.__main__ import main as cli
@@ -26,6 +27,16 @@ LR = {"low": "1e-3", "high": "1e-2", "log": True}  # ("1e-3": YAML 1.1 reads it 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these models are tiny, and on a busy machine two threads waiting on each
+    other make a tiny epoch ten times slower. (The subprocess gets OMP_NUM_THREADS=1.)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def config_file(path, search, **changes):
@@ -124,7 +135,7 @@ def test_two_processes_share_a_study_and_a_killed_one_resumes(tmp_path, capsys):
     config = config_file(tmp_path / "c.yaml", {"lr": LR}, epochs=3)
     argv = ["tune", "--config", config, "--out", "t", "--no-prune"]
     other = subprocess.Popen([sys.executable, "-m", "mibcore", *argv, "--trials", "50"],
-                             env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                              stderr=open("other.err", "w"))
     complete = optuna.trial.TrialState.COMPLETE
     try:
