@@ -17,6 +17,7 @@ import yaml
 
 from mibcore.__main__ import main as cli
 from mibcore.train.evaluation import best_epoch, dev_score
+from mibcore.tune import report
 from tests.test_cli import error_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,14 +104,20 @@ def test_a_study_writes_its_outputs_and_best_yaml_retrains(tmp_path, capsys):
 
 def test_hopeless_trials_are_pruned(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: True)
-    config = config_file(tmp_path / "c.yaml", {"lr": LR}, epochs=2)
+    monkeypatch.setattr(report, "available", lambda module: False)  # neither scikit-learn nor matplotlib
+    config = config_file(tmp_path / "c.yaml", {"lr": LR}, epochs=2, data="synthetic-emotion")
     assert cli(["tune", "--config", config, "--trials", "2", "--out", "t"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["trials"] == {"pruned": 2} and summary["best"] is None
-    # each stopped after its first epoch, which it reported
-    assert [list(t.intermediate_values) for t in load_study("t").trials] == [[1], [1]]
+    for trial in load_study("t").trials:  # each reported its first epoch's 1 - dev mean F1, and stopped there
+        history = torch.load(f"t/trial-{trial.number}/checkpoint.pt", weights_only=True)["state"]["history"]
+        assert [h["epoch"] for h in history] == [1]
+        assert trial.intermediate_values == {1: pytest.approx(1 - history[0]["dev"]["mean_f1"])}
     assert [r["state"] for r in read_csv("t/results.csv")] == ["pruned", "pruned"]
     assert not os.path.exists("t/best.yaml") and "Not computed" in open("t/results.md").read()
+    # without scikit-learn the importance is PED-ANOVA's; without matplotlib no plot, and a note
+    assert summary["importance_method"] == "PED-ANOVA" and not os.path.exists("t/tune.png")
+    assert summary["notes"] == ["no tune.png: matplotlib is not installed (pip install 'mibcore[plot]')"]
 
 
 def _wait(condition, what, process, poll=0.02, timeout=240):

@@ -33,7 +33,7 @@ def write(optuna, study, out, base, space, seeds):
     trials = study.get_trials(deepcopy=False)
     complete = sorted((t for t in trials if t.state == state.COMPLETE), key=lambda t: (t.value, t.number))
     label = complete[0].user_attrs["objective"] if complete else "objective"
-    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in state if any(t.state == s for t in trials)}
+    counts = {_state(s): sum(t.state == s for t in trials) for s in state if any(t.state == s for t in trials)}
     method, importance, why = _importance(optuna, study, len(complete))
     params = list(space)
     table = [_row(t, params) for t in complete] + [_row(t, params) for t in trials if t.state != state.COMPLETE]
@@ -69,8 +69,13 @@ def _row(trial, params):
     if trial.value is not None and scores:
         [(_, mean, std)] = seed_summary([{"objective": s} for s in scores])
     values = field_values(trial.params)
-    return {"trial": trial.number, "state": trial.state.name.lower(), "mean": mean, "std": std,
+    return {"trial": trial.number, "state": _state(trial.state), "mean": mean, "std": std,
             "n": len(scores) if scores else 0, "params": [_text(values.get(p, "")) for p in params]}
+
+
+def _state(state):
+    """complete, pruned, failed, running or waiting."""
+    return "failed" if state.name == "FAIL" else state.name.lower()
 
 
 def _text(value):

@@ -11,7 +11,7 @@ trial each). A rerun continues the study and keeps its finished trials. A trial 
 was killed stays RUNNING in the database: a rerun on the same machine finds that process gone
 and marks the trial failed; on other machines Optuna's heartbeat does once the trial has been
 silent for HEARTBEAT_GRACE seconds. Either way its parameters are queued again (MAX_RETRY times
-at most).
+at most), as a new trial in a new folder (the killed one's folder stays as the kill left it).
 
 Pruning: after each epoch of a trial's first seed, its dev score goes to Optuna's MedianPruner,
 which stops the trial when it is worse than the median of the earlier trials at that epoch
@@ -74,14 +74,15 @@ def tune(config_path, trials, out="runs/tune", sampler="tpe", seeds=None, storag
             _check_setup(study, _setup(base, space, seeds), study_name)
             _fail_dead_trials(optuna, study, db)
             finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-            remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
+            done = len(study.get_trials(deepcopy=False, states=finished))
+            remaining = trials - done
             if remaining > 0:
                 study.optimize(_objective(optuna, base, space, out, seeds), n_trials=remaining, timeout=timeout,
                                catch=(DivergedError,), gc_after_trial=True,
                                callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished),
                                           _trial_line(optuna, base.quiet)])
             else:  # (said even with quiet: the outputs are those of earlier runs)
-                print(f"mibcore: note: the study already has {trials} finished trials (--trials {trials}); "
+                print(f"mibcore: note: the study already has {done} finished trials (--trials {trials}); "
                       "writing its outputs", file=sys.stderr)
     finally:
         optuna.logging.set_verbosity(verbosity)
@@ -260,7 +261,7 @@ def _trial_line(optuna, quiet):
         best = ""
         with contextlib.suppress(ValueError):  # (no complete trial yet)
             best = f"; best: trial {study.best_trial.number} ({study.best_value:.4f})"
-        print(f"mibcore: trial {trial.number} {what} {params}{best}", file=sys.stderr, flush=True)
+        print(f"mibcore: trial {trial.number} {params}: {what}{best}", file=sys.stderr, flush=True)
 
     return line
 
