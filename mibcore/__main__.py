@@ -69,7 +69,7 @@ def _tune_parser(commands, common):
                                         "and best.yaml. Needs mibcore[tune].")
     p.add_argument("--config", required=True,
                    help="JSON or YAML config: TrainConfig fields and a `search` section, e.g. "
-                        "search: {lr: {low: 1e-4, high: 1e-2, log: true}, d: {choices: [32, 50]}}")
+                        "search: {lr: {low: 1e-4, high: 1e-2, log: true}, d: {choices: [30, 50]}}")
     p.add_argument("--trials", type=int, default=20,
                    help="the study's finished (complete or pruned) trials: a rerun, or another process on the same "
                         "study, runs only those still missing (default: 20)")

@@ -225,3 +225,9 @@ def test_train_refuses_a_search_section(tmp_path, capsys):
     config = config_file(tmp_path / "c.yaml", {"lr": LR})
     assert "its `search` section is a search space for `mibcore tune`" in error_of(
         capsys, ["train", "--config", config], 2)
+
+
+def test_a_trial_with_invalid_model_options_names_its_values(tmp_path, capsys):
+    config = config_file(tmp_path / "c.yaml", {"d": [12]})  # (the attention heads, 5, do not divide 12)
+    message = error_of(capsys, ["tune", "--config", config, "--out", "t"], 2)
+    assert "trial 0 {'d': 12}: invalid model options: d (12) must be divisible by heads (5)" in message

@@ -225,6 +225,8 @@ def _objective(optuna, base, space, out, seeds):
         except DivergedError as e:
             trial.set_user_attr("error", str(e))  # (a failed trial; the study goes on)
             raise
+        except UsageError as e:  # (e.g. a d that the model's heads do not divide): name the values
+            raise UsageError(f"trial {trial.number} {spaces.field_values(trial.params)}: {e}") from None
         scores = [dev_score(r["dev_best"]) for r in results]
         trial.set_user_attr("dev_scores", scores)
         trial.set_user_attr("objective", objective_label(results[0]["dev_best"]))
