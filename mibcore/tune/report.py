@@ -159,7 +159,7 @@ def _markdown(study, base_seed, out, rows, params, label, counts, method, import
           f"| trial | state | {label} mean | sample std | n | " + " | ".join(params) + " |",
           "| ---: | --- | ---: | ---: | ---: |" + " --- |" * len(params)]
     md += [f"| {r['trial']} | {r['state']} | {_number(r['mean'])} | {_number(r['std'])} | {r['n']} | "
-           + " | ".join(str(v) for v in r["params"]) + " |" for r in rows]
+           + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r["params"]) + " |" for r in rows]
     md += ["", f"(The best {TOP} trials, then the others; {RESULTS_CSV} has all.)", "",
            f"## Parameter importance ({method}, Optuna's, over the complete trials)", ""]
     if importance:
