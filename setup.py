@@ -194,6 +194,7 @@ setup(
         "mibcore.models",
         "mibcore.data",
         "mibcore.train",
+        "mibcore.tune",
         "mibcore.kernels",
         "mibcore.benchmarks",
     ],

@@ -6,6 +6,7 @@
   python -m mibcore predict runs/x --data samples.npz [--out predictions.csv]
   python -m mibcore train --config config.yaml --print-config   (the resolved config; trains nothing)
   python -m mibcore plot runs/x runs/y [--out curves.png]
+  python -m mibcore tune --config search.yaml --trials 50 [--seeds 0 1 2] [--out runs/tune]
   python -m mibcore bench [--quick] [--op NAME] [--out DIR]
   python -m mibcore convert data.pkl data.h5 [--glove glove.txt]      (.pkl, or a .npz of arrays)
   torchrun --nproc_per_node 2 -m mibcore train ...      (DDP; gloo on CPU)
@@ -109,6 +110,35 @@ def _predict_parser(commands, common):
     pr.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (default: 256)")
 
 
+def _tune_parser(commands, common):
+    p = commands.add_parser("tune", parents=[common], help="hyper-parameter search (Optuna) over the config's search",
+                            description="Hyper-parameter search on Optuna: each trial a training run, the objective "
+                                        "the dev score that selects a run's best epoch (dev MAE, or 1 - dev mean F1), "
+                                        "minimized. Writes OUT/results.md, results.csv, importance.csv, tune.png "
+                                        "and best.yaml. Needs mibcore[tune].")
+    p.add_argument("--config", required=True,
+                   help="JSON or YAML config: TrainConfig fields and a `search` section, e.g. "
+                        "search: {lr: {low: 1e-4, high: 1e-2, log: true}, d: {choices: [30, 50]}}")
+    p.add_argument("--trials", type=int, default=20,
+                   help="the study's finished (complete or pruned) trials: a rerun, or another process on the same "
+                        "study, runs only those still missing (default: 20)")
+    p.add_argument("--sampler", choices=("tpe", "random", "grid"), default="tpe",
+                   help="how trials are chosen; grid needs choices or steps (default: tpe)")
+    p.add_argument("--sampler-seed", type=int, default=None, help="seeds the sampler (default: none)")
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help="train each trial with these seeds; its objective is their mean (default: the config's seed)")
+    p.add_argument("--out", default="runs/tune", help="the output folder: trial-K runs, outputs, study.db "
+                                                       "(default: runs/tune)")
+    p.add_argument("--storage", default=None,
+                   help="database URL of the study (sqlite:///path, postgresql://...), shared by several processes or "
+                        "machines (default: sqlite OUT/study.db)")
+    p.add_argument("--study", default="mibcore", help="the study's name in the storage (default: mibcore)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="start no new trial after this many seconds (default: none)")
+    p.add_argument("--no-prune", dest="prune", action="store_false",
+                   help="run every trial to its end (default: a median pruner stops hopeless trials)")
+
+
 def _benchmarks():
     """The benchmark suite: mibcore.benchmarks where mibcore is installed, else (a source checkout
     run in place) the benchmarks/ package beside mibcore/ (not another `benchmarks` on the path);
@@ -139,6 +169,7 @@ def _parser():
     _train_parser(commands, common)
     _eval_parser(commands, common)
     _predict_parser(commands, common)
+    _tune_parser(commands, common)
     pl = commands.add_parser("plot", parents=[common], help="draw the training curves of runs on one figure")
     pl.add_argument("runs", nargs="+", metavar="RUN", help="run folder (or its history.json)")
     pl.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
@@ -235,6 +266,18 @@ def _run(args):
         what = "predictions" if result["pred"].shape[1] == 1 else f"x {result['pred'].shape[1]} class probabilities"
         print(f"wrote {args.out}: {len(result['id'])} {what}"
               + (", with labels" if result["label"] is not None else ", no labels"))
+    elif args.command == "tune":
+        from mibcore.tune import tune
+
+        try:
+            summary = tune(args.config, args.trials, out=args.out, sampler=args.sampler, seeds=args.seeds,
+                           storage=args.storage, study_name=args.study, timeout=args.timeout, prune=args.prune,
+                           sampler_seed=args.sampler_seed)
+        except KeyboardInterrupt:
+            print("mibcore: tune interrupted: the study keeps its finished trials; the same command continues it",
+                  file=sys.stderr)
+            return 130
+        print(json.dumps(summary, indent=2))
     elif args.command == "plot":
         from mibcore.train import curves
 

@@ -6,6 +6,7 @@ import importlib
 OPTIONAL = {
     "h5py": ("h5py", "data"),
     "matplotlib": ("matplotlib", "plot"),
+    "optuna": ("optuna", "tune"),
     "yaml": ("pyyaml", "yaml"),
 }
 

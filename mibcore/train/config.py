@@ -1,6 +1,7 @@
 """The training config (TrainConfig: its fields, defaults and checks) and config files: JSON or
 YAML, flat TrainConfig fields or MMSA-style per-model sections; dump_config writes what
-load_config reads back."""
+load_config reads back. A file's `search` section is the search space of `mibcore tune`
+(mibcore.tune.space), which train refuses."""
 import contextlib
 import dataclasses
 import inspect
@@ -114,7 +115,7 @@ def _yaml(what):
     return require("yaml", what)
 
 
-def _read_config_file(path):
+def read_config_file(path):
     """The object in a JSON or (by its extension) YAML config file."""
     kind = "YAML" if _is_yaml(path) else "JSON"
     try:
@@ -158,10 +159,21 @@ def dump_config(config, fmt="json"):
     return json.dumps(values, indent=2) + "\n"
 
 
+SEARCH = "search"  # a config file's search space, read by `mibcore tune`
+
+
 def load_config(path, overrides=None):
     """A TrainConfig from a JSON or YAML (.yaml, .yml) file: flat TrainConfig fields, or MMSA-style
     {model: {"commonParams": {...}, "datasetParams": {data: {...}}}} sections."""
-    raw = _read_config_file(path)
+    raw = read_config_file(path)
+    if SEARCH in raw:
+        raise UsageError(f"{path}: its `{SEARCH}` section is a search space for `mibcore tune`; train takes a "
+                         "config without one (a tune writes the best as OUT/best.yaml)")
+    return config_from_file(raw, path, overrides)
+
+
+def config_from_file(raw, path, overrides=None):
+    """load_config's TrainConfig of a config file's object (read_config_file's), `path` naming it."""
     stray = set(raw) - FIELDS - set(models.VARIANTS)
     if stray:
         raise UsageError(f"{path}: unknown config keys {sorted(stray)}")

@@ -31,20 +31,22 @@ from mibcore.train.runtime import autocast, distributed, memory_errors, process_
 __all__ = ["TrainConfig", "adam", "train"]  # adam: benchmarks/cases.py times it as engine.adam
 
 
-def train(config: TrainConfig, data=None):
+def train(config: TrainConfig, data=None, on_epoch=None):
     """Trains one seed; writes checkpoint.pt, best.pt, history.json, metrics.json and curves.png
-    (where matplotlib is installed) to config.out. Returns (summary, model with the best weights)."""
+    (where matplotlib is installed) to config.out. Returns (summary, model with the best weights).
+    on_epoch(epoch, dev), if given, is called after each epoch's checkpoint with the epoch (from 1)
+    and its dev metrics; an exception it raises ends the run there (`mibcore tune` prunes so)."""
     config.validate()
     rank, world = distributed()
     try:
         with claim_run_folder(config, rank), memory_errors("--batch-size, --seq-len or --hidden"):
-            return _train(config, data, rank, world)  # (the folder claimed before the data is loaded)
+            return _train(config, data, rank, world, on_epoch)  # (the folder claimed before the data is loaded)
     except KeyboardInterrupt as e:  # Ctrl-C: what a rerun does (the CLI prints the note)
         e.add_note(resume_hint(config))
         raise
 
 
-def _train(config, data, rank, world):
+def _train(config, data, rank, world, on_epoch):
     device = process_device(config, world)
     seed_everything(config.seed)
     source = config.data if data is None else "data"
@@ -78,6 +80,8 @@ def _train(config, data, rank, world):
             save_checkpoint(config, model, optimizer, state, best_state if improved else None, dims)
         if shows_epoch_lines(config, rank):
             print(epoch_line(config, state, time.perf_counter() - start), file=sys.stderr, flush=True)
+        if on_epoch is not None:
+            on_epoch(state["epoch"], dev)
     if best_state is not None:
         model.load_state_dict(best_state)  # the test metrics are those of the best dev epoch
     test = evaluate(model, data["test"], device, config, train_mean)
