@@ -44,6 +44,11 @@ def _train_parser(commands, common):
         default = getattr(defaults, field.name)
         if field.name == "no_ib":
             p.add_argument(name, nargs="*", choices=MODALITIES, default=None)
+        elif field.name == "compile":  # --compile (the default mode), --compile MODE, --no-compile
+            p.add_argument(name, nargs="?", const=True, default=None, metavar="MODE",
+                           help="torch.compile the training steps; MODE: default, reduce-overhead, max-autotune, "
+                                "max-autotune-no-cudagraphs")
+            p.add_argument("--no-compile", dest="compile", action="store_false", default=None)
         elif isinstance(default, bool):
             p.add_argument(name, action=argparse.BooleanOptionalAction, default=None)
         else:
