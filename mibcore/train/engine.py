@@ -95,8 +95,8 @@ def _train_one_epoch(step, train_ds, batches, config, epoch):
     """One optimizer step per batch; returns the mean training loss over this process's samples.
     Raises DivergedError for a loss that is not finite, at the first read after it (LossReader)."""
     losses = LossReader(config, epoch, len(batches))
-    for i, batch in enumerate(batches, 1):
-        losses.add(i, step(*train_ds[batch]), len(batch))
+    for batch in batches:
+        losses.add(step(*train_ds[batch]), len(batch))
     return losses.mean()
 
 

@@ -51,7 +51,7 @@ class LossReader:
         self.window, self.first_step = [], 1
         self.total, self.count = 0.0, 0
 
-    def add(self, step, loss, batch_size):
+    def add(self, loss, batch_size):
         self.window.append((loss, batch_size))
         if len(self.window) >= self.config.loss_every:
             self.read()
