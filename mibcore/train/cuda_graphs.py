@@ -9,15 +9,16 @@ notes).
              the batches are copied into the buffers from pinned host memory, asynchronously
   replay     each later batch of the captured shape: copy in, replay, the loss clone kept on the
              device (read every loss_every steps, step.LossReader)
-  eager      a batch of another shape (an epoch's last, smaller batch) runs eagerly, on the same
-             weights, optimizer state and gradient buffers; so does every step after a capture
-             that failed (a note on stderr says why)
+  eager      a batch of another shape than the run's first (an epoch's last, smaller batch) runs
+             eagerly, on the same weights, optimizer state and gradient buffers; so does every
+             step after a capture that failed (a note on stderr says why)
 
 The rng stays right: the fused operators draw their (seed, offset) with torch.randint on the
 device's generator, which torch registers with the graph; each replay advances its Philox
 offset, so every replay draws fresh dropout masks and samples, and a seed gives the same run.
 Adam is the fused one with capturable=True (its step counts on the device; optimizer.py).
-Compiled, not yet run on a GPU (tests/test_cuda_graphs.py: the gpu-marked tests).
+Not yet run on a GPU: its CPU tests drive the control flow with a stand-in for torch.cuda;
+the capture itself is tests/test_train_step.py's gpu-marked tests.
 """
 import sys
 
@@ -49,14 +50,17 @@ class GraphedStep:
         self.eager, self.device, self.cuda = eager, device, cuda
         self.stream = cuda.Stream(device)
         self.warmed, self.graph, self.static, self.loss, self.failed = 0, None, None, None, False
+        self.shapes = None
 
     def __call__(self, *batch):
+        shapes = [(t.shape, t.dtype) for t in batch]
+        self.shapes = self.shapes or shapes  # the run's first batch: a full one, the graph's shape
         if self.failed:
             return self.eager(*batch)
-        if self.static is not None and [(t.shape, t.dtype) for t in batch] != [(t.shape, t.dtype) for t in self.static]:
-            # (set_to_none=False: the backward accumulates into the graph's gradient buffers,
-            # zeroed first, rather than into new ones beside them)
-            return self.eager(*batch, set_to_none=False)
+        if shapes != self.shapes:
+            # (once captured, set_to_none=False: the backward accumulates into the graph's gradient
+            # buffers, zeroed first, rather than into new ones beside them)
+            return self.eager(*batch, set_to_none=self.graph is None)
         if self.warmed < WARMUP_STEPS:
             self.warmed += 1
             return self._on_side_stream(lambda: self.eager(*batch))
