@@ -3,8 +3,9 @@
 Run `python -m benchmarks [--quick]` in a checkout, or `mibcore bench [--quick]` where mibcore is
 installed (setup.py installs this folder as mibcore.benchmarks; its imports are relative so that
 both work); in a checkout, test_bench_cases.py times the same cases for pytest-benchmark
-(`pytest benchmarks --benchmark-only`; it is not installed); --launch-report and --overhead print
-the Triton launch table and the functional API's per-call cost.
+(`pytest benchmarks --benchmark-only`; it is not installed); --launch-report, --overhead and
+--step-ops print the Triton launch table, the functional API's per-call cost and the ops and
+predicted launches of a training step.
 """
 
 
@@ -24,5 +25,8 @@ def add_arguments(parser):
                         help="do not time this provider (repeatable; e.g. compile)")
     parser.add_argument("--list", action="store_true",
                         help="print the providers each case would time on --device, then exit")
+    parser.add_argument("--step-ops", action="store_true",
+                        help="print the ops and predicted CUDA launches of one C-MIB training step per backend "
+                             "(counted on the CPU, nothing timed), then exit")
     parser.add_argument("--overhead", action="store_true",
                         help="print the functional API's per-call overhead over the torch operators, then exit")

@@ -1,6 +1,7 @@
 """Benchmark runner: `python -m benchmarks [--quick] [--device cpu] [--out bench-results]`
 (`--launch-report`: the Triton launches against H200 floors, nothing timed; benchmarks/launch_report.py;
-`--overhead`: the functional API's per-call cost over the torch operators; benchmarks/overhead.py).
+`--overhead`: the functional API's per-call cost over the torch operators; benchmarks/overhead.py;
+`--step-ops`: the ops and predicted CUDA launches of a C-MIB training step; benchmarks/step_ops.py).
 
 Times every case for every provider (forward, backward, forward+backward; training cases
 also the whole step with Adam, or the epoch), reports speedups against the case's baseline
@@ -180,6 +181,11 @@ def main(argv=None, args=None):
         from . import launch_report
 
         print(launch_report.report())
+        return 0
+    if args.step_ops:
+        from . import step_ops
+
+        print(step_ops.report())
         return 0
     if args.overhead:
         from . import overhead

@@ -70,6 +70,11 @@ def _in_tmp(tmp_path, monkeypatch):
     (["convert", "in.pkl", "."], 2, "the output '.' is a directory"),
     (["convert", "in.pkl", "nowhere/out.h5"], 2, "the output's folder 'nowhere' does not exist"),
     (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+    (["train", "--compile", "fastest", *TINY], 2, "compile must be true, false or a mode (default, reduce-overhead"),
+    (["train", "--loss-every", "0", *TINY], 2, "loss_every must be >= 1"),
+    (["train", "--cuda-graphs", "--device", "cpu", *TINY], 2,
+     "--cuda-graphs needs a CUDA device; this run's device is cpu"),
+    (["train", "--cuda-graphs", "--compile", *TINY], 2, "cuda_graphs and compile exclude each other"),
 ])
 def test_usage_mistakes(capsys, argv, code, names):
     assert names in error_of(capsys, argv, code)

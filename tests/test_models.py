@@ -337,3 +337,36 @@ def test_encoder_keeps_mult_layout_by_default():
     batch_first.batch_first = True
     torch.testing.assert_close(encoder(x), batch_first(x.transpose(0, 1)).transpose(0, 1))
     torch.testing.assert_close(encoder(x, last_only=True)[0], encoder(x)[-1])
+
+
+def encoder_by_hand(encoder, x):
+    """TransformerEncoder.forward (batch-first, eval) with its positions computed for x's length."""
+    not_pad = (x[:, :, :1] != 0).to(x.dtype)
+    h = math.sqrt(encoder.dim) * x + not_pad * sinusoidal_positions(x.shape[1], encoder.dim).to(x.dtype)
+    for layer in encoder.layers:
+        h = layer(h)
+    return encoder.norm(h)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cached_positions_are_bit_identical_and_stay_out_of_the_state_dict(dtype):
+    from mibcore.models import encoders
+
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(10, 2, 2, 0.0, 0.0, 0.0, 0.0, batch_first=True).to(dtype).eval()
+    assert "positions" not in encoder.state_dict() and count(encoder) == count(copy.deepcopy(encoder))
+    for t in (1, 7, 50, encoders.CACHED_POSITIONS + 3):  # the last one past the cache: computed per forward
+        x = torch.randn(3, t, 10, dtype=dtype)
+        x[0, -2:] = 0  # padding: no position added
+        with torch.no_grad():
+            assert torch.equal(encoder(x), encoder_by_hand(encoder, x))
+    assert count(models.build("cmib")) == PAPER_COUNTS["cmib"]
+    assert not [k for k in models.build("cmib").state_dict() if "positions" in k]
+
+
+def test_a_forward_computes_no_positions():
+    model = small("cmib", "concat").eval()
+    text, audio, visual, _ = batch()
+    with OpNames() as ops, torch.no_grad():
+        model(text, audio, visual)
+    assert not [name for name in ops.names if name.split(".")[1] in ("sin", "cos", "exp", "arange")], ops.names

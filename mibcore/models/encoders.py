@@ -50,9 +50,16 @@ class EncoderLayer(nn.Module):
         return self.res_dropout(x, self.fc2(self.relu_dropout(self.fc1(self.norm_ffn(x)))))
 
 
+# Positions computed once per encoder, up to this length (a non-persistent buffer: it follows
+# .to(device) but stays out of state_dicts); longer inputs compute theirs at each forward.
+CACHED_POSITIONS = 1024
+
+
 class TransformerEncoder(nn.Module):
     """MulT's encoder: input scaled by sqrt(d), sinusoidal positions (skipped where the input's
     channel 0 is exactly 0, i.e. padding), embedding dropout, pre-LN layers, a final LayerNorm.
+    The positions of the first CACHED_POSITIONS time steps are computed once (a buffer, sliced
+    per forward: the same values as computing them for each length; no launches per forward).
 
     Input and output are [T, B, dim] (MulT's layout), or [B, T, dim] with `batch_first` (what
     the models use: it saves the transposes around every attention)."""
@@ -67,6 +74,12 @@ class TransformerEncoder(nn.Module):
             [EncoderLayer(dim, heads, attn_dropout, relu_dropout, res_dropout) for _ in range(layers)]
         )
         self.norm = nn.LayerNorm(dim)
+        self.register_buffer("positions", sinusoidal_positions(CACHED_POSITIONS, dim), persistent=False)
+
+    def _positions(self, length, x):
+        if length <= self.positions.shape[0]:
+            return self.positions[:length].to(x.dtype)  # (a view, no copy, for float32)
+        return sinusoidal_positions(length, self.dim, x.device).to(x.dtype)
 
     def forward(self, x, last_only=False):
         """Every position's output; with `last_only`, the last position's only (time dim of
@@ -75,7 +88,7 @@ class TransformerEncoder(nn.Module):
             x = x.transpose(0, 1)
         T = x.shape[1]
         not_pad = (x[:, :, :1] != 0).to(x.dtype)
-        x = math.sqrt(self.dim) * x + not_pad * sinusoidal_positions(T, self.dim, x.device).to(x.dtype)
+        x = math.sqrt(self.dim) * x + not_pad * self._positions(T, x)
         x = self.embed_dropout(x)
         for i, layer in enumerate(self.layers):
             x = layer(x, last_only=last_only and i == len(self.layers) - 1)

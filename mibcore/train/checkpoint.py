@@ -18,8 +18,8 @@ from mibcore.train.run_folder import BEST, CHECKPOINT
 
 # The config fields a resumed run may change: the stopping rules (a resumed run then equals an
 # uninterrupted run with the new values, as no schedule depends on them), the progress display,
-# the resume flag and the folder's path. Any other difference is refused.
-RESUMABLE = ("epochs", "patience", "progress", "quiet", "resume", "out")
+# how often the loss is read back, the resume flag and the folder's path. Any other difference is refused.
+RESUMABLE = ("epochs", "patience", "progress", "quiet", "resume", "out", "loss_every")
 RESTART_HINT = "rerun with --restart (or --no-resume) to start the run over"
 
 

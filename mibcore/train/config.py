@@ -45,7 +45,17 @@ class TrainConfig:
     resume: bool = True             # resume from OUT's checkpoint when there is one
     progress: bool = True           # a tqdm bar on a terminal; else one line per epoch on stderr
     quiet: bool = False             # neither the bar nor the epoch lines
-    compile: bool = False           # torch.compile the model for training (fullgraph without DDP)
+    compile: object = False         # torch.compile the training steps (fullgraph without DDP): True (CLI
+                                    # --compile) for the default mode, or a mode (--compile MODE): default |
+                                    # reduce-overhead (CUDA graphs of the compiled steps) | max-autotune |
+                                    # max-autotune-no-cudagraphs
+    cuda_graphs: bool = False       # CUDA only: capture each training step (forward, loss, backward, Adam
+                                    # with capturable=True) in one CUDA graph and replay it per batch; an
+                                    # epoch's last, smaller batch runs eagerly; falls back to eager steps
+                                    # (with a note) where the capture fails
+    loss_every: int = 50            # read the training loss back to the host every N steps and at each
+                                    # epoch's end (one device sync per read); a non-finite loss is caught at
+                                    # the next read, naming its step
 
     def validate(self):
         """Raises UsageError naming the first bad field (types, choices, ranges); returns self."""
@@ -54,10 +64,19 @@ class TrainConfig:
             raise UsageError(f"model must be one of {models.VARIANTS}, got {self.model!r}")
         if self.mode not in models.MODES:
             raise UsageError(f"mode must be {' or '.join(models.MODES)}, got {self.mode!r}")
+        if not (isinstance(self.compile, bool) or self.compile in COMPILE_MODES):
+            raise UsageError(f"compile must be true, false or a mode ({', '.join(COMPILE_MODES)}), "
+                             f"got {self.compile!r}")
+        if self.cuda_graphs and self.compile:
+            raise UsageError("cuda_graphs and compile exclude each other (--compile reduce-overhead is "
+                             "torch.compile's own CUDA graphs)")
+        if self.cuda_graphs and self.amp == "fp16":
+            raise UsageError("cuda_graphs does not run with amp='fp16' (its GradScaler reads the scale on the "
+                             "host); use amp='bf16' or none")
         if self.amp not in AMP_MODES:
             raise UsageError(f"amp must be {', '.join(AMP_MODES)}, got {self.amp!r}")
         for name in ("epochs", "batch_size", "patience", "synthetic_samples", "seq_len", "d", "hidden",
-                     "max_text_length"):
+                     "max_text_length", "loss_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not 0 <= self.seed < 2**63:  # torch.manual_seed's range, less the negative seeds numpy refuses
@@ -71,6 +90,8 @@ class TrainConfig:
         return self
 
 
+# torch.compile's modes (compile=True is the first).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
@@ -81,14 +102,26 @@ def field_help():
         source = inspect.getsource(TrainConfig)
     except (OSError, TypeError):
         return {}
-    return dict(re.findall(r"^    (\w+): [^=]+=[^#\n]*#\s*(.+?)\s*$", source, re.M))
+    helps, field = {}, None
+    for line in source.splitlines():
+        start = re.match(r"^    (\w+): [^=]+=[^#]*#\s*(.+?)\s*$", line)
+        more = re.match(r"^\s+#\s*(.+?)\s*$", line)  # (a comment continued on the next lines)
+        if start:
+            field, helps[start[1]] = start[1], start[2]
+        elif more and field:
+            helps[field] += " " + more[1]
+        else:
+            field = None
+    return helps
 
 
 def _check_field_types(config):
     """Each field has its default's type (ints for floats too; no_ib: a tuple of str)."""
     for field in dataclasses.fields(config):
         value, default = getattr(config, field.name), field.default
-        if isinstance(default, bool):
+        if field.name == "compile":  # a bool or a mode name (validate checks which)
+            ok = isinstance(value, (bool, str))
+        elif isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, (int, float)):
             ok = isinstance(value, (int, float) if isinstance(default, float) else int) and not isinstance(value, bool)

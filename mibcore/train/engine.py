@@ -1,5 +1,7 @@
 """The training loop of one seed: Adam, best-dev selection, early stopping, a checkpoint after
-every epoch, AMP, DDP through torchrun, torch.compile of the training steps.
+every epoch, AMP, DDP through torchrun, torch.compile of the training steps or a CUDA graph of
+each (cuda_graphs.py). A step makes no host sync (step.py): the loss is read back every
+config.loss_every steps and at each epoch's end.
 
 Exact resume: the checkpoint written after each epoch holds what the next epochs depend on (see
 checkpoint.py), and each epoch's shuffle comes from (seed, epoch) (batching.py), so an interrupted
@@ -16,8 +18,7 @@ import time
 import torch
 
 from mibcore.data import MultimodalDataset, check_dataset
-from mibcore.errors import DivergedError
-from mibcore.train import curves
+from mibcore.train import cuda_graphs, curves
 from mibcore.train.batching import epoch_batches
 from mibcore.train.build import build_model, data_dims, load_data
 from mibcore.train.checkpoint import resume, resume_hint, save_checkpoint
@@ -26,7 +27,8 @@ from mibcore.train.evaluation import dev_score, evaluate, label_fit, train_label
 from mibcore.train.optimizer import adam, make_optimizer
 from mibcore.train.progress import epoch_line, shows_epoch_lines, with_progress
 from mibcore.train.run_folder import HISTORY, METRICS, claim_run_folder, write_json
-from mibcore.train.runtime import autocast, distributed, memory_errors, process_device, seed_everything
+from mibcore.train.runtime import distributed, memory_errors, process_device, seed_everything
+from mibcore.train.step import EagerStep, LossReader
 
 __all__ = ["TrainConfig", "adam", "train"]  # adam: benchmarks/cases.py times it as engine.adam
 
@@ -48,6 +50,7 @@ def train(config: TrainConfig, data=None, on_epoch=None):
 
 def _train(config, data, rank, world, on_epoch):
     device = process_device(config, world)
+    cuda_graphs.check(config, device, world)
     seed_everything(config.seed)
     source = config.data if data is None else "data"
     data = load_data(config) if data is None else check_dataset(data, source)
@@ -65,13 +68,18 @@ def _train(config, data, rank, world, on_epoch):
         # Training steps only (evaluation stays eager: its batch sizes would recompile); the
         # checkpoints keep saving `model`, the uncompiled module (no `_orig_mod.` prefixes).
         # (DDP splits the graph at its gradient buckets, hence fullgraph only without it.)
-        ddp_model = torch.compile(ddp_model, fullgraph=world == 1)
+        mode = None if config.compile in (True, "default") else config.compile
+        ddp_model = torch.compile(ddp_model, fullgraph=world == 1, mode=mode)
     train_ds = MultimodalDataset(data["train"], token_ids=bool(config.text_backbone))
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    step = EagerStep(model, ddp_model, optimizer, scaler, config, device)
+    if config.cuda_graphs:
+        step = cuda_graphs.GraphedStep(step, device)
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch, start = state["epoch"], time.perf_counter()
         batches = with_progress(epoch_batches(config, len(train_ds), epoch, rank, world), config, epoch, rank)
-        train_loss = _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device, epoch)
+        model.train()
+        train_loss = _train_one_epoch(step, train_ds, batches, config, epoch)
         dev = evaluate(model, data["dev"], device, config, train_mean)
         improved = _record_epoch(state, epoch, train_loss, dev)
         if improved:
@@ -93,28 +101,13 @@ def _train(config, data, rank, world, on_epoch):
     return _result(config, state, test), model
 
 
-def _train_one_epoch(model, ddp_model, optimizer, scaler, train_ds, batches, config, device, epoch):
+def _train_one_epoch(step, train_ds, batches, config, epoch):
     """One optimizer step per batch; returns the mean training loss over this process's samples.
-    Raises DivergedError at the first loss that is not finite, before it reaches the weights."""
-    model.train()
-    total, count = 0.0, 0
-    for step, batch in enumerate(batches, 1):
-        text, audio, visual, label = (t.to(device) for t in train_ds[batch])
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(config, device):
-            out = ddp_model(text, audio, visual)  # through DDP, which all-reduces the gradients
-            loss = model.loss(out, label)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            kept = f"; {config.out} keeps the checkpoint of epoch {epoch}" if epoch else ""
-            raise DivergedError(f"training diverged: the loss is {value} at epoch {epoch + 1}, step {step} of "
-                                f"{len(batches)} (try a smaller --lr){kept}")
-        scaler.scale(loss.float()).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        total += value * len(batch)
-        count += len(batch)
-    return total / max(count, 1)
+    Raises DivergedError for a loss that is not finite, at the first read after it (LossReader)."""
+    losses = LossReader(config, epoch, len(batches))
+    for batch in batches:
+        losses.add(step(*train_ds[batch]), len(batch))
+    return losses.mean()
 
 
 def _new_state():

@@ -85,4 +85,5 @@ def autocast(config, device):
     dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
     if dtype == torch.float16 and device.type != "cuda":
         raise UsageError("amp='fp16' needs a GPU; use amp='bf16' on CPU")
-    return torch.autocast(device.type, dtype=dtype)
+    # (autocast's weight-cast cache must be off in a CUDA graph capture: torch's graph docs)
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=not config.cuda_graphs)
