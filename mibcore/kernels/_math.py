@@ -6,7 +6,7 @@ normal_block, dropout_scale_at) and computes the same float32 arithmetic, in the
 with the same constants: those of mibcore/_math_tables.py, the one source from which the build
 also generates the C++ header mibcore/math_tables.h (C++ kExpP0 is EXP_P0 here).
 tests/test_math_mirror.py and test_math_words.py compare every pair on special values. Functions without a C++ twin:
-exact_scalar (how a float64 scalar reaches a kernel) and mma (tl.dot under the interpreter).
+exact_scalar (how a float64 scalar reaches a kernel), lanes_of (Philox words in element order) and mma (tl.dot under the interpreter).
 Float64 uses tl.exp/tl.log, as the C++ float64 path uses the C library.
 """
 import os
@@ -201,6 +201,16 @@ def philox_block(block, seed, offset):
         (offset & 0xFFFFFFFF).to(tl.uint32),
         (offset >> 32).to(tl.uint32),
     )
+
+
+@triton.jit
+def lanes_of(words):
+    """The 4 words of N Philox blocks (4 tensors of shape [..., N]) as one tensor [..., 4 N] in
+    element order (word k of block b is element 4 b + k). tl.join keeps each block's 4 words in one
+    thread, so that loads and stores of the 4 consecutive elements can be one vector access."""
+    r0, r1, r2, r3 = words
+    joined = tl.join(tl.join(r0, r2), tl.join(r1, r3))  # [..., N, 2, 2]: [b, i, j] is word 2 i + j
+    return tl.reshape(joined, joined.shape[:-3] + [4 * joined.shape[-3]])
 
 
 @triton.jit
