@@ -157,7 +157,7 @@ def main(argv=None, args=None):
     if args.launch_report:
         from . import launch_report
 
-        print(launch_report.report())
+        print(launch_report.report(sass=args.sass))
         return 0
     if args.overhead:
         from . import overhead

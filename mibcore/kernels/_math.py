@@ -28,7 +28,10 @@ STD = tl.constexpr(constants.PARAMETERIZATION_IDS["std"])
 EXP_MAX_ARG, EXP_MIN_ARG = tl.constexpr(T.EXP_MAX_ARG), tl.constexpr(T.EXP_MIN_ARG)
 LOG2E, LN2_HI, LN2_LO = tl.constexpr(T.LOG2E), tl.constexpr(T.LN2_HI), tl.constexpr(T.LN2_LO)
 EXP_P0, EXP_P1, EXP_P2, EXP_P3, EXP_P4, EXP_P5 = map(tl.constexpr, T.EXP_P)
-MIN_NORMAL, SUBNORMAL_SCALE, SQRT_HALF = tl.constexpr(T.MIN_NORMAL), tl.constexpr(T.SUBNORMAL_SCALE), tl.constexpr(T.SQRT_HALF)
+# MIN_NORMAL as its float32 (2^-126, as the C++ header's literal): the table's decimal is a hair below
+# float32's normal range, where Triton would type the constant float64 and compare in float64.
+MIN_NORMAL = tl.constexpr(T.float32(T.MIN_NORMAL))
+SUBNORMAL_SCALE, SQRT_HALF = tl.constexpr(T.SUBNORMAL_SCALE), tl.constexpr(T.SQRT_HALF)
 LOG_P0, LOG_P1, LOG_P2, LOG_P3, LOG_P4, LOG_P5, LOG_P6, LOG_P7, LOG_P8 = map(tl.constexpr, T.LOG_P)
 LOG1P_UNIT_P0, LOG1P_UNIT_P1, LOG1P_UNIT_P2, LOG1P_UNIT_P3, LOG1P_UNIT_P4, LOG1P_UNIT_P5, LOG1P_UNIT_P6 = map(
     tl.constexpr, T.LOG1P_UNIT_P)
