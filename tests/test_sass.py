@@ -39,3 +39,22 @@ def test_elementwise_kernels_use_16_byte_accesses_and_reduce_once():
         assert loads.get(32, 0) + stores.get(32, 0) <= 1, p
         if p["kernel"] == "_forward_kernel":
             assert p["shuffles"] <= 8, p  # one block reduction (5 butterfly steps + a cross-warp stage); it was 4
+
+
+def test_launch_report_estimate_model():
+    from benchmarks import launch_report as r
+
+    assert [r.issue_cycles(op) for op in ("FFMA", "MUFU.EX2", "IMAD.WIDE.U32", "SHFL.BFLY", "F2I.TRUNC.NTZ",
+                                          "DFMA", "LDG.E.128", "I2FP.F32.U32")] == [1, 8, 2, 1, 8, 2, 1, 2]
+    sass = "\n".join(f"        /*{16 * i:04x}*/                   {op} ;" for i, op in enumerate(["FFMA R1, R2, R3, R4",
+                                                                                              "@!P0 MUFU.EX2 R1, R2"]))
+    from mibcore.kernels import sass as s
+
+    assert s.opcodes(sass) == ["FFMA", "MUFU.EX2"]
+    # Only the elementwise kernels are estimated (the fusion kernels loop: a static count would be wrong).
+    from mibcore.kernels import _launch, tensor_fusion
+    from mibcore.ops._spec import meta, meta_rng
+
+    with _launch.recording() as launches:
+        tensor_fusion.forward([meta(4, 3), meta(4, 2)], meta(5, 12), meta(5), 0.0, meta_rng())
+    assert r.estimate_s(launches, "tensor_fusion", 1000) is None

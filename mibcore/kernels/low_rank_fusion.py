@@ -110,10 +110,10 @@ def _launch_shape(B, OUT, dtype):
     BLOCK_B, BLOCK_D, BLOCK_O = 16, 16, max(16, min(32, triton.next_power_of_2(OUT)))  # larger spills
     grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(OUT, BLOCK_O))
     # num_stages=1: no software pipelining of the D loop, whose prefetched tiles kept the fp32 (IEEE)
-    # kernels spilling 16-48 bytes on sm_90 (the AOT sweep); the tiles are small and few. 8 warps in
-    # fp32: with 4, the 3-input backward still spilled 8 bytes under triton 3.6.
+    # kernels spilling 16-48 bytes on sm_90 (the AOT sweep); the tiles are small and few. (8 warps
+    # spill 8 B at d 50 under triton 3.8; 4 spill 8 B in the B512 3-input backward under 3.6.)
     return grid, dict(PRECISION=dot_precision(dtype), BLOCK_B=BLOCK_B, BLOCK_D=BLOCK_D, BLOCK_O=BLOCK_O,
-                      num_stages=1, num_warps=8 if dtype == torch.float32 else 4)
+                      num_stages=1)
 
 
 def forward(inputs, factors, rank_weights, bias):
