@@ -204,9 +204,8 @@ def _forward_warps(p):
 
 
 def _grad_input_warps(p):
-    # 16 warps: 8 spill 8 B with fp32 IEEE dots on sm_90 (4 spill more), 8-24 B with TF32 on sm_80,
-    # 8 B with bf16 and dropout on sm_90 under triton 3.6; 8 in fp64.
-    return 8 if p.constexprs["F64"] else 16
+    # 8 warps (4 spill in fp32), 16 for TF32 (8 spill 8-24 B on sm_80).
+    return 16 if p.constexprs["PRECISION"] == "tf32" else 8
 
 
 def forward(inputs, weight, bias, dropout, rng):
