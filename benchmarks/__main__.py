@@ -180,7 +180,7 @@ def main(argv=None, args=None):
     if args.launch_report:
         from . import launch_report
 
-        print(launch_report.report())
+        print(launch_report.report(sass=args.sass))
         return 0
     if args.step_ops:
         from . import step_ops

@@ -6,7 +6,7 @@ normal_block, dropout_scale_at) and computes the same float32 arithmetic, in the
 with the same constants: those of mibcore/_math_tables.py, the one source from which the build
 also generates the C++ header mibcore/math_tables.h (C++ kExpP0 is EXP_P0 here).
 tests/test_math_mirror.py and test_math_words.py compare every pair on special values. Functions without a C++ twin:
-exact_scalar (how a float64 scalar reaches a kernel) and mma (tl.dot under the interpreter).
+exact_scalar (how a float64 scalar reaches a kernel), lanes_of (Philox words in element order) and mma (tl.dot under the interpreter).
 Float64 uses tl.exp/tl.log, as the C++ float64 path uses the C library.
 """
 import os
@@ -28,7 +28,10 @@ STD = tl.constexpr(constants.PARAMETERIZATION_IDS["std"])
 EXP_MAX_ARG, EXP_MIN_ARG = tl.constexpr(T.EXP_MAX_ARG), tl.constexpr(T.EXP_MIN_ARG)
 LOG2E, LN2_HI, LN2_LO = tl.constexpr(T.LOG2E), tl.constexpr(T.LN2_HI), tl.constexpr(T.LN2_LO)
 EXP_P0, EXP_P1, EXP_P2, EXP_P3, EXP_P4, EXP_P5 = map(tl.constexpr, T.EXP_P)
-MIN_NORMAL, SUBNORMAL_SCALE, SQRT_HALF = tl.constexpr(T.MIN_NORMAL), tl.constexpr(T.SUBNORMAL_SCALE), tl.constexpr(T.SQRT_HALF)
+# MIN_NORMAL as its float32 (2^-126, as the C++ header's literal): the table's decimal is a hair below
+# float32's normal range, where Triton would type the constant float64 and compare in float64.
+MIN_NORMAL = tl.constexpr(T.float32(T.MIN_NORMAL))
+SUBNORMAL_SCALE, SQRT_HALF = tl.constexpr(T.SUBNORMAL_SCALE), tl.constexpr(T.SQRT_HALF)
 LOG_P0, LOG_P1, LOG_P2, LOG_P3, LOG_P4, LOG_P5, LOG_P6, LOG_P7, LOG_P8 = map(tl.constexpr, T.LOG_P)
 LOG1P_UNIT_P0, LOG1P_UNIT_P1, LOG1P_UNIT_P2, LOG1P_UNIT_P3, LOG1P_UNIT_P4, LOG1P_UNIT_P5, LOG1P_UNIT_P6 = map(
     tl.constexpr, T.LOG1P_UNIT_P)
@@ -201,6 +204,16 @@ def philox_block(block, seed, offset):
         (offset & 0xFFFFFFFF).to(tl.uint32),
         (offset >> 32).to(tl.uint32),
     )
+
+
+@triton.jit
+def lanes_of(words):
+    """The 4 words of N Philox blocks (4 tensors of shape [..., N]) as one tensor [..., 4 N] in
+    element order (word k of block b is element 4 b + k). tl.join keeps each block's 4 words in one
+    thread, so that loads and stores of the 4 consecutive elements can be one vector access."""
+    r0, r1, r2, r3 = words
+    joined = tl.join(tl.join(r0, r2), tl.join(r1, r3))  # [..., N, 2, 2]: [b, i, j] is word 2 i + j
+    return tl.reshape(joined, joined.shape[:-3] + [4 * joined.shape[-3]])
 
 
 @triton.jit

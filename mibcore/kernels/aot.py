@@ -172,16 +172,26 @@ def _compile_job(job):
     return compile_one(*job)
 
 
-def compile_all(specs, archs=(90, 80), jobs=None):
-    """Compiles every spec for every arch, in `jobs` processes; returns the result dicts."""
+def compile_all(specs, archs=(90, 80), jobs=None, report=None):
+    """Compiles every spec for every arch, in `jobs` processes; returns the result dicts (in
+    completion order). `report(result)` is called as each one completes, so that a long sweep
+    cut short has printed what it compiled."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("unset TRITON_INTERPRET: interpreted kernels cannot be compiled ahead of time")
     work = [(spec, arch) for arch in archs for spec in specs]
     jobs = jobs or min(len(work), os.cpu_count() or 1)
+    report = report or (lambda result: None)
+    results = []
     if jobs <= 1:
-        return [_compile_job(job) for job in work]
+        for job in work:
+            results.append(_compile_job(job))
+            report(results[-1])
+        return results
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_compile_job, work, chunksize=4))
+        for future in concurrent.futures.as_completed([pool.submit(_compile_job, job) for job in work]):
+            results.append(future.result())
+            report(results[-1])
+    return results
 
 
 def summarize(results, archs):
@@ -212,13 +222,15 @@ def main(argv=None):
     specs = distinct_specializations(recorded, representative=not args.full)
     print(f"{len(recorded)} launches recorded, {len(specs)} distinct {'' if args.full else 'representative '}"
           f"specializations ({time.perf_counter() - start:.1f} s)", flush=True)
-    results = compile_all(specs, archs, args.jobs or None)
+
+    def report(r):
+        if args.verbose or not r["ok"]:
+            detail = r.get("error") or (f"regs {r['regs']} stack {r['stack']} local {r['local']} "
+                                        f"shared {r['shared']} B")
+            print(f"{'OK' if r['ok'] else 'FAIL'} sm_{r['arch']} {r['kernel']}: {detail}", flush=True)
+
+    results = compile_all(specs, archs, args.jobs or None, report)
     failures = [r for r in results if not r["ok"]]
-    for r in results if args.verbose else failures:
-        status = "OK" if r["ok"] else "FAIL"
-        detail = r.get("error") or (f"regs {r['regs']} stack {r['stack']} local {r['local']} "
-                                    f"shared {r['shared']} B")
-        print(f"{status} sm_{r['arch']} {r['kernel']}: {detail}")
     for line in summarize(results, archs):
         print(line)
     print(f"total {time.perf_counter() - start:.1f} s")

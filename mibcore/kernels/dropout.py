@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from mibcore.kernels._launch import double_bits, launch
-from mibcore.kernels._math import exact_scalar, philox_block, uniform_from_bits
+from mibcore.kernels._math import exact_scalar, lanes_of, philox_block, uniform_from_bits
 
 _BLOCK = 1024
 DROPOUT, ADD, RELU = 0, 1, 2  # the MODE of _dropout_kernel
@@ -31,18 +31,17 @@ def _dropout_kernel(x_ptr, h_ptr, y_ptr, rng_ptr, n, keep_prob, inv_keep, inv_ke
     acc_t = tl.float64 if F64 else tl.float32
     seed = tl.load(rng_ptr)
     offset = tl.load(rng_ptr + 1)
-    first = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK // 4).to(tl.int64) * 4
-    words = philox_block(first >> 2, seed, offset)
-    for lane in tl.static_range(4):
-        index = first + lane
-        ok = index < n
-        h = tl.load(h_ptr + index, mask=ok, other=0.0).to(acc_t)
-        if MODE == 2:
-            h = tl.where(h > 0.0, h, tl.where(h != h, h, 0.0))  # relu, NaN kept (as torch.relu)
-        y = h * _scale_of(words[lane], keep_prob, inv_keep, inv_keep64_bits, F64)
-        if MODE == 1:
-            y = tl.load(x_ptr + index, mask=ok, other=0.0).to(acc_t) + y
-        tl.store(y_ptr + index, y.to(y_ptr.dtype.element_ty), mask=ok)
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    words = lanes_of(philox_block((start >> 2) + tl.arange(0, BLOCK // 4).to(tl.int64), seed, offset))
+    index = start + tl.arange(0, BLOCK).to(tl.int64)
+    ok = index < n
+    h = tl.load(h_ptr + index, mask=ok, other=0.0).to(acc_t)
+    if MODE == 2:
+        h = tl.where(h > 0.0, h, tl.where(h != h, h, 0.0))  # relu, NaN kept (as torch.relu)
+    y = h * _scale_of(words, keep_prob, inv_keep, inv_keep64_bits, F64)
+    if MODE == 1:
+        y = tl.load(x_ptr + index, mask=ok, other=0.0).to(acc_t) + y
+    tl.store(y_ptr + index, y.to(y_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit(do_not_specialize=["inv_keep64_bits"])

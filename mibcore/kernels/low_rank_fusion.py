@@ -109,7 +109,11 @@ def _prepare(inputs, factors):
 def _launch_shape(B, OUT, dtype):
     BLOCK_B, BLOCK_D, BLOCK_O = 16, 16, max(16, min(32, triton.next_power_of_2(OUT)))  # larger spills
     grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(OUT, BLOCK_O))
-    return grid, dict(PRECISION=dot_precision(dtype), BLOCK_B=BLOCK_B, BLOCK_D=BLOCK_D, BLOCK_O=BLOCK_O)
+    # fp32: num_stages=1, no software pipelining of the D loop, whose prefetched tiles kept the IEEE
+    # kernels spilling 16-48 bytes on sm_90 (the AOT sweep); the tiles are small and few. (8 warps
+    # spill 8 B at d 50 under triton 3.8; fp64 with one stage spills 8 B on sm_80.)
+    stages = dict(num_stages=1) if dtype == torch.float32 else {}
+    return grid, dict(PRECISION=dot_precision(dtype), BLOCK_B=BLOCK_B, BLOCK_D=BLOCK_D, BLOCK_O=BLOCK_O, **stages)
 
 
 def forward(inputs, factors, rank_weights, bias):
