@@ -8,6 +8,8 @@ exact in float64), to one rounding for dropout_add's fused multiply-add.
 import pytest
 import torch
 
+import mibcore
+
 from tests import utils
 from tests.utils import DTYPES
 
@@ -210,6 +212,27 @@ def test_dropout_add_non_contiguous_and_nan(dtype):
 
 
 # -- threads ----------------------------------------------------------------------------------
+
+
+# keep_prob rounding to 1.0f (all kept), 2^-25 (floor(keep_prob 2^24) = 0: none kept), 2^-24
+# (only words below 2^8) and 1 - 2^-24 (all but the top 2^8 words): the ends of the AVX2 kernel's
+# integer compare (philox_cpu.h KeepScales), at every level this CPU runs.
+@pytest.mark.parametrize("p", [2.0**-30, 1 - 2.0**-25, 1 - 2.0**-24, 2.0**-24, 0.3])
+@pytest.mark.parametrize("level", mibcore.cpu_isa.available())
+def test_extreme_keep_probabilities_at_every_level(p, level):
+    x = inputs((4099,), torch.float32)
+    mask = keep_mask(x.shape, p)
+    expected = rounded(x.double() * scale(x.shape, p, torch.float32), torch.float32)
+    with mibcore.cpu_isa.use(level):
+        assert_exact(ops.dropout(x, p, RNG), expected)
+        assert_exact(ops.dropout_add(x, x, p, RNG), rounded(x.double() + x.double() * scale(x.shape, p, torch.float32),
+                                                             torch.float32))
+        relu = rounded(x.double().clamp(min=0) * scale(x.shape, p, torch.float32), torch.float32)
+        assert_exact(ops.relu_dropout(x, p, RNG), relu)
+    if p == 2.0**-30:
+        assert mask.all()
+    if p == 1 - 2.0**-25:
+        assert not mask.any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

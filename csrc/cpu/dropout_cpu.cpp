@@ -94,7 +94,29 @@ void apply_tile(const scalar_t* a, const scalar_t* b, scalar_t* y, int64_t n, co
   }
 }
 #else
-// Without AVX-512: `kept` holds 1 or 0 per element (fill_dropout_scale with scale 1).
+#if MIBCORE_ISA_LEVEL == MIBCORE_ISA_AVX2
+// fp32, fp16 and bf16 at AVX2: the tile's Philox words become the scales of 32 elements at a
+// time in registers (KeepScales), with no scale array in between (that pass and its copy cost
+// as much as half the Philox rounds here). n <= kTile; the words of a partial group are made.
+template <Op kOp, typename scalar_t>
+void apply_tile_words(const scalar_t* a, const scalar_t* b, scalar_t* y, int64_t n, const uint32_t* const r[4],
+                      const cpu::KeepScales& keep) {
+  using S = cpu::SimdYmm;
+  for (int64_t j = 0; j < n; j += 32) {
+    S::V s[4];
+    keep.scales32(r[0], r[1], r[2], r[3], j / 4, s);
+    for (int q = 0; q < 4 && j + 8 * q < n; ++q) {
+      const int64_t at = j + 8 * q;
+      const S::Tail m = S::tail(at, n);
+      S::V v = S::load(b + at, m);
+      if constexpr (kOp == Op::kRelu) v = S::max(S::zero(), v);  // vmaxps: relu(NaN) = NaN
+      S::store(y + at, m, kOp == Op::kAdd ? S::fmadd(v, s[q], S::load(a + at, m)) : S::mul(v, s[q]));
+    }
+  }
+}
+#endif
+// Without AVX-512 (and for fp64 at AVX2): `kept` holds 1 or 0 per element (fill_dropout_scale
+// with scale 1).
 template <Op kOp, typename scalar_t, typename acc_t>
 void apply_tile(const scalar_t* a, const scalar_t* b, scalar_t* y, int64_t n, const float* kept, acc_t inv) {
 #pragma GCC ivdep
@@ -118,6 +140,24 @@ void dropout_kernel(const scalar_t* a, const scalar_t* b, scalar_t* y, int64_t n
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t inv = std::is_same_v<scalar_t, double> ? static_cast<acc_t>(d.inv_keep_d) : d.inv_keep_f;
   const int64_t tiles = (numel + kTile - 1) / kTile;
+#if MIBCORE_ISA_LEVEL == MIBCORE_ISA_AVX2
+  if constexpr (!std::is_same_v<scalar_t, double>) {
+    const cpu::KeepScales keep(d.keep_prob, d.inv_keep_f);
+    at::parallel_for(0, tiles, kGrainTiles, [&](int64_t t_begin, int64_t t_end) {
+      constexpr int64_t kStride = cpu::philox_buffer_size(kTile / 4);
+      alignas(64) uint32_t words[4 * kStride];
+      const uint32_t* const r[4] = {words, words + kStride, words + 2 * kStride, words + 3 * kStride};
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        const int64_t first = t * kTile;
+        const int64_t n = std::min(kTile, numel - first);
+        cpu::philox_blocks(static_cast<uint64_t>(first) / 4, (n + 3) / 4, seed, offset, words, words + kStride,
+                           words + 2 * kStride, words + 3 * kStride);
+        apply_tile_words<kOp>(a == nullptr ? nullptr : a + first, b + first, y + first, n, r, keep);
+      }
+    });
+    return;
+  }
+#endif
   at::parallel_for(0, tiles, kGrainTiles, [&](int64_t t_begin, int64_t t_end) {
 #if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
     alignas(64) uint32_t scratch[cpu::keep_bits_scratch_size(kTile)];

@@ -110,6 +110,34 @@ constexpr int64_t philox_buffer_size(int64_t blocks) {
   return (blocks + kPhiloxGroup - 1) / kPhiloxGroup * kPhiloxGroup;
 }
 
+#if MIBCORE_ISA_LEVEL == MIBCORE_ISA_AVX2
+// The keep-decisions of the contract as one integer compare per 8 words, turned into scales in
+// element order without a float conversion: uniform_from_bits(r) = ((r >> 8) + 1) 2^-24 is
+// exact, so it is <= keep_prob iff (r >> 8) + 1 <= K = floor(keep_prob 2^24), i.e. iff
+// r <= K 2^8 - 1 (nothing is kept when K = 0). AVX2 compares signed 32-bit integers: r <= bound
+// iff (r ^ 2^31) <= (bound ^ 2^31). (AVX-512 makes keep-bits instead: dropout_keep_bits.)
+struct KeepScales {
+  __m256i bound;  // (K 2^8 - 1) ^ 2^31
+  __m256 kept;    // the scale of a kept element; 0 when K = 0
+
+  KeepScales(float keep_prob, float inv_keep) {
+    const int64_t k = static_cast<int64_t>(static_cast<double>(keep_prob) * 16777216.0);  // floor: >= 0
+    bound = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(k * 256 - 1) ^ 0x80000000u));
+    kept = _mm256_set1_ps(k == 0 ? 0.0f : inv_keep);
+  }
+  __m256 scale(const uint32_t* r) const {  // 8 words, in word order
+    const __m256i w = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r)),
+                                       _mm256_set1_epi32(static_cast<int>(0x80000000u)));
+    return _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(w, bound)), kept);
+  }
+  // The scales of the 32 elements of blocks b .. b + 7 (words r0..r3[b ..]), in element order.
+  void scales32(const uint32_t* r0, const uint32_t* r1, const uint32_t* r2, const uint32_t* r3, int64_t b,
+                __m256 out[4]) const {
+    SimdYmm::interleave4(scale(r0 + b), scale(r1 + b), scale(r2 + b), scale(r3 + b), out);
+  }
+};
+#endif
+
 // scale[c] = dropout scale of flat elements first .. first + n - 1 (Philox, see philox.h).
 // `scratch` holds at least dropout_scratch_size(n) words.
 constexpr int64_t dropout_scratch_size(int64_t n) { return 8 * philox_buffer_size(n / 4 + 2); }
@@ -123,7 +151,14 @@ inline void fill_dropout_scale(uint64_t first, int64_t n, uint64_t seed, uint64_
   uint32_t *r0 = scratch, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
   float* out = reinterpret_cast<float*>(r3 + stride);
   philox_blocks(first_block, blocks, seed, offset, r0, r1, r2, r3);
-#if MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX2
+#if MIBCORE_ISA_LEVEL == MIBCORE_ISA_AVX2
+  const KeepScales keep(keep_prob, inv_keep);
+  for (int64_t b = 0; b < blocks; b += 8) {  // (stride is a multiple of 8)
+    __m256 v[4];
+    keep.scales32(r0, r1, r2, r3, b, v);
+    for (int q = 0; q < 4; ++q) _mm256_storeu_ps(out + 4 * b + 8 * q, v[q]);
+  }
+#elif MIBCORE_ISA_LEVEL >= MIBCORE_ISA_AVX512
   // The decisions of S::kN blocks per word as vectors, then interleaved into element order (g++
   // writes the four strided streams of the loop below one lane at a time).
   using S = Simd;
