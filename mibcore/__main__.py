@@ -67,7 +67,7 @@ def _train_parser(commands, common):
             p.add_argument(name, type=type(default), default=None, choices=choices.get(field.name), help=text)
     p.add_argument("--restart", dest="resume", action="store_false",
                    help="start over: delete OUT's checkpoint, best.pt, history and metrics (same as --no-resume)")
-    p.add_argument("--seeds", type=int, nargs="+", help="one run per seed; writes OUT/results.md (mean +- std)")
+    p.add_argument("--seeds", type=int, nargs="+", help="one run per seed; writes OUT/results.md (mean +- sample std)")
 
 
 def _eval_parser(commands, common):
