@@ -356,3 +356,21 @@ def test_a_yaml_config_without_pyyaml_is_a_clear_error(tmp_path, capsys, monkeyp
     (tmp_path / "c.yml").write_text("lr: 0.01\n")
     assert cli(["train", "--config", str(tmp_path / "c.yml")]) == 2
     assert "a YAML config needs pyyaml (pip install 'mibcore[yaml]', or pip install pyyaml)" in capsys.readouterr().err
+
+
+def test_how_a_run_ended_is_said(tmp_path, capsys, monkeypatch):
+    # Early stopping, and a rerun of a finished run, say so on stderr (not silently).
+    # (lr 1e-30: the weights do not move, so epoch 2's dev metric is no better and patience 1 stops it)
+    config = TrainConfig(model="plain", out=str(tmp_path / "a"), **dict(ONE, epochs=6, patience=1, lr=1e-30))
+    train(config)
+    err = capsys.readouterr().err
+    assert "stopped early after epoch 2 of 6" in err and "(--patience); the best epoch is 1" in err
+    train(config)  # a rerun: nothing left to train
+    err = capsys.readouterr().err
+    assert "had already" in err and "nothing trained; these are its metrics" in err and "--restart" in err
+    # bf16 autocast on a CPU that emulates bf16: a warning, once
+    import mibcore.train.engine as engine
+
+    monkeypatch.setattr(engine, "native_bf16", lambda: False)
+    train(TrainConfig(model="plain", out=str(tmp_path / "b"), amp="bf16", **dict(ONE, epochs=1)))
+    assert capsys.readouterr().err.count("--amp bf16 on a CPU without native bf16") == 1

@@ -27,7 +27,7 @@ from mibcore.train.evaluation import dev_score, evaluate, label_fit, train_label
 from mibcore.train.optimizer import adam, make_optimizer
 from mibcore.train.progress import epoch_line, shows_epoch_lines, with_progress
 from mibcore.train.run_folder import HISTORY, METRICS, claim_run_folder, write_json
-from mibcore.train.runtime import distributed, memory_errors, process_device, seed_everything
+from mibcore.train.runtime import distributed, memory_errors, native_bf16, process_device, seed_everything
 from mibcore.train.step import EagerStep, LossReader
 
 __all__ = ["TrainConfig", "adam", "train"]  # adam: benchmarks/cases.py times it as engine.adam
@@ -75,6 +75,11 @@ def _train(config, data, rank, world, on_epoch):
     step = EagerStep(model, ddp_model, optimizer, scaler, config, device)
     if config.cuda_graphs:
         step = cuda_graphs.GraphedStep(step, device)
+    says = rank == 0 and not config.quiet
+    if says and config.amp == "bf16" and device.type == "cpu" and not native_bf16():
+        print("mibcore: warning: --amp bf16 on a CPU without native bf16 arithmetic (AVX512-BF16 or AMX) is "
+              "emulated and usually several times slower than fp32; drop --amp", file=sys.stderr, flush=True)
+    epochs_before = state["epoch"]
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch, start = state["epoch"], time.perf_counter()
         batches = with_progress(epoch_batches(config, len(train_ds), epoch, rank, world), config, epoch, rank)
@@ -90,6 +95,8 @@ def _train(config, data, rank, world, on_epoch):
             print(epoch_line(config, state, time.perf_counter() - start), file=sys.stderr, flush=True)
         if on_epoch is not None:
             on_epoch(state["epoch"], dev)
+    if says:
+        _say_how_it_ended(config, state, trained=state["epoch"] > epochs_before)
     if best_state is not None:
         model.load_state_dict(best_state)  # the test metrics are those of the best dev epoch
     test = evaluate(model, data["test"], device, config, train_mean)
@@ -108,6 +115,20 @@ def _train_one_epoch(step, train_ds, batches, config, epoch):
     for batch in batches:
         losses.add(step(*train_ds[batch]), len(batch))
     return losses.mean()
+
+
+def _say_how_it_ended(config, state, trained):
+    """A note on stderr where the run did not simply train its --epochs: it stopped early, or it had
+    finished before this call (its metrics are then those of the earlier training)."""
+    stopped = state["epoch"] < config.epochs
+    if stopped and trained:
+        print(f"mibcore: note: stopped early after epoch {state['epoch']} of {config.epochs}: no better dev metric "
+              f"for {config.patience} epochs (--patience); the best epoch is {state['best_epoch']}", file=sys.stderr)
+    elif not trained:
+        why = "stopped early" if stopped else "trained its epochs"
+        print(f"mibcore: note: {config.out} had already {why} (epoch {state['epoch']} of {config.epochs}): nothing "
+              f"trained; these are its metrics. --restart trains it over; a larger --epochs continues it",
+              file=sys.stderr)
 
 
 def _new_state():

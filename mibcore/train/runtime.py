@@ -78,6 +78,14 @@ def process_device(config, world):
     return device
 
 
+def native_bf16():
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, as oneDNN reports it)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast(config, device):
     """The autocast context of config.amp on device (a no-op for amp='none')."""
     if config.amp == "none":
