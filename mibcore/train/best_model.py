@@ -52,7 +52,7 @@ def saved_widths(state, path):
         raise CheckpointError(f"{path}: not the weights of a mibcore MIB model (no {e})") from e
 
 
-def check_fits(split, model, config, source, name=lambda key: key):
+def check_data_fits(split, model, config, source, name=lambda key: key):
     """DataError unless a split's (or samples') features have the widths the model was trained
     on, naming the modality; its labels, where present, must be of the model's task. `name(key)`:
     the key as the data file names it."""

@@ -10,7 +10,7 @@ import torch
 
 from mibcore.data import MultimodalDataset
 from mibcore.errors import DataError, DivergedError
-from mibcore.train.best_model import check_fits, load_best
+from mibcore.train.best_model import check_data_fits, load_best
 from mibcore.train.build import load_data
 from mibcore.train.metrics import emotion_metrics, regression_metrics
 from mibcore.train.perturb import check_options, feature_stats, perturb
@@ -117,12 +117,12 @@ def evaluate(model, split, device, config, train_label_mean):
 
 def load_run(path, data_spec=None, device=None):
     """(config, model, device, data) to evaluate a run folder or its best.pt on a dataset (default:
-    the run's), checked to fit the model (mibcore.train.best_model.check_fits)."""
+    the run's), checked to fit the model (mibcore.train.best_model.check_data_fits)."""
     config, model, device, path = load_best(path, device)
     config = dataclasses.replace(config, data=data_spec or config.data)
     data = load_data(config)
     label_fit(data, config.data)  # (its errors only: eval prints nothing but the metrics)
-    check_fits(data["train"], model, config, config.data, name=lambda key: data_key_name(config.data, "train", key))
+    check_data_fits(data["train"], model, config, config.data, name=lambda key: data_key_name(config.data, "train", key))
     return config, model, device, data
 
 

@@ -21,7 +21,7 @@ from mibcore._io import atomic_write_text
 from mibcore.data import npz
 from mibcore.data.checks import check_samples
 from mibcore.errors import DivergedError, UsageError
-from mibcore.train.best_model import check_fits, load_best
+from mibcore.train.best_model import check_data_fits, load_best
 from mibcore.train.build import load_data
 from mibcore.train.evaluation import data_key_name, evaluation_rng, predict
 
@@ -37,7 +37,7 @@ def predict_file(path, data=None, split="test", device=None, batch_size=256):
     config, model, device, _ = load_best(path, device)
     spec = data or config.data
     samples, name = _samples(spec, split, config)
-    check_fits(samples, model, config, spec, name)
+    check_data_fits(samples, model, config, spec, name)
     with evaluation_rng(config, device):
         pred = torch.from_numpy(predict(model, samples, device, config, batch_size))
     bad = int(pred.numel() - torch.isfinite(pred).sum())
