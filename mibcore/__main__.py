@@ -59,7 +59,7 @@ def _train_parser(commands, common):
             p.add_argument(name, nargs="*", choices=MODALITIES, default=None, help=text)
         elif field.name == "compile":  # --compile (the default mode), --compile MODE, --no-compile
             p.add_argument(name, nargs="?", const=True, default=None, metavar="MODE",
-                           help=text + "; MODE: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs")
+                           help=text)
             p.add_argument("--no-compile", dest="compile", action="store_false", default=None)
         elif isinstance(default, bool):
             p.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=text)
