@@ -36,7 +36,7 @@ namespace mibcore {
 namespace MIBCORE_ISA {
 namespace {
 
-constexpr int64_t kTile = 512;                 // elements per inner tile, a multiple of 4
+constexpr int64_t kTile = 512;                 // elements per inner tile, a multiple of 16 (Simd::kN)
 constexpr int64_t kParallelGrain = 16384;      // elements per parallel task, at least
 
 // eps[k] = the standard normal of flat element first + k, for k < n <= kTile: Philox, then
@@ -81,12 +81,15 @@ template <int64_t P, bool kSample, typename scalar_t>
 void forward_tile_simd(const scalar_t* mu, const scalar_t* scale, scalar_t* z, const float* eps, float* kl,
                        int64_t n, float shift) {
   using S = cpu::Simd;
+  cpu::simd::StdTermsTile<kTile> t;
+  cpu::simd::std_terms_tile<P, true>(scale, n, shift, t);
+  const S::Tail all = S::tail(0, S::kN);
   for (int64_t j = 0; j < n; j += S::kN) {
     const S::Tail m = S::tail(j, n);
     const S::V mu_v = S::load(mu + j, m);
-    const auto t = cpu::simd::std_terms_ps<P, true>(S::load(scale + j, m), shift);
-    if constexpr (kSample) S::store(z + j, m, S::fmadd(t.std, S::load(eps + j, m), mu_v));
-    S::store(kl + j, m, kl_element_of<S>(mu_v, t.std, t.log_std));  // the formula of math.h
+    const S::V std = S::load(t.std + j, all);
+    if constexpr (kSample) S::store(z + j, m, S::fmadd(std, S::load(eps + j, m), mu_v));
+    S::store(kl + j, m, kl_element_of<S>(mu_v, std, S::load(t.log_std + j, all)));  // the formula of math.h
   }
 }
 
@@ -95,14 +98,17 @@ template <int64_t P, typename scalar_t>
 void backward_tile_simd(const scalar_t* grad_z, const float* grad_kl, const scalar_t* mu, const scalar_t* scale,
                         scalar_t* grad_mu, scalar_t* grad_scale, const float* eps, int64_t n, float shift) {
   using S = cpu::Simd;
+  cpu::simd::StdTermsTile<kTile> t;
+  cpu::simd::std_terms_tile<P, false>(scale, n, shift, t);
+  const S::Tail all = S::tail(0, S::kN);
   for (int64_t j = 0; j < n; j += S::kN) {
     const S::Tail m = S::tail(j, n);
     const S::V gz = S::load(grad_z + j, m);
     const S::V gk = S::load(grad_kl + j, m);
-    const auto t = cpu::simd::std_terms_ps<P, false>(S::load(scale + j, m), shift);
+    const S::V dstd = S::load(t.dstd + j, all);
     S::store(grad_mu + j, m, S::fmadd(gk, S::load(mu + j, m), gz));
-    const S::V kl_dscale = kl_element_dscale_of<S>(t.std, t.dstd, t.dlog_std);
-    const S::V g = S::mul(S::mul(gz, S::load(eps + j, m)), t.dstd);
+    const S::V kl_dscale = kl_element_dscale_of<S>(S::load(t.std + j, all), dstd, S::load(t.dlog_std + j, all));
+    const S::V g = S::mul(S::mul(gz, S::load(eps + j, m)), dstd);
     S::store(grad_scale + j, m, S::fmadd(gk, kl_dscale, g));
   }
 }
