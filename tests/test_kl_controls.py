@@ -172,17 +172,17 @@ def test_each_schedule_trains_through_the_cli_and_records_beta(tmp_path, capsys,
 
 
 def test_a_resumed_run_continues_the_schedule(tmp_path):
-    base = TrainConfig(model="cmib", beta_schedule="cyclical", beta_cycle=1.5, beta=0.5, epochs=3,
+    base = TrainConfig(model="cmib", beta_schedule="cyclical", beta_cycle=0.75, beta=0.5, epochs=2,
                        out=str(tmp_path / "full"), **TINY)
     train(base)
-    part = dataclasses.replace(base, out=str(tmp_path / "part"), epochs=2)
-    train(part)  # interrupted in the middle of the second cycle (t = 2 of 1.5 .. 3) ...
-    train(dataclasses.replace(part, epochs=3))  # ... and resumed
+    part = dataclasses.replace(base, out=str(tmp_path / "part"), epochs=1)
+    train(part)  # interrupted in the middle of the second cycle (t = 1 of 0.75 .. 1.5) ...
+    train(dataclasses.replace(part, epochs=2))  # ... and resumed
     full, resumed = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True) for name in ("full", "part"))
     assert all(torch.equal(full["model"][k], resumed["model"][k]) for k in full["model"])
     assert [h["beta"] for h in resumed["state"]["history"]] == [h["beta"] for h in full["state"]["history"]]
     with pytest.raises(CheckpointError, match="beta_schedule 'cyclical' -> 'linear'"):
-        train(dataclasses.replace(part, epochs=4, beta_schedule="linear"))
+        train(dataclasses.replace(part, epochs=3, beta_schedule="linear"))
 
 
 def test_a_constant_schedule_through_the_tensor_equals_the_default_run(tmp_path):

@@ -28,7 +28,8 @@ class EagerStep:
         self.optimizer.zero_grad(set_to_none=set_to_none)
         with autocast(self.config, self.device):
             out = self.ddp_model(text, audio, visual)  # through DDP, which all-reduces the gradients
-            loss = self.model.loss(out, label, beta=self.beta)
+            # (beta passed only where scheduled: a constant run calls loss(out, label) as it always has)
+            loss = self.model.loss(out, label) if self.beta is None else self.model.loss(out, label, beta=self.beta)
         self.scaler.scale(loss.float()).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
