@@ -9,10 +9,10 @@
 
 The schedule is a function of the training progress t = epoch + step / steps_per_epoch (in
 epochs, at the start of each optimizer step), so a resumed run, which restarts at an epoch's
-first step, continues it exactly; lengths are in epochs, not in --epochs fractions, so a resumed
-run with a larger --epochs follows the same schedule as an uninterrupted one. t, warmup, cycle and
-ratio are exact fractions (each float read as the decimal it prints as), so a cycle's boundary is
-exactly 0, not a float's 0.99999 of its end.
+first step, continues it exactly. Its lengths are epochs, not shares of --epochs, so that a run
+resumed with a larger --epochs (checkpoint.RESUMABLE) follows the schedule of an uninterrupted
+one. t, warmup, cycle and ratio are exact fractions (each float read as the decimal it prints
+as), so a cycle's boundary is exactly 0, not a float's 0.99999 of its end.
 
 How the weight reaches the loss: a constant beta stays the Python float the model's loss has
 always multiplied by (today's arithmetic, bit for bit); a varying one is a 0-d float32 tensor on
