@@ -37,9 +37,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_parser(commands, common):
-    from mibcore.models import MODALITIES, MODES, VARIANTS
+    from mibcore.models import KL_REDUCTIONS, MODALITIES, MODES, VARIANTS
     from mibcore.nn import FUSIONS
     from mibcore.train import TrainConfig
+    from mibcore.train.beta_schedule import SCHEDULES
     from mibcore.train.config import AMP_MODES, field_help
 
     p = commands.add_parser("train", parents=[common], help="train a MIB model; writes OUT/metrics.json",
@@ -49,7 +50,8 @@ def _train_parser(commands, common):
     p.add_argument("--print-config", nargs="?", const="json", choices=("json", "yaml"), default=None,
                    help="print the resolved config (json, or yaml) and exit without training")
     defaults, helps = TrainConfig(), field_help()
-    choices = {"model": VARIANTS, "mode": MODES, "fusion": tuple(FUSIONS), "amp": AMP_MODES}
+    choices = {"model": VARIANTS, "mode": MODES, "fusion": tuple(FUSIONS), "amp": AMP_MODES,
+               "kl_reduction": KL_REDUCTIONS, "beta_schedule": SCHEDULES}
     for field in dataclasses.fields(TrainConfig):
         name = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)

@@ -15,6 +15,7 @@ from mibcore.data import MultimodalDataset, make_synthetic
 from mibcore.errors import DivergedError, UsageError
 from mibcore.kernels import _launch
 from mibcore.train import TrainConfig, cuda_graphs, engine, train
+from mibcore.train.beta_schedule import BetaSchedule
 from mibcore.train.build import build_model
 from mibcore.train.host_sync import HostSyncError, no_host_sync
 from mibcore.train.optimizer import make_optimizer
@@ -61,17 +62,25 @@ def test_a_training_step_makes_no_host_sync(backend, fusion):
     assert loss.shape == ()
 
 
-def test_an_epoch_reads_the_loss_every_n_steps_and_at_its_end(monkeypatch):
-    config = TrainConfig(model="plain", loss_every=3, **dict(TINY, synthetic_samples=52))
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_an_epoch_reads_the_loss_every_n_steps_and_at_its_end(monkeypatch, schedule):
+    config = TrainConfig(model="cmib", loss_every=3, beta_schedule=schedule, **dict(TINY, synthetic_samples=52))
     step, ds = tiny_step(config)
+    beta_schedule = BetaSchedule.of(config)
+    step.beta = beta_schedule.weight_tensor("cpu")  # (as the engine builds it: None when constant)
     batches = list(torch.arange(52).split(8))  # 7 steps, the last of 4 samples
     reads, read = [], LossReader.read
     monkeypatch.setattr(LossReader, "read", lambda self: reads.append(len(self.window)) or read(self))
-    # (on CPU tensors the reads' .tolist() is no dispatcher op: the guard checks everything else)
+    # (on CPU tensors the reads' .tolist() is no dispatcher op: the guard checks everything else,
+    # a varying beta's in-place refill included)
     with no_host_sync():
-        mean = engine._train_one_epoch(step, ds, batches, config, epoch=0)
+        mean, beta = engine._train_one_epoch(step, ds, batches, config, 0, beta_schedule, step.beta)
     assert [n for n in reads if n] == [3, 3, 1]  # after steps 3 and 6, and at the end
     assert isinstance(mean, float) and mean > 0
+    assert beta == beta_schedule.at(0, 6, 7)
+    assert beta == pytest.approx(config.beta * (1 if schedule == "constant" else 6 / 7), rel=1e-15)  # t = 6/7
+    if step.beta is not None:
+        assert step.beta.item() == torch.tensor(beta).item()  # (the last step's weight, in float32)
 
 
 def test_loss_every_changes_no_number(tmp_path):
@@ -189,6 +198,24 @@ def test_cuda_graph_replays_draw_fresh_masks_and_a_seed_repeats_the_run():
     # lr ~ 0: the weights barely move, so different losses on one batch are different masks
     assert len(set(replays)) == len(replays), replays
     assert losses() == first
+
+
+@pytest.mark.gpu
+def test_a_cuda_graph_reads_each_steps_beta():
+    # A beta schedule refills its tensor in place between replays: a replay after beta 0 -> 1e3
+    # adds 1e3 x the four KL terms (each ~4.5 per dim at initialization) to a loss of a few units.
+    config = TrainConfig(model="cmib", fusion="concat", cuda_graphs=True, lr=1e-12, device="cuda",
+                         beta_schedule="linear", **TINY)
+    eager, ds = tiny_step(config, "cuda")
+    eager.beta = torch.zeros((), device="cuda")
+    step = cuda_graphs.GraphedStep(eager, torch.device("cuda"))
+    batch = ds[torch.arange(8)]
+    losses = [step(*batch) for _ in range(cuda_graphs.WARMUP_STEPS + 2)]
+    assert step.graph is not None and not step.failed
+    eager.beta.fill_(1e3)
+    losses.append(step(*batch))
+    low, high = float(losses[-2]), float(losses[-1])
+    assert low < 100 < 1000 < high, (low, high)
 
 
 @pytest.mark.gpu

@@ -27,9 +27,10 @@ the paper's TFN flattens audio (x) video (x) text, so its post_fusion_layer_1 lo
 head is the paper's per-variant `tensor` module (TENSOR_ACTIVATIONS).
 
 Losses: task loss (L1 for regression, BCE-with-logits for multi-label emotion) of each
-prediction + beta * KL of each bottleneck (the paper's mean reduction). Mode "clean" (the
-default) counts the final task loss once and uses z = mu at evaluation; mode "faithful" counts it
-twice and samples z at evaluation, as the paper's code does.
+prediction + beta * KL of each bottleneck, reduced as `kl_reduction` says (KL_REDUCTIONS; the
+paper's "mean" by default). Mode "clean" (the default) counts the final task loss once and uses
+z = mu at evaluation; mode "faithful" counts it twice and samples z at evaluation, as the paper's
+code does.
 """
 import dataclasses
 
@@ -44,6 +45,14 @@ from mibcore.nn import PoEFusion, VariationalBottleneck, build_fusion
 MODALITIES = ("text", "audio", "visual")
 VARIANTS = ("plain", "emib", "lmib", "cmib")
 MODES = ("faithful", "clean")  # the paper's quirks, or not (see the docstring)
+# How each bottleneck's KL [B, d] becomes its loss term, and what that does to beta's scale (the
+# task loss is a mean over the batch either way). The same gradient needs beta_batchmean =
+# beta_mean / d and beta_sum = beta_mean / (B * d).
+KL_REDUCTIONS = (
+    "mean",       # the mean over every element (the paper's): 1/d of the textbook VIB's KL per sample
+    "batchmean",  # summed over the d latent dims, averaged over the batch: the per-sample KL (VIB's), d x mean
+    "sum",        # summed over everything: B x d x mean, so its weight grows with the batch size
+)
 # Every dropout probability of MIBConfig (the training's `dropouts=False` sets them all to 0).
 DROPOUT_FIELDS = ("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "tensor_dropout")
 # The activations after the three Linear layers of the paper's tensor fusion head, which differ
@@ -72,6 +81,7 @@ class MIBConfig:
     tensor_dropout: float = 0.5
     lmf_rank: int = 5
     beta: float = 1e-3               # 0 gives B-MIB
+    kl_reduction: str = "mean"       # one of KL_REDUCTIONS (beta's scale depends on it)
     output_dim: int = 1              # 1: regression (L1); > 1: multi-label emotion (BCE)
     mode: str = "clean"              # or "faithful" (the paper's quirks; see the docstring)
     no_ib: tuple = ()                # modalities without a unimodal bottleneck ("W/O IB on X")
@@ -86,6 +96,7 @@ class MIBConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be {' or '.join(map(repr, MODES))}, got {self.mode!r}")
+        _checks.choice("MIBConfig", "kl_reduction", self.kl_reduction, KL_REDUCTIONS)
         if isinstance(self.no_ib, str):  # ("text" would read as the letters 't', 'e', 'x')
             raise ValueError(f"no_ib must be a sequence of modality names, e.g. ('{self.no_ib}',), got {self.no_ib!r}")
         unknown = set(self.no_ib) - set(MODALITIES)
@@ -135,7 +146,7 @@ class MIB(nn.Module):
 
     def _bottleneck(self):
         c = self.config
-        return VariationalBottleneck(c.d, c.d, c.hidden, shift=c.shift, kl_reduction="mean",
+        return VariationalBottleneck(c.d, c.d, c.hidden, shift=c.shift, kl_reduction=c.kl_reduction,
                                      sample_in_eval=c.mode == "faithful")
 
     def _features(self, text, audio, visual, last_only):
@@ -189,16 +200,19 @@ class MIB(nn.Module):
             return F.l1_loss(pred.reshape(-1), target.reshape(-1).to(pred.dtype))
         return F.binary_cross_entropy_with_logits(pred, target.to(pred.dtype))
 
-    def loss(self, out, target):
-        """The paper's total loss (see the module docstring)."""
+    def loss(self, out, target, beta=None):
+        """The paper's total loss (see the module docstring). beta: this step's KL weight, a float
+        or a 0-d tensor (a schedule's, refilled in place between steps: mibcore.train.beta_schedule);
+        default config.beta."""
         c = self.config
+        beta = c.beta if beta is None else beta
         loss = self.task_loss(out["pred"], target)
         if c.mode == "faithful":
             loss = loss + self.task_loss(out["pred"], target)  # the paper's duplicated final L1
         for pred in out["unimodal_pred"].values():
             loss = loss + self.task_loss(pred, target)
         for kl in out["kl"]:
-            loss = loss + c.beta * kl.to(loss.dtype)
+            loss = loss + beta * kl.to(loss.dtype)
         return loss
 
 

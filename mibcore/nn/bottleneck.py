@@ -60,7 +60,9 @@ class VariationalBottleneck(nn.Module):
     Args:
         in_features, latent_features, hidden_features: layer sizes (the paper: d, d, 1024).
         parameterization, shift: how std comes from the scale head (see reparameterize_kl).
-        kl_reduction: "mean" (the paper's), "sum", "batchmean" or "none".
+        kl_reduction: "mean" (the paper's: over every element), "batchmean" (summed over the latent
+            dims, averaged over the rest: d x mean), "sum" (B x d x mean) or "none" (per sample);
+            a KL weight beta tuned for "mean" is beta / d for "batchmean".
         sample_in_eval: sample z in eval mode too (the paper's code does); default z = mu.
     """
 

@@ -6,6 +6,7 @@
   build.py       the dataset and the model a config names
   optimizer.py   fused Adam (a text backbone's own learning rate)
   batching.py    each epoch's shuffled batches (resumable, split across DDP processes)
+  beta_schedule.py  the KL weight per step (constant, linear warm-up, cyclical)
   progress.py    the tqdm bar and the per-epoch log lines
   evaluation.py  metrics of a split, evaluate_checkpoint, the dev-score rule of model selection
   best_model.py  the model a best.pt holds (sized by its weights) and the check that data fits it

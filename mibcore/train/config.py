@@ -12,6 +12,7 @@ import re
 from mibcore import models
 from mibcore._optional import require
 from mibcore.errors import UsageError
+from mibcore.train import beta_schedule
 
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -22,7 +23,17 @@ class TrainConfig:
     model: str = "cmib"             # the variant: emib | lmib | cmib | plain (no bottleneck)
     fusion: str = "concat"          # how the modalities are fused
     mode: str = "clean"             # clean | faithful (the paper's quirks; see mibcore.models.mib)
-    beta: float = 1e-3              # the KL terms' weight (0: B-MIB)
+    beta: float = 1e-3              # the KL terms' weight (0: B-MIB); a schedule's peak
+    kl_reduction: str = "mean"      # each KL term's reduction: mean (the paper's: over the batch and the d
+                                    # latent dims) | batchmean (summed over the d dims, mean over the batch: d
+                                    # x mean, so beta / d gives mean's gradient) | sum (B x d x mean)
+    beta_schedule: str = "constant"  # the KL weight over the run: constant | linear (0 to beta over
+                                    # --beta-warmup epochs, then beta) | cyclical (cycles of --beta-cycle
+                                    # epochs, each ramping 0 to beta over its first --beta-ratio, then
+                                    # beta; Fu et al. 2019); updated every step, recorded per epoch
+    beta_warmup: float = 1.0        # linear: the epochs beta takes to rise from 0 (fractions too)
+    beta_cycle: float = 2.0         # cyclical: the epochs of one cycle (fractions too)
+    beta_ratio: float = 0.5         # cyclical: the fraction of each cycle that ramps, in (0, 1]
     no_ib: tuple = ()               # modalities without a unimodal bottleneck
     d: int = 50                     # the models' feature size (the paper: 50)
     hidden: int = 1024              # the encoders' FFN size
@@ -73,6 +84,10 @@ class TrainConfig:
         if self.cuda_graphs and self.amp == "fp16":
             raise UsageError("cuda_graphs does not run with amp='fp16' (its GradScaler reads the scale on the "
                              "host); use amp='bf16' or none")
+        if self.kl_reduction not in models.KL_REDUCTIONS:
+            raise UsageError(f"kl_reduction must be one of {', '.join(models.KL_REDUCTIONS)}, "
+                             f"got {self.kl_reduction!r}")
+        beta_schedule.check(self)
         if self.amp not in AMP_MODES:
             raise UsageError(f"amp must be {', '.join(AMP_MODES)}, got {self.amp!r}")
         for name in ("epochs", "batch_size", "patience", "synthetic_samples", "seq_len", "d", "hidden",

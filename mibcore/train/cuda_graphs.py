@@ -17,6 +17,8 @@ The rng stays right: the fused operators draw their (seed, offset) with torch.ra
 device's generator, which torch registers with the graph; each replay advances its Philox
 offset, so every replay draws fresh dropout masks and samples, and a seed gives the same run.
 Adam is the fused one with capturable=True (its step counts on the device; optimizer.py).
+A beta schedule's KL weight is a device tensor refilled in place before each step
+(beta_schedule.py), so each replay reads its step's value.
 Not yet run on a GPU: its CPU tests drive the control flow with a stand-in for torch.cuda;
 the capture itself is tests/test_train_step.py's gpu-marked tests.
 """

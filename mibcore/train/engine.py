@@ -20,6 +20,7 @@ import torch
 from mibcore.data import MultimodalDataset, check_dataset
 from mibcore.train import cuda_graphs, curves
 from mibcore.train.batching import epoch_batches
+from mibcore.train.beta_schedule import BetaSchedule
 from mibcore.train.build import build_model, data_dims, load_data
 from mibcore.train.checkpoint import resume, resume_hint, save_checkpoint
 from mibcore.train.config import TrainConfig
@@ -72,7 +73,9 @@ def _train(config, data, rank, world, on_epoch):
         ddp_model = torch.compile(ddp_model, fullgraph=world == 1, mode=mode)
     train_ds = MultimodalDataset(data["train"], token_ids=bool(config.text_backbone))
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    step = EagerStep(model, ddp_model, optimizer, scaler, config, device)
+    schedule = BetaSchedule.of(config)
+    beta = schedule.weight_tensor(device)  # (None for a constant beta)
+    step = EagerStep(model, ddp_model, optimizer, scaler, config, device, beta)
     if config.cuda_graphs:
         step = cuda_graphs.GraphedStep(step, device)
     says = rank == 0 and not config.quiet
@@ -84,9 +87,9 @@ def _train(config, data, rank, world, on_epoch):
         epoch, start = state["epoch"], time.perf_counter()
         batches = with_progress(epoch_batches(config, len(train_ds), epoch, rank, world), config, epoch, rank)
         model.train()
-        train_loss = _train_one_epoch(step, train_ds, batches, config, epoch)
+        train_loss, last_beta = _train_one_epoch(step, train_ds, batches, config, epoch, schedule, beta)
         dev = evaluate(model, data["dev"], device, config, train_mean)
-        improved = _record_epoch(state, epoch, train_loss, dev)
+        improved = _record_epoch(state, epoch, train_loss, last_beta, dev)
         if improved:
             best_state = copy.deepcopy(model.state_dict())
         if rank == 0:
@@ -108,13 +111,19 @@ def _train(config, data, rank, world, on_epoch):
     return _result(config, state, test), model
 
 
-def _train_one_epoch(step, train_ds, batches, config, epoch):
-    """One optimizer step per batch; returns the mean training loss over this process's samples.
-    Raises DivergedError for a loss that is not finite, at the first read after it (LossReader)."""
+def _train_one_epoch(step, train_ds, batches, config, epoch, schedule, beta):
+    """One optimizer step per batch, each with the schedule's KL weight (filled into the tensor
+    `beta` the step reads, where the schedule varies); returns the mean training loss over this
+    process's samples and the KL weight of the epoch's last step. Raises DivergedError for a loss
+    that is not finite, at the first read after it (LossReader)."""
     losses = LossReader(config, epoch, len(batches))
-    for batch in batches:
+    weight = schedule.beta
+    for i, batch in enumerate(batches):
+        if beta is not None:
+            weight = schedule.at(epoch, i, len(batches))
+            beta.fill_(weight)  # in place, no host sync: the step (or its CUDA graph) reads it
         losses.add(step(*train_ds[batch]), len(batch))
-    return losses.mean()
+    return losses.mean(), weight
 
 
 def _say_how_it_ended(config, state, trained):
@@ -136,16 +145,16 @@ def _new_state():
     return {"epoch": 0, "best_score": math.inf, "best_epoch": None, "bad_epochs": 0, "history": []}
 
 
-def _record_epoch(state, epoch, train_loss, dev):
-    """Adds an epoch to state: its history entry, the best dev epoch and the early-stopping count.
-    Returns whether its dev score is a new best."""
+def _record_epoch(state, epoch, train_loss, beta, dev):
+    """Adds an epoch to state: its history entry (with beta, the KL weight of its last step), the
+    best dev epoch and the early-stopping count. Returns whether its dev score is a new best."""
     score = dev_score(dev)
     improved = score < state["best_score"]  # strict: on a tie the earlier epoch stays the best
     if improved:
         state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
     else:
         state["bad_epochs"] += 1
-    state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "dev": dev})
+    state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "beta": beta, "dev": dev})
     state["epoch"] = epoch + 1
     return improved
 

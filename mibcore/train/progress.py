@@ -27,9 +27,11 @@ def _dev_summary(dev):
 
 
 def epoch_line(config, state, seconds):
-    """The log line of state's last epoch: epoch, train loss, dev metrics, time, best so far."""
+    """The log line of state's last epoch: epoch, train loss, beta (where scheduled), dev metrics,
+    time, best so far."""
     last, best = state["history"][-1], state["best_epoch"]
     metric, _ = dev_metric(last["dev"])
     best_value = state["history"][best - 1]["dev"][metric] if best else float("nan")
-    return (f"epoch {last['epoch']}/{config.epochs}  train loss {last['train_loss']:.4f}  "
+    beta = f"beta {last['beta']:.3g}  " if config.beta_schedule != "constant" else ""
+    return (f"epoch {last['epoch']}/{config.epochs}  train loss {last['train_loss']:.4f}  {beta}"
             f"dev {_dev_summary(last['dev'])}  {seconds:.1f} s  best {metric} {best_value:.4f} (epoch {best})")

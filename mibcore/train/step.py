@@ -17,16 +17,19 @@ class EagerStep:
     """step(text, audio, visual, label) -> the loss (a detached device tensor); no host sync.
     The batch's tensors may be on the host (copied to the device by to_device)."""
 
-    def __init__(self, model, ddp_model, optimizer, scaler, config, device):
+    def __init__(self, model, ddp_model, optimizer, scaler, config, device, beta=None):
+        """beta: the KL weight tensor that a beta schedule refills before each step (in place, so
+        that a captured CUDA graph reads each step's value), or None: the model's config.beta."""
         self.model, self.ddp_model, self.optimizer, self.scaler = model, ddp_model, optimizer, scaler
-        self.config, self.device = config, device
+        self.config, self.device, self.beta = config, device, beta
 
     def __call__(self, text, audio, visual, label, set_to_none=True):
         text, audio, visual, label = to_device((text, audio, visual, label), self.device)
         self.optimizer.zero_grad(set_to_none=set_to_none)
         with autocast(self.config, self.device):
             out = self.ddp_model(text, audio, visual)  # through DDP, which all-reduces the gradients
-            loss = self.model.loss(out, label)
+            # (beta passed only where scheduled: a constant run calls loss(out, label) as it always has)
+            loss = self.model.loss(out, label) if self.beta is None else self.model.loss(out, label, beta=self.beta)
         self.scaler.scale(loss.float()).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
