@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_parser(commands, common):
-    from mibcore.models import KL_REDUCTIONS, MODALITIES, MODES, VARIANTS
+    from mibcore.models import KL_REDUCTIONS, MODES, VARIANTS
     from mibcore.nn import FUSIONS
     from mibcore.train import TrainConfig
     from mibcore.train.beta_schedule import SCHEDULES
@@ -58,7 +58,7 @@ def _train_parser(commands, common):
         shown = "none" if default in ((), "") else default
         text = f"{helps.get(field.name, '')} (default: {shown})".lstrip()
         if field.name == "no_ib":
-            p.add_argument(name, nargs="*", choices=MODALITIES, default=None, help=text)
+            p.add_argument(name, nargs="*", default=None, metavar="MODALITY", help=text)
         elif field.name == "compile":  # --compile (the default mode), --compile MODE, --no-compile
             p.add_argument(name, nargs="?", const=True, default=None, metavar="MODE",
                            help=text)
@@ -73,7 +73,6 @@ def _train_parser(commands, common):
 
 
 def _eval_parser(commands, common):
-    from mibcore.data.checks import MODALITY_KEYS
     from mibcore.train.perturb import DROP_MODES
     from mibcore.train.robustness import LEVELS
 
@@ -86,8 +85,8 @@ def _eval_parser(commands, common):
     ev.add_argument("--data", default=None, help="another dataset file (default: the run's data)")
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"), help="(default: test)")
     ev.add_argument("--device", default=None, help="where to evaluate (default: the run's --device)")
-    ev.add_argument("--drop", action="append", default=[], choices=MODALITY_KEYS, metavar="MODALITY",
-                    help=f"evaluate with this modality missing (repeatable; one of {', '.join(MODALITY_KEYS)})")
+    ev.add_argument("--drop", action="append", default=[], metavar="MODALITY",
+                    help="evaluate with this modality of the run missing (repeatable; e.g. text, audio, visual)")
     ev.add_argument("--drop-mode", default="zero", choices=DROP_MODES,
                     help="a missing modality's features: zero, or each feature's mean over the training split "
                          "(default: zero)")
@@ -107,8 +106,9 @@ def _predict_parser(commands, common):
                                          "label(s) where the file has them.")
     pr.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     pr.add_argument("--data", default=None,
-                    help="a dataset file (its --split), or a .npz of samples: keys text, audio, visual "
-                         "([N, T, D] or [N, D]), optional id, label (default: the run's data)")
+                    help="a dataset file (its --split), or a .npz of samples: a key per modality of the run "
+                         "(text, audio, visual for the paper's; [N, T, D] or [N, D]), optional id, label "
+                         "(default: the run's data)")
     pr.add_argument("--split", default="test", choices=("train", "dev", "test"),
                     help="the split of a dataset file (default: test)")
     pr.add_argument("--out", default="predictions.csv", help="the CSV to write (default: predictions.csv)")

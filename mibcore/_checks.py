@@ -119,3 +119,22 @@ def index_product(fn, name, sizes, what):
         raise ValueError(f"{fn}: `{name}` make {what} of {' x '.join(map(str, sizes))} elements, 2^63 or "
                          "more: int64 indices would overflow")
     return n
+
+
+# The keys of a data split that are not modalities (mibcore.data): a modality may not take them.
+RESERVED_MODALITY_NAMES = ("label", "id", "text_ids")
+
+
+def modality_names(fn, name, names, at_least=2, at_most=None):
+    """`names` (a list) as modality names: identifiers (they name submodules, keyword inputs and
+    data keys such as train_<name>), unique, not reserved, between `at_least` and `at_most` of them."""
+    bound = f"{at_least} to {at_most}" if at_most else f"at least {at_least}"
+    if not at_least <= len(names) <= (at_most or len(names)):
+        raise ValueError(f"{fn}: `{name}` must name {bound} modalities, got {len(names)} ({list(names)})")
+    for m in names:
+        if not isinstance(m, str) or not m.isidentifier():
+            raise ValueError(f"{fn}: `{name}` must name modalities by identifiers (letters, digits, _), got {m!r}")
+        if m in RESERVED_MODALITY_NAMES:
+            raise ValueError(f"{fn}: `{name}`: {m!r} is not a modality name (reserved for the data's "
+                             f"{', '.join(RESERVED_MODALITY_NAMES)})")
+    return list(names)

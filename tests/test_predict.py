@@ -118,14 +118,18 @@ def test_predict_refuses_data_that_does_not_fit_the_model(run, emotion_run, caps
     test = load_data(run)["test"]
     wide = samples_npz(tmp_path / "wide.npz", test, audio=np.zeros((8, 3, 7), np.float32))
     err = error_of(capsys, ["predict", run.out, "--data", wide], 3)
-    assert "wide.npz: audio has 7 features per step, but the model was trained on" in err and "(audio_dim)" in err
+    assert "wide.npz: audio has 7 features per step, but the model was trained on" in err and "audio features" in err
     two = samples_npz(tmp_path / "two.npz", test, label=np.zeros((8, 2), np.float32))
     assert "label holds 2 label columns, but the model predicts regression" in error_of(
         capsys, ["predict", run.out, "--data", two], 3)
     nan = samples_npz(tmp_path / "nan.npz", test, visual=np.full_like(test["visual"], np.nan))
     assert "nan.npz: visual holds NaN or Inf" in error_of(capsys, ["predict", run.out, "--data", nan], 3)
     odd = samples_npz(tmp_path / "odd.npz", test, speech=test["audio"])
-    assert "unknown keys ['speech']" in error_of(capsys, ["predict", run.out, "--data", odd], 3)
+    assert "odd.npz: holds speech, not modalities of the model; the model was trained on the modalities text, " \
+           "audio, visual" in error_of(capsys, ["predict", run.out, "--data", odd], 3)
+    lacking = samples_npz(tmp_path / "lacking.npz", test, visual=None)
+    assert "lacking.npz: has no visual; the model was trained on" in error_of(
+        capsys, ["predict", run.out, "--data", lacking], 3)
     # a dataset of another task: eval refuses it too, naming the key (not a CheckpointError)
     err = error_of(capsys, ["eval", run.out, "--data", "synthetic-emotion"], 3)
     assert "synthetic-emotion: train/label holds" in err and "label columns, but the model predicts regression" in err
@@ -186,7 +190,7 @@ def test_noise_is_seeded_and_scaled_by_the_training_std(run, capsys):
 
 
 @pytest.mark.parametrize("argv, names", [
-    (["--drop", "speech"], "argument --drop: invalid choice: 'speech'"),
+    (["--drop", "speech"], "--drop: unknown modality 'speech'; this run's are text, audio, visual"),
     (["--drop-mode", "median"], "invalid choice: 'median'"),
     (["--noise", "audio"], "--noise must be MODALITY=SIGMA (e.g. audio=0.5), got 'audio'"),
     (["--noise", "speech=1"], "--noise: unknown modality 'speech'"),

@@ -71,3 +71,26 @@ def test_model_with_backbone_trains_end_to_end(tiny_bert, tmp_path):
 def test_missing_backbone_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         models.build("cmib", text_backbone=str(tmp_path / "nope"))
+
+
+def test_encoder_mib_around_a_hugging_face_model():
+    # MIB around one's own encoders (issue 22, item 4): a Hugging Face model wrapped to [B, d].
+    class BertCLS(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids):
+            return self.bert(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state[:, 0]
+
+    config = transformers.BertConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=32)
+    torch.manual_seed(0)
+    encoders = {"text": BertCLS(transformers.BertModel(config)),
+                "audio": torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(5 * 3, 16))}
+    model = models.EncoderMIB(encoders, variant="cmib", fusion="tensor", d=16, hidden=32)
+    ids = torch.randint(1, 10, (4, 6))
+    out = model(text=ids, audio=torch.randn(4, 5, 3))
+    model.loss(out, torch.randn(4)).backward()
+    grads = [p.grad for p in model.encoders["text"].bert.encoder.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0

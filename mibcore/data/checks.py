@@ -5,13 +5,29 @@ Label contract (the task is told by the labels' shape):
   multi-label  [N, C], C >= 2, values in [0, 1] (0/1, or probabilities); BCE, per-class metrics
 Features are [N, T, D] real numbers with T, D >= 1 (bool, int or float; complex numbers are
 refused, never cast); D, and C, are the same in every split (T may differ).
+Modalities: every key of a split but label, id and text_ids; at least two, the same in every split,
+ordered by modality_order (the paper's text, audio, visual first).
 """
 import numpy as np
 
+from mibcore._checks import RESERVED_MODALITY_NAMES
 from mibcore.errors import DataError
 
 SPLITS = ("train", "dev", "test")
-MODALITY_KEYS = ("text", "audio", "visual")
+MODALITY_KEYS = ("text", "audio", "visual")  # the paper's modalities (its file formats hold these)
+
+
+def modality_order(names):
+    """Modality names in the order models take them: the paper's text, audio, visual first (so a
+    paper triple builds the paper's model), then the others alphabetically (so that a file's key
+    order does not change the model)."""
+    names = set(names)
+    return [m for m in MODALITY_KEYS if m in names] + sorted(names - set(MODALITY_KEYS))
+
+
+def modalities_of(part):
+    """The modalities of a split (or samples) dict: its keys but label, id, text_ids, in modality_order."""
+    return modality_order(k for k in part if k not in RESERVED_MODALITY_NAMES)
 LABEL_CONTRACT = "[N] or [N, 1] (regression) or [N, C] with C >= 2 and values in [0, 1] (multi-label)"
 
 
@@ -33,7 +49,12 @@ def check_dataset(data, source="dataset", key_name=None):
         if split not in data:
             raise DataError(f"{source}: missing split {split!r} (has {sorted(map(str, data))})")
         out[split] = _check_split(data[split], split, source, lambda key, s=split: key_name(s, key))
-    for key in (*MODALITY_KEYS, "label"):
+    modalities = modalities_of(out["train"])
+    for split in SPLITS[1:]:
+        if modalities_of(out[split]) != modalities:
+            raise DataError(f"{source}: split {split!r} has the modalities {modalities_of(out[split])} but train "
+                            f"has {modalities}: every split must have the same")
+    for key in (*modalities, "label"):
         widths = {split: out[split][key].shape[2 if key != "label" else 1:] for split in SPLITS}
         for split in SPLITS[1:]:
             if widths[split] != widths["train"]:
@@ -61,6 +82,11 @@ def _check_split(part, split, source, name, labeled=True):
     whose label is optional (check_samples)."""
     if not isinstance(part, dict) or (labeled and "label" not in part):
         raise DataError(f"{source}: split {split!r} must be a dict with a 'label' array")
+    modalities = modalities_of(part) if isinstance(part, dict) else []
+    if len(modalities) < 2:
+        where = f"split {split!r}" if split else "the samples"
+        raise DataError(f"{source}: {where} must hold the features of at least 2 modalities (keys other than "
+                        f"{', '.join(RESERVED_MODALITY_NAMES)}), got {modalities}")
     label = None
     if "label" in part:
         label = _real_array(part["label"], source, name("label"))
@@ -70,13 +96,13 @@ def _check_split(part, split, source, name, labeled=True):
             raise DataError(f"{source}: {name('label')} must be {LABEL_CONTRACT}, got shape {label.shape}")
         n = label.shape[0]
     else:  # (unlabeled samples: N is the first modality's)
-        first = _real_array(part.get(MODALITY_KEYS[0]), source, name(MODALITY_KEYS[0]))
+        first = _real_array(part.get(modalities[0]), source, name(modalities[0]))
         if first.ndim != 3:
-            raise DataError(f"{source}: {name(MODALITY_KEYS[0])} must be an array [N, T, D], got {first.shape}")
+            raise DataError(f"{source}: {name(modalities[0])} must be an array [N, T, D], got {first.shape}")
         n = first.shape[0]
     if n == 0:
         raise DataError(f"{source}: split {split!r} is empty" if split else f"{source}: holds no samples")
-    for key in MODALITY_KEYS:
+    for key in modalities:
         arr = _real_array(part.get(key), source, name(key))
         if arr.ndim != 3 or arr.shape[0] != n:
             raise DataError(f"{source}: {name(key)} must be an array [N={n}, T, D], got {arr.shape}")
@@ -90,7 +116,7 @@ def _check_split(part, split, source, name, labeled=True):
         if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 2 or ids.shape[0] != n:
             raise DataError(f"{source}: {name('text_ids')} must be integer token ids [N={n}, L], "
                             f"got {getattr(ids, 'dtype', type(ids).__name__)} {getattr(ids, 'shape', '')}")
-    for key in (*MODALITY_KEYS, *(("label",) if label is not None else ())):
+    for key in (*modalities, *(("label",) if label is not None else ())):
         arr = label if key == "label" else part[key]
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         if bad:

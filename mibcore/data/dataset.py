@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import torch
 
-from mibcore.data.checks import MODALITY_KEYS, SPLITS, check_dataset  # noqa: F401 (re-exported)
+from mibcore.data.checks import MODALITY_KEYS, SPLITS, check_dataset, modalities_of  # noqa: F401 (re-exported)
 from mibcore.errors import DataError
 
 
@@ -40,24 +40,27 @@ def load_dataset(spec, text_backbone=None, max_text_length=50, glove=None, **syn
 
 
 class MultimodalDataset(torch.utils.data.Dataset):
-    """One split as tensors: item i -> (text, audio, visual, label); text is the token ids
-    ("text_ids", int64) when `token_ids` is set, else the text features. Unlabeled samples
-    (mibcore predict) give label None."""
+    """One split as tensors: item i -> (one input per modality, in the order of `modalities`
+    (default: the split's, modalities_of), then the label); text is the token ids ("text_ids",
+    int64) when `token_ids` is set, else the text features. Unlabeled samples (mibcore predict)
+    give label None. For the paper's data: (text, audio, visual, label)."""
 
-    def __init__(self, split, token_ids=False):
-        if token_ids:
-            if "text_ids" not in split:
-                raise DataError("a text backbone needs token ids: load the data with text_backbone=PATH")
-            self.text = torch.from_numpy(np.ascontiguousarray(split["text_ids"], dtype=np.int64))
-        else:
-            self.text = torch.from_numpy(np.ascontiguousarray(split["text"], dtype=np.float32))
-        self.audio = torch.from_numpy(np.ascontiguousarray(split["audio"], dtype=np.float32))
-        self.visual = torch.from_numpy(np.ascontiguousarray(split["visual"], dtype=np.float32))
+    def __init__(self, split, token_ids=False, modalities=None):
+        self.modalities = tuple(modalities or modalities_of(split))
+        if token_ids and "text_ids" not in split:
+            raise DataError("a text backbone needs token ids: load the data with text_backbone=PATH")
+        self.inputs = [self._tensor(split, m, token_ids) for m in self.modalities]
         self.label = None if "label" not in split else torch.from_numpy(
             np.ascontiguousarray(split["label"], dtype=np.float32))
 
+    @staticmethod
+    def _tensor(split, m, token_ids):
+        if m == "text" and token_ids:
+            return torch.from_numpy(np.ascontiguousarray(split["text_ids"], dtype=np.int64))
+        return torch.from_numpy(np.ascontiguousarray(split[m], dtype=np.float32))
+
     def __len__(self):
-        return self.audio.shape[0]
+        return self.inputs[0].shape[0]
 
     def __getitem__(self, i):
-        return self.text[i], self.audio[i], self.visual[i], None if self.label is None else self.label[i]
+        return (*(x[i] for x in self.inputs), None if self.label is None else self.label[i])

@@ -5,6 +5,7 @@ import numpy as np
 from mibcore._io import atomic_write
 from mibcore._optional import require
 from mibcore.data.budget import Budget
+from mibcore.data.checks import MODALITY_KEYS, modalities_of
 from mibcore.errors import DataError
 
 FORMAT_VERSION = 1
@@ -12,6 +13,10 @@ FORMAT_VERSION = 1
 
 def save(data, path):
     h5py = require("h5py", "reading or writing .h5 data")
+    for split, part in data.items():  # (the layout is the paper's three modalities)
+        if modalities_of(part) != list(MODALITY_KEYS):
+            raise DataError(f"{path}: mibcore's HDF5 layout holds the modalities {', '.join(MODALITY_KEYS)}; "
+                            f"the {split} split has {modalities_of(part)}: keep such data as a .npz")
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:

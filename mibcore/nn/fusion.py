@@ -260,20 +260,33 @@ FUSIONS = {
 }
 
 
-def build_fusion(name, d, out=None, *, tensor_dropout=0.5, tensor_activations=("tanh", "tanh", "tanh"), rank=5):
-    """A fusion module by name for three d-dimensional inputs, producing `out` (default d) features.
-    "tensor" is the MIB code's 3-layer head (TensorFusionHead) with `tensor_activations`."""
+# How many inputs each fusion takes, where it is not any number >= 2: TFN and LMF have operators
+# for 2 and 3 inputs (their cost grows as the product of the widths), graph fusion's readout
+# takes unimodal, bimodal and trimodal nodes.
+FUSION_INPUTS = {"tensor": (2, 3), "low-rank": (2, 3), "graph": (2, 3)}
+
+
+def build_fusion(name, d, out=None, *, tensor_dropout=0.5, tensor_activations=("tanh", "tanh", "tanh"), rank=5,
+                 n_inputs=3):
+    """A fusion module by name for `n_inputs` d-dimensional inputs, producing `out` (default d)
+    features. "tensor" is the MIB code's 3-layer head (TensorFusionHead) with `tensor_activations`."""
     out = d if out is None else out
+    if name not in FUSIONS:
+        raise ValueError(f"unknown fusion {name!r}; expected one of {', '.join(FUSIONS)}")
+    counts = FUSION_INPUTS.get(name)
+    if n_inputs < 2 or (counts and n_inputs not in counts):
+        anything = [f for f in FUSIONS if f not in FUSION_INPUTS]
+        raise ValueError(f"fusion {name!r} fuses {' or '.join(map(str, counts or (2,)))}"
+                         f"{'' if counts else ' or more'} modalities, got {n_inputs}; "
+                         f"{', '.join(anything)} fuse any number from 2")
     if name == "concat":
-        return ConcatFusion(d, out)
+        return ConcatFusion(d, out, n_inputs=n_inputs)
     if name == "tensor":
-        return TensorFusionHead(d, out, dropout=tensor_dropout, activations=tensor_activations)
+        return TensorFusionHead(d, out, dropout=tensor_dropout, activations=tensor_activations, n_inputs=n_inputs)
     if name == "low-rank":
-        return LowRankFusion(d, out, rank=rank)
+        return LowRankFusion(d, out, rank=rank, n_inputs=n_inputs)
     if name == "graph":
         return GraphFusion(d, out)
-    if name in ("addition", "multiplication", "poe"):
-        if out != d:
-            raise ValueError(f"fusion {name!r} is non-parametric: its output size is d = {d}")
-        return FUSIONS[name]()
-    raise ValueError(f"unknown fusion {name!r}; expected one of {', '.join(FUSIONS)}")
+    if out != d:
+        raise ValueError(f"fusion {name!r} is non-parametric: its output size is d = {d}")
+    return FUSIONS[name]()

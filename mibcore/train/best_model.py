@@ -2,8 +2,9 @@
 it needs none of the training data), and the check that data fits it (eval, predict)."""
 import dataclasses
 import os
+import re
 
-from mibcore.data.checks import MODALITY_KEYS
+from mibcore.data.checks import modalities_of
 from mibcore.errors import CheckpointError, DataError, UsageError
 from mibcore.train.build import build_model
 from mibcore.train.checkpoint import read_checkpoint
@@ -44,26 +45,37 @@ def load_best(path, device=None):
 
 def saved_widths(state, path):
     """The widths (build.data_widths' keys) of a model's weights: each modality's projection
-    [d, width, 3] and the decoder [outputs, d]."""
+    [d, width, 3], in the model's order (the weights' order), and the decoder [outputs, d]."""
     try:
-        widths = {f"{m}_dim": int(state[f"proj.{m}.conv.weight"].shape[1]) for m in MODALITY_KEYS}
-        return {**widths, "output_dim": int(state["decoder.weight"].shape[0])}
+        projections = [(k, v) for k, v in state.items() if re.fullmatch(r"proj\.\w+\.conv\.weight", k)]
+        modalities = {k.split(".")[1]: int(v.shape[1]) for k, v in projections}
+        if not modalities:
+            raise KeyError("proj.<modality>.conv.weight")
+        return {"modalities": modalities, "output_dim": int(state["decoder.weight"].shape[0])}
     except (KeyError, IndexError, AttributeError) as e:
         raise CheckpointError(f"{path}: not the weights of a mibcore MIB model (no {e})") from e
 
 
 def check_data_fits(split, model, config, source, name=lambda key: key):
-    """DataError unless a split's (or samples') features have the widths the model was trained
-    on, naming the modality; its labels, where present, must be of the model's task. `name(key)`:
-    the key as the data file names it."""
+    """DataError unless a split's (or samples') features are of the model's modalities, with the
+    widths it was trained on, naming the modality; its labels, where present, must be of the
+    model's task. `name(key)`: the key as the data file names it."""
     c = model.config
-    for m in MODALITY_KEYS:
+    have = modalities_of(split)
+    missing = [m for m in model.modalities if m not in have]
+    extra = [m for m in have if m not in model.modalities]
+    if missing or extra:
+        what = (f"has no {', '.join(map(name, missing))}" if missing
+                else f"holds {', '.join(map(name, extra))}, not modalities of the model")
+        raise DataError(f"{source}: {what}; the model was trained on the modalities {', '.join(model.modalities)}")
+    trained = c.modality_dims()
+    for m in model.modalities:
         if m == "text" and config.text_backbone:
             continue  # (token ids: any length)
-        width, trained = split[m].shape[2], getattr(c, f"{m}_dim")
-        if width != trained:
+        width = split[m].shape[2]
+        if width != trained[m]:
             raise DataError(f"{source}: {name(m)} has {width} features per step, but the model was trained on "
-                            f"{trained} {m} features ({m}_dim)")
+                            f"{trained[m]} {m} features")
     label = split.get("label")
     if label is not None and (1 if label.ndim == 1 else label.shape[1]) != c.output_dim:
         have = "regression labels [N]" if label.ndim == 1 else f"{label.shape[1]} label columns"

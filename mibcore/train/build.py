@@ -4,6 +4,7 @@ import torch
 
 from mibcore import models
 from mibcore.data import load_dataset
+from mibcore.data.checks import modalities_of
 from mibcore.errors import UsageError
 from mibcore.train.runtime import device_memory, memory_errors
 
@@ -35,19 +36,18 @@ def _check_synthetic_size(config, sizes):
 
 
 def data_widths(split):
-    """{"text_dim", "audio_dim", "visual_dim", "output_dim"} of a split's features and labels
+    """{"modalities": {name: features per step}, "output_dim"} of a split's features and labels
     (output_dim None without labels): the model sizes (MIBConfig fields) the data asks for."""
     label = split.get("label")
-    return {**{f"{m}_dim": int(split[m].shape[2]) for m in ("text", "audio", "visual")},
+    return {"modalities": {m: int(split[m].shape[2]) for m in modalities_of(split)},
             "output_dim": None if label is None else 1 if label.ndim == 1 else int(label.shape[1])}
 
 
 def data_dims(data):
-    """The widths a model is built for, that checkpoints record: each modality's features and
-    the labels (1: regression; C: emotion classes)."""
+    """The widths a model is built for, that checkpoints record: each modality's features, by
+    name in the model's order, and the labels ("label": 1 regression; C emotion classes)."""
     widths = data_widths(data["train"])
-    return {"text": widths["text_dim"], "audio": widths["audio_dim"], "visual": widths["visual_dim"],
-            "label": widths["output_dim"]}
+    return {**widths["modalities"], "label": widths["output_dim"]}
 
 
 def build_model(config, data=None, device=None, widths=None):
@@ -64,8 +64,8 @@ def build_model(config, data=None, device=None, widths=None):
                 _check_model_size(config, models.build(config.model, **options), device or torch.device("cpu"))
         with memory_errors("--hidden / --d"):
             return models.build(config.model, **options, text_backbone=config.text_backbone or None)
-    except (ValueError, FileNotFoundError) as e:  # the model's own checks of its options (d % heads, fusion, ...)
-        if isinstance(e, UsageError):
+    except (ValueError, TypeError, FileNotFoundError) as e:  # the model's own checks of its options (d % heads,
+        if isinstance(e, UsageError):                          # fusion, the data's modalities, ...)
             raise
         raise UsageError(f"invalid model options: {e}") from e
 

@@ -44,7 +44,7 @@ def check(config, device, world):
 
 
 class GraphedStep:
-    """step(text, audio, visual, label) on host tensors -> the loss (a device tensor), as
+    """step(*inputs, label) on host tensors -> the loss (a device tensor), as
     step.EagerStep, through one CUDA graph per run (see the module docstring). `cuda`: the
     torch.cuda module (tests pass a stand-in)."""
 

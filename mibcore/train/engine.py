@@ -71,7 +71,7 @@ def _train(config, data, rank, world, on_epoch):
         # (DDP splits the graph at its gradient buckets, hence fullgraph only without it.)
         mode = None if config.compile in (True, "default") else config.compile
         ddp_model = torch.compile(ddp_model, fullgraph=world == 1, mode=mode)
-    train_ds = MultimodalDataset(data["train"], token_ids=bool(config.text_backbone))
+    train_ds = MultimodalDataset(data["train"], token_ids=bool(config.text_backbone), modalities=model.modalities)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     schedule = BetaSchedule.of(config)
     beta = schedule.weight_tensor(device)  # (None for a constant beta)

@@ -84,12 +84,12 @@ def train_label_mean(data):
 @torch.no_grad()
 def predict(model, split, device, config, batch_size=256):
     model.eval()
-    ds = MultimodalDataset(split, token_ids=bool(config.text_backbone))
+    ds = MultimodalDataset(split, token_ids=bool(config.text_backbone), modalities=model.modalities)
     preds = []
     for start in range(0, len(ds), batch_size):
-        text, audio, visual = (t.to(device) for t in ds[start : start + batch_size][:3])
+        inputs = [t.to(device) for t in ds[start : start + batch_size][:-1]]  # (the last: the label)
         with autocast(config, device):
-            preds.append(model(text, audio, visual)["pred"].float().cpu())
+            preds.append(model(*inputs)["pred"].float().cpu())
     return torch.cat(preds).numpy() if preds else np.zeros((0, 1), np.float32)
 
 
@@ -133,7 +133,7 @@ def evaluate_checkpoint(path, data_spec=None, split="test", device=None, drop=()
     or "mean", the training split's) and `noise` ({modality: sigma}) perturb the split's
     features first (mibcore.train.perturb; `seed`: its noise, default the run's seed)."""
     config, model, device, data = load_run(path, data_spec, device)
-    check_options(drop, drop_mode, noise, token_text=bool(config.text_backbone))
+    check_options(drop, drop_mode, noise, token_text=bool(config.text_backbone), modalities=model.modalities)
     part = data[split]
     if drop or noise:
         seed = config.seed if seed is None else seed

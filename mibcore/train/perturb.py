@@ -5,39 +5,41 @@ split's features before evaluating it.
               embedding where a step's first feature is exactly 0)
   drop mean   each feature set to its mean over the training split (all samples and steps)
   noise S     x + S * std * e, e ~ N(0, 1), std the feature's std over the training split; e is
-              drawn from numpy's generator seeded by (seed, modality), so every level S of one
-              modality scales the same draws, and the same seed gives the same numbers
+              drawn from numpy's generator seeded by (seed, the modality's position among the
+              data's modalities), so every level S of one modality scales the same draws, and
+              the same seed gives the same numbers
 """
 import math
 
 import numpy as np
 
-from mibcore.data.checks import MODALITY_KEYS
+from mibcore.data.checks import MODALITY_KEYS, modalities_of
 from mibcore.errors import UsageError
 
 DROP_MODES = ("zero", "mean")
 
 
 def feature_stats(train):
-    """{modality: (mean [D], std [D])} over a training split's samples and steps (float64)."""
+    """{modality: (mean [D], std [D])} over a training split's samples and steps (float64), for
+    each of its modalities in their order."""
     out = {}
-    for m in MODALITY_KEYS:
+    for m in modalities_of(train):
         x = np.asarray(train[m], dtype=np.float64).reshape(-1, train[m].shape[2])
         out[m] = (x.mean(axis=0), x.std(axis=0))
     return out
 
 
-def check_options(drop=(), drop_mode="zero", noise=None, token_text=False):
-    """UsageError naming the first bad option: unknown modality or drop mode, a noise level that
-    is not a finite number >= 0, a modality both dropped and noised, or text given as token ids
-    (a text backbone's input, which has no features to perturb)."""
+def check_options(drop=(), drop_mode="zero", noise=None, token_text=False, modalities=MODALITY_KEYS):
+    """UsageError naming the first bad option: a modality not of `modalities` (the run's), an
+    unknown drop mode, a noise level that is not a finite number >= 0, a modality both dropped and
+    noised, or text given as token ids (a text backbone's input, which has no features to perturb)."""
     noise = noise or {}
     if drop_mode not in DROP_MODES:
         raise UsageError(f"drop mode must be {' or '.join(DROP_MODES)}, got {drop_mode!r}")
     for what, names in (("--drop", list(drop)), ("--noise", list(noise))):
         for m in names:
-            if m not in MODALITY_KEYS:
-                raise UsageError(f"{what}: unknown modality {m!r}; expected one of {', '.join(MODALITY_KEYS)}")
+            if m not in modalities:
+                raise UsageError(f"{what}: unknown modality {m!r}; this run's are {', '.join(modalities)}")
             if m == "text" and token_text:
                 raise UsageError(f"{what} text: this run reads text as token ids (a text backbone), which have "
                                  "no features to drop or noise")
@@ -73,7 +75,7 @@ def perturb(split, stats, drop=(), drop_mode="zero", noise=None, seed=0):
         out[m] = np.broadcast_to(np.asarray(fill, np.float32), x.shape).copy()
     for m, sigma in (noise or {}).items():
         x = np.asarray(split[m], dtype=np.float32)
-        rng = np.random.default_rng([seed % 2**32, MODALITY_KEYS.index(m)])
+        rng = np.random.default_rng([seed % 2**32, list(stats).index(m)])
         e = rng.standard_normal(x.shape, dtype=np.float32)
         out[m] = x + np.float32(sigma) * stats[m][1].astype(np.float32) * e
     return out

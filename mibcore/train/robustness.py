@@ -5,7 +5,6 @@ import json
 import os
 
 from mibcore._io import atomic_write_text
-from mibcore.data.checks import MODALITY_KEYS
 from mibcore.train.best_model import best_path
 from mibcore.train.evaluation import evaluate, load_run, train_label_mean
 from mibcore.train.perturb import check_options, feature_stats, perturb
@@ -33,14 +32,14 @@ def evaluate_robustness(path, data_spec=None, split="test", device=None, levels=
     run folder (metrics.json's "robustness", results.md), under the run folder's lock."""
     config, model, device, data = load_run(path, data_spec, device)
     token_text = bool(config.text_backbone)
-    modalities = [m for m in MODALITY_KEYS if not (m == "text" and token_text)]
+    modalities = [m for m in model.modalities if not (m == "text" and token_text)]
     levels = list(levels)
-    check_options((), drop_mode, {m: sigma for m in modalities[:1] for sigma in levels}, token_text)
+    check_options((), drop_mode, {m: sigma for m in modalities[:1] for sigma in levels}, token_text, modalities)
     seed = config.seed if seed is None else seed
     stats, label_mean = feature_stats(data["train"]), train_label_mean(data)
     rows = {}
     for name, drop, noise in conditions(modalities, levels):
-        check_options(drop, drop_mode, noise, token_text)
+        check_options(drop, drop_mode, noise, token_text, modalities)
         part = perturb(data[split], stats, drop, drop_mode, noise, seed) if drop or noise else data[split]
         rows[name] = evaluate(model, part, device, config, label_mean)
     section = {"data": config.data, "split": split, "drop_mode": drop_mode, "levels": levels, "seed": seed,

@@ -14,8 +14,9 @@ from mibcore.train.runtime import autocast
 
 
 class EagerStep:
-    """step(text, audio, visual, label) -> the loss (a detached device tensor); no host sync.
-    The batch's tensors may be on the host (copied to the device by to_device)."""
+    """step(*inputs, label) -> the loss (a detached device tensor); no host sync. The inputs:
+    one per modality in the model's order (the paper's: text, audio, visual). The batch's
+    tensors may be on the host (copied to the device by to_device)."""
 
     def __init__(self, model, ddp_model, optimizer, scaler, config, device, beta=None):
         """beta: the KL weight tensor that a beta schedule refills before each step (in place, so
@@ -23,11 +24,11 @@ class EagerStep:
         self.model, self.ddp_model, self.optimizer, self.scaler = model, ddp_model, optimizer, scaler
         self.config, self.device, self.beta = config, device, beta
 
-    def __call__(self, text, audio, visual, label, set_to_none=True):
-        text, audio, visual, label = to_device((text, audio, visual, label), self.device)
+    def __call__(self, *batch, set_to_none=True):
+        *inputs, label = to_device(batch, self.device)
         self.optimizer.zero_grad(set_to_none=set_to_none)
         with autocast(self.config, self.device):
-            out = self.ddp_model(text, audio, visual)  # through DDP, which all-reduces the gradients
+            out = self.ddp_model(*inputs)  # through DDP, which all-reduces the gradients
             # (beta passed only where scheduled: a constant run calls loss(out, label) as it always has)
             loss = self.model.loss(out, label) if self.beta is None else self.model.loss(out, label, beta=self.beta)
         self.scaler.scale(loss.float()).backward()
