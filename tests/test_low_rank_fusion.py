@@ -49,6 +49,14 @@ def test_matches_reference_float64(backend, dims, batch, rank, out, flat):
         torch.testing.assert_close(g, g_ref, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("backend", [b for b in FUSED if b == "cpu"])
+@pytest.mark.parametrize("batch, dims, rank, out", [(600, (63, 50, 9), 5, 50), (40, (128, 128), 8, 128)])
+def test_large_calls_match_reference_float64(backend, batch, dims, rank, out):
+    # Above 2^21 multiply-adds: the avx2 and baseline levels run the GEMM formulation
+    # (csrc/cpu/low_rank_fusion_cpu.cpp, lmf_gemm), avx512 its loops.
+    test_matches_reference_float64(backend, dims, batch, rank, out, flat=False)
+
+
 @pytest.mark.skipif("cpu" not in FUSED, reason="cpu backend not built")
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_cpu_backward_split_over_threads(threads):
