@@ -7,16 +7,18 @@
 #   step         cap (s)  what
 #   preflight        25   files, tools, python packages; mibcore and mibcore.kernels import from
 #                         this checkout; the step caps fit the budget
-#   build           150   mibcore._C with its CUDA sources, in place (MIBCORE_BUILD_CUDA=1,
+#   build           130   mibcore._C with its CUDA sources, in place (MIBCORE_BUILD_CUDA=1,
 #                         TORCH_CUDA_ARCH_LIST=9.0, the CPU kernels for the baseline only,
-#                         MAX_JOBS=16; CUDA_HOME from .ci/cuda_home.sh); if that fails, a CPU-only
+#                         MAX_JOBS=16; CUDA_HOME from .ci/cuda_home.sh), unless a mibcore._C carried
+#                         with the checkout loads with cuda=1; if the build fails, a CPU-only
 #                         build in what is left of the cap, so that the Triton backend is still tested
 #   imports          20   every module of mibcore (mibcore.kernels included) and of benchmarks;
 #                         the build reports cuda=1
-#   smoke            90   pytest -m "gpu and smoke" -x: one case per operator, backend and dtype
+#   smoke            80   pytest -m "gpu and smoke" -x: one case per operator, backend and dtype
 #   gpu-tests        75   pytest -m "gpu and not smoke": the device-parametrized contract and the
 #                         GPU-only tests (compiled Triton: TRITON_INTERPRET=0), on 8 pytest-xdist
-#                         workers where xdist is installed (the Triton compiles run in parallel)
+#                         workers where xdist is installed (the Triton compiles run in parallel);
+#                         plus what a carried build left unused of the build's cap
 #   memcheck         25   compute-sanitizer --tool memcheck over the CUDA kernels' smoke cases
 #   racecheck        20   compute-sanitizer --tool racecheck over the same cases
 #   bench            45   python -m benchmarks --device cuda --quick --no-train --skip-provider
@@ -24,12 +26,15 @@
 #                         (and cuBLAS); each row is written to results.csv as it is measured, a
 #                         failing provider is a row with its error (torch.compile and the training
 #                         steps are left to a run with more time: inductor's compiles alone take minutes)
+#   graph-step       30   python -m benchmarks.graph_step: the C-MIB training step (tensor fusion, paper
+#                         shapes) per backend, eager and in one CUDA graph, against the paper's formulation
 # The caps add up to the budget (GPU_CHECK_BUDGET_S, default 450 s: 8 minutes of a device call less
 # its start); each step also stops when the budget is spent, so a hang costs one step. Logs go to
 # $OUT (the device tool's output folder; ./gpu-check-out when unset), 8 files at most (the tool
 # returns no more): summary.txt, preflight.log, build.log (build and imports), smoke.log,
-# gpu-tests.log, sanitizer.log, bench.log, results.csv. The benchmark table and the step table
-# (status and seconds of each step) are printed last. Exit 0 when every step passed.
+# gpu-tests.log, sanitizer.log, bench.log (bench and graph-step), results.csv. The benchmark
+# table, the training-step table and the step table (status and seconds of each step) are printed
+# last. Exit 0 when every step passed.
 #
 # Modes:
 #   (GPU present)  the device check above.
@@ -62,7 +67,7 @@ STATUS=()
 FAILED=0
 
 # The steps and their caps (seconds on the device): they must add up to at most the budget.
-STEPS=(preflight:25 build:150 imports:20 smoke:90 gpu-tests:75 memcheck:25 racecheck:20 bench:45)
+STEPS=(preflight:25 build:130 imports:20 smoke:80 gpu-tests:75 memcheck:25 racecheck:20 bench:45 graph-step:30)
 cap() { local s; for s in "${STEPS[@]}"; do [ "${s%%:*}" = "$1" ] && echo "${s#*:}"; done; }
 
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
@@ -201,11 +206,24 @@ export BENCH_ARGS="--device cuda --quick --no-train --skip-provider compile"
 source .ci/cuda_home.sh
 export MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 CUDA_BUILT=0
+SPARE=0
+prebuilt_loads() {
+  ls mibcore/_C.cpython-*.so > /dev/null 2>&1 || return 1
+  "$PY" -c "import sys, torch; from mibcore import _extension; i = _extension.load(); sys.exit(0 if i and i.get('cuda') == '1' else 1)" \
+    >> "$OUT/build.log" 2>&1
+}
 if ! selected build; then
   not_run build "not run (MIBCORE_GPU_CHECK_STEPS)"
 else
   build_start=$(date +%s)
-  if step build build.log env MIBCORE_BUILD_CUDA=1 MIBCORE_CPU_BASELINE_ONLY=1 "$PY" setup.py -q build_ext --inplace; then
+  if [ "$MODE" != rehearsal ] && prebuilt_loads; then
+    # A mibcore._C for this Python, built with nvcc for sm_90 against this torch elsewhere and carried
+    # with the checkout (the device tool's `carry`): the build step's minutes are the device's
+    # scarcest; a carried build that does not load here is rebuilt below.
+    STATUS+=("build|prebuilt (carried), loads with cuda=1|0"); CUDA_BUILT=1
+    SPARE=$(( $(cap build) - ($(date +%s) - build_start) ))  # the build's cap, unused: to the GPU tests
+    say "[build] a carried mibcore._C loads with cuda=1: not rebuilt"
+  elif step build build.log env MIBCORE_BUILD_CUDA=1 MIBCORE_CPU_BASELINE_ONLY=1 "$PY" setup.py -q build_ext --inplace; then
     CUDA_BUILT=1
   else
     tail -n 40 "$OUT/build.log"
@@ -316,7 +334,7 @@ PY
   step providers bench.log bash -c providers
   tail -n 1 "$OUT/bench.log" | tee -a "$SUMMARY"
   step budget preflight.log bash -c budget_check
-  for s in smoke gpu-tests memcheck racecheck bench; do not_run "$s" "not run (needs a GPU)"; done
+  for s in smoke gpu-tests memcheck racecheck bench graph-step; do not_run "$s" "not run (needs a GPU)"; done
   say "gpu-check rehearsal: every step up to the first that needs a GPU $([ $FAILED = 0 ] && echo passed || echo FAILED)."
   finish
 fi
@@ -326,7 +344,8 @@ XDIST=()
 "$PY" -c "import xdist" 2> /dev/null && XDIST=(-n "${GPU_CHECK_WORKERS:-8}")
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE)
 step smoke smoke.log "${PYTEST[@]}" "${XDIST[@]}" -x -m "gpu and smoke" tests
-step gpu-tests gpu-tests.log "${PYTEST[@]}" "${XDIST[@]}" -m "gpu and not smoke" tests
+STEP_CAP_OVERRIDE=$(( $(cap gpu-tests) + SPARE )) step gpu-tests gpu-tests.log \
+  "${PYTEST[@]}" "${XDIST[@]}" -m "gpu and not smoke" tests
 for log in smoke.log gpu-tests.log; do tail -n 1 "$OUT/$log" | sed "s/^/$log: /" | tee -a "$SUMMARY"; done
 export WORK
 
@@ -356,6 +375,9 @@ fi
 # results.csv is rewritten after each row: a bench cut short by its cap keeps what it measured.
 step bench bench.log "$PY" -m benchmarks $BENCH_ARGS --out "$WORK/bench"
 cp "$WORK/bench/results.csv" "$OUT/" 2> /dev/null
+# The whole C-MIB training step, eager and in one CUDA graph (--cuda-graphs), per backend.
+step graph-step bench.log "$PY" -m benchmarks.graph_step
+sed -n '/^C-MIB .* training step/,$p' "$OUT/bench.log" | tee -a "$SUMMARY"
 if [ -f "$OUT/results.csv" ]; then
   "$PY" - "$OUT/results.csv" <<'PY' | tee -a "$SUMMARY"
 import csv, sys
