@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.mibcore-installed
 BUILT := $(VENV)/.mibcore-built
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu') setup.py mibcore/_math_tables.py
 
-.PHONY: run test build bench cuda-check cuda-torch-check aarch64-check cuda-emu cuda-emu-mutations gpu-check gpu-rehearsal aot-sweep clean
+.PHONY: run test build bench cuda-check cuda-torch-check aarch64-check cuda-emu cuda-emu-mutations gpu-check gpu-rehearsal gpu-prebuilt aot-sweep clean
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,17 @@ gpu-check:
 # of the checkout the device tool sends (tracked files only): every step up to the first needing a GPU.
 gpu-rehearsal:
 	bash .ci/gpu_rehearsal.sh
+
+# mibcore._C for the lent GPU machine, built here in the replica (sm_90, against its torch and
+# Python 3.12): carried with the device call (`carry: ["mibcore/_C.cpython-312-x86_64-linux-gnu.so"]`),
+# it spares the device check its build step (.ci/gpu_check.sh rebuilds one that does not load there).
+DEVICE_VENV ?= $(or $(MIBCORE_DEVICE_VENV),.venv-device)
+gpu-prebuilt:
+	test -x $(DEVICE_VENV)/bin/python || $(MAKE) --no-print-directory gpu-rehearsal
+	. .ci/cuda_home.sh && MIBCORE_BUILD_CUDA=1 MIBCORE_CPU_BASELINE_ONLY=1 TORCH_CUDA_ARCH_LIST=9.0 \
+		$(DEVICE_VENV)/bin/python setup.py -q build_ext --inplace
+	$(DEVICE_VENV)/bin/python -c "import sys, torch; from mibcore import _extension; i = _extension.load(); \
+		sys.exit(0 if i and i.get('cuda') == '1' else 'the prebuilt mibcore._C has no CUDA kernels')"
 
 # The build against a CUDA torch (one compile job) runs beside the test suite, which mostly keeps
 # one core busy: on a 2-core CI machine that saves most of its duration. Its log: build/cuda-torch-check.log.
