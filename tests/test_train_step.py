@@ -224,3 +224,25 @@ def test_cuda_graphs_training_learns(tmp_path):
                          out=str(tmp_path), **dict(TINY, synthetic_samples=160, epochs=6))
     result, _ = train(config)
     assert result["test"]["mae"] < 0.8 * result["test"]["baseline_mae"], result["test"]
+
+
+def test_the_graph_step_benchmark_times_eager_steps_on_the_cpu(capsys):
+    """benchmarks.graph_step (the device check's training-step table) on the CPU: its eager rows,
+    through the engine's own EagerStep; the CUDA-graph rows need a GPU (gpu-marked tests)."""
+    from benchmarks import graph_step
+
+    graph_step.main(["--device", "cpu", "--backend", "cpu", "--steps", "1", "--repeats", "1", "--warmup", "1"])
+    table = capsys.readouterr().out.split("| --- | --- | ---: | ---: |\n")[1].strip().splitlines()
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line for line in table}
+    assert set(rows) == {("paper", "eager"), ("cpu", "eager")}
+    ms = float(rows[("cpu", "eager")].split("|")[3])
+    assert 0 < ms < 60_000, rows  # a number, not the NaN of a failing backend
+
+
+def test_the_graph_step_benchmark_refuses_cuda_without_a_gpu():
+    from benchmarks import graph_step
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        graph_step.main([])
