@@ -342,7 +342,12 @@ fi
 # ---------------------------------------------------------------- tests
 XDIST=()
 "$PY" -c "import xdist" 2> /dev/null && XDIST=(-n "${GPU_CHECK_WORKERS:-8}")
-PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE)
+PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE --tb=short)
+# A hung test fails alone (pytest-timeout, preinstalled there) instead of eating the step's cap,
+# and each failure is printed as it happens (tests/conftest.py), so a step cut off by its cap
+# still says why its tests failed.
+"$PY" -c "import pytest_timeout" 2> /dev/null && PYTEST+=(--timeout "${GPU_TEST_TIMEOUT_S:-60}")
+export MIBCORE_FAILURES_NOW=1
 step smoke smoke.log "${PYTEST[@]}" "${XDIST[@]}" -x -m "gpu and smoke" tests
 STEP_CAP_OVERRIDE=$(( $(cap gpu-tests) + SPARE )) step gpu-tests gpu-tests.log \
   "${PYTEST[@]}" "${XDIST[@]}" -m "gpu and not smoke" tests

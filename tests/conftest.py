@@ -38,6 +38,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+def pytest_runtest_logreport(report):
+    # MIBCORE_FAILURES_NOW=1 (the device check): each failure's traceback printed as it happens, so
+    # that a run cut off at its time cap still shows why its tests failed (pytest's summary comes
+    # last). Under xdist this runs in the controller, which writes the log.
+    if report.failed and os.environ.get("MIBCORE_FAILURES_NOW") == "1":
+        print(f"\n=== FAILED {report.nodeid} ({report.when})\n{report.longreprtext[-4000:]}", flush=True)
+
+
 def pytest_make_parametrize_id(config, val, argname):
     # cpu backends carry their instruction-set level (utils.Backend): name the case after it.
     return val.id if isinstance(val, utils.Backend) else None

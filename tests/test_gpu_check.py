@@ -113,3 +113,20 @@ def test_tensor_fusion_is_also_timed_against_cublas_on_gpus():
     *xs, w, b = tensors
     torch.testing.assert_close(fused, reference.outer_product(xs).detach())
     assert fused.requires_grad and fn(fused, weight, bias).shape == (xs[0].shape[0], weight.shape[0])
+
+
+def test_failures_are_printed_as_they_happen_for_the_device_check(monkeypatch, capsys):
+    """The device check's steps can be cut off at their caps before pytest's summary: with
+    MIBCORE_FAILURES_NOW=1 each failure's traceback is printed when its report arrives."""
+    import types
+
+    from tests import conftest
+
+    report = types.SimpleNamespace(failed=True, nodeid="tests/x.py::test_y", when="call", longreprtext="E  boom")
+    conftest.pytest_runtest_logreport(report)
+    assert capsys.readouterr().out == ""  # off by default: pytest's own report is enough
+    monkeypatch.setenv("MIBCORE_FAILURES_NOW", "1")
+    conftest.pytest_runtest_logreport(report)
+    assert "=== FAILED tests/x.py::test_y (call)\nE  boom" in capsys.readouterr().out
+    conftest.pytest_runtest_logreport(types.SimpleNamespace(failed=False))
+    assert capsys.readouterr().out == ""
