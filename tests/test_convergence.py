@@ -36,18 +36,18 @@ def _model(seed):
     return models.build("cmib", fusion="tensor", d=8, hidden=16, heads=2, layers=1, **DIMS)
 
 
-def _train(backend, steps, seed=0, batch=16):
+def _train(backend, steps, seed=0, batch=16, device="cpu"):
     """The training loss at every step and the final dev loss (eval mode) of a small C-MIB trained
-    under `backend` with every dropout on, Adam lr 1e-3; its random draws from the seed."""
+    under `backend` on `device` with every dropout on, Adam lr 1e-3; its random draws from the seed."""
     train, dev = _data()
-    model, losses = _model(seed), []
+    model, losses = _model(seed).to(device), []
     optimizer = adam(model.parameters(), lr=1e-3)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     with backends.use(backend):
         torch.manual_seed(seed + 1)
         for step in range(steps):
             idx = order[(step * batch) % len(train):][:batch]
-            text, audio, visual, label = train[idx]
+            text, audio, visual, label = (t.to(device) for t in train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss = model.loss(model(text, audio, visual), label)
             loss.backward()
@@ -55,15 +55,16 @@ def _train(backend, steps, seed=0, batch=16):
             losses.append(float(loss.detach()))
         model.eval()
         with torch.no_grad():
-            dev_loss = float(model.loss(model(*dev[:][:3]), dev[:][3]))
+            text, audio, visual, label = (t.to(device) for t in dev[:])
+            dev_loss = float(model.loss(model(text, audio, visual), label))
     return torch.tensor(losses, dtype=torch.float64), dev_loss
 
 
 # The reference with the fused operators' random stream: each call draws its rng as they do, and
 # the mask or eps comes from the Philox mirror.
 def _philox_dropout(x, p, generator):
-    return reference.dropout(x, p, keep_mask=philox.dropout_keep_mask(x.shape, draw_rng(x.device, generator),
-                                                                              1.0 - p))
+    keep = philox.dropout_keep_mask(x.shape, draw_rng(x.device, generator), 1.0 - p)  # (computed on the CPU)
+    return reference.dropout(x, p, keep_mask=keep.to(x.device))
 
 
 def _philox_dropout_add(x, h, p, generator):
@@ -83,7 +84,7 @@ def _with_philox_mask(inputs, weight, bias, dropout, rng):
     for x in inputs:
         n *= x.shape[1] + 1
     keep = philox.dropout_keep_mask((inputs[0].shape[0], n), rng, 1.0 - dropout)
-    return reference.tensor_fusion(list(inputs), weight, bias, dropout=dropout, keep_mask=keep)
+    return reference.tensor_fusion(list(inputs), weight, bias, dropout=dropout, keep_mask=keep.to(inputs[0].device))
 
 
 def _philox_reparameterize_kl(mu, scale, parameterization, shift, sample, reduction, generator):
@@ -128,10 +129,13 @@ def reference_curve():
 def test_fused_backends_train_along_the_reference_curve(backend, reference_curve):
     steps = 200 if backend == "cpu" else 3  # (the Triton interpreter is slow)
     losses = _train(backend, steps=steps)[0]  # (the conftest sets the cpu backend's level)
-    reference = reference_curve[:steps]
+    _assert_along(losses, reference_curve[:steps], backend)
+
+
+def _assert_along(losses, reference, what):
     gap = (losses - reference).abs()
     assert bool((gap <= _curve_bound(reference)).all()), (
-        f"{backend}: the loss curve leaves the reference's at step {int((gap > _curve_bound(reference)).nonzero()[0])}"
+        f"{what}: the loss curve leaves the reference's at step {int((gap > _curve_bound(reference)).nonzero()[0])}"
         f" (max gap {float(gap.max()):.3g})")
 
 
@@ -155,9 +159,28 @@ def test_the_curve_comparison_sees_one_wrong_mask(reference_curve):
 def test_final_losses_agree_in_distribution_with_the_reference_draws():
     # Welch's t statistic of the final dev losses over 6 seeds: |t| < 3.2 (two-sided p ~ 0.01 at
     # ~10 degrees of freedom) when both backends train alike.
-    seeds = range(6)
-    fused = [_train("cpu", steps=80, seed=s)[1] for s in seeds]
-    reference = [_train("reference", steps=80, seed=s)[1] for s in seeds]
-    se = (statistics.variance(fused) / len(fused) + statistics.variance(reference) / len(reference)) ** 0.5
-    t = (statistics.mean(fused) - statistics.mean(reference)) / se
-    assert abs(t) < 3.2, (fused, reference, t)
+    _assert_same_distribution("cpu", "cpu")
+
+
+def _assert_same_distribution(backend, device, seeds=range(6)):
+    fused = [_train(backend, steps=80, seed=s, device=device)[1] for s in seeds]
+    reference_losses = [_train("reference", steps=80, seed=s, device=device)[1] for s in seeds]
+    se = (statistics.variance(fused) / len(fused) + statistics.variance(reference_losses) / len(reference_losses)) ** 0.5
+    t = (statistics.mean(fused) - statistics.mean(reference_losses)) / se
+    assert abs(t) < 3.2, (fused, reference_losses, t)
+
+
+# On a GPU: the fused CUDA and (compiled) Triton backends along the reference's curve, on CUDA
+# tensors, the reference drawing on the same Philox stream; and the two-sample test with the
+# reference's own draws.
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", backends_of("tensor_fusion", "cuda", fused=True))
+def test_fused_backends_train_along_the_reference_curve_on_cuda(backend):
+    with _reference_on_the_philox_stream():
+        reference_curve = _train("reference", steps=100, device="cuda")[0]
+    _assert_along(_train(backend, steps=100, device="cuda")[0], reference_curve, f"{backend} on cuda")
+
+
+@pytest.mark.gpu
+def test_final_losses_agree_in_distribution_with_the_reference_draws_on_cuda():
+    _assert_same_distribution("auto", "cuda")
