@@ -1,6 +1,5 @@
 """The CPU kernels' run-time instruction-set dispatch (csrc/cpu/isa.h, mibcore.cpu_isa): one build
 that runs on any x86-64 CPU, levels chosen at run time, and the tests of every level."""
-import glob
 import os
 import platform
 import re
@@ -90,7 +89,9 @@ def _functions_with(pattern, so):
 def test_no_instruction_above_the_baseline_outside_the_dispatched_kernels():
     # A wheel built on any machine runs on any x86-64 CPU: AVX (any VEX/EVEX instruction), BMI
     # and the rest appear only in the per-level namespaces, AVX-512 only in mibcore::avx512.
-    (so,) = glob.glob(os.path.join(os.path.dirname(mibcore.__file__), "_C*.so"))
+    from mibcore import _C  # (the one this interpreter loads: a build for another Python may sit beside it)
+
+    so = _C.__file__
     above_baseline = _functions_with(r"\t(v[a-z0-9]+|pdep|pext|shlx|shrx|sarx|rorx|andn|bzhi|tzcnt|lzcnt)\s", so)
     outside = {f: n for f, n in above_baseline.items() if not re.search(r"mibcore::(avx2|avx512)::", f)}
     assert not outside, f"instructions above x86-64 outside the dispatched kernels: {list(outside)[:5]}"

@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "huge_pages.h"
 #include "mibcore/philox.h"
 #include "mibcore/tensor_fusion_host.h"
 
@@ -247,6 +248,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> tensor_fusion_backwa
   const at::Tensor dY = grad_y.detach().to(W.scalar_type()).to(gemm.W.scalar_type()).contiguous();
   const at::Tensor dYt = dY.t().contiguous();
   at::Tensor grad_weight = at::empty_like(gemm.W);
+  ::mibcore::cpu::advise_huge_pages(grad_weight);  // (before its first touch, in the GEMMs below)
   const auto chunks = make_chunks(s);
   const int64_t max_width = chunks.front().width;  // the first chunk is the widest
   const int threads = at::get_num_threads();
