@@ -220,7 +220,7 @@ def test_a_cuda_graph_reads_each_steps_beta():
 
 @pytest.mark.gpu
 def test_cuda_graphs_training_learns(tmp_path):
-    config = TrainConfig(model="cmib", fusion="tensor", cuda_graphs=True, device="cuda", epochs=6, lr=3e-3,
+    config = TrainConfig(model="cmib", fusion="tensor", cuda_graphs=True, device="cuda", lr=3e-3,
                          out=str(tmp_path), **dict(TINY, synthetic_samples=160, epochs=6))
     result, _ = train(config)
     assert result["test"]["mae"] < 0.8 * result["test"]["baseline_mae"], result["test"]

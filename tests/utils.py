@@ -118,13 +118,14 @@ def run_sample(spec, backend, sample, *, seed=7, gradients=True):
     return [o.detach().cpu() for o in outputs], grads
 
 
-def compare_outputs(spec, device, actual, expected, what, depth=()):
+def compare_outputs(spec, device, actual, expected, what, depth=(), sampled=False):
     """actual == expected (float64) within the spec's tolerance of each output's dtype on
     `device`, atol relative to the largest |expected| (at least 1), widened by the square root of
-    the output's depth (Sample.depth)."""
+    the output's depth (Sample.depth). `sampled`: outputs of a random draw compared across
+    backends (at least the tolerance of the dtype the draw is computed in: OpSpec.random_dtype)."""
     device_type = torch.device(device).type
     for i, (a, e) in enumerate(zip(actual, expected)):
-        rtol, atol = spec.tolerance(a.dtype, device_type)
+        rtol, atol = (spec.sampled_tolerance if sampled else spec.tolerance)(a.dtype, device_type)
         widen = math.sqrt(max(depth[i] if i < len(depth) else 1, 1))
         e = e.to(a.dtype).double()  # (rounded to the output's dtype: past its range, the result is inf)
         finite = e[torch.isfinite(e)]
