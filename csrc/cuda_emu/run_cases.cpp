@@ -349,6 +349,9 @@ void add_cases(std::vector<Case>& cases) {
   add("tensor_fusion 33x(7,1,150)->9 p=0.5 sms=1 spans", [](Check& c) {
     tensor_fusion_case<T>(c, 33, {7, 1, 150}, 9, 0.5, false, Layout{1, 0, 0, 0, 0, "sms=1"});
   });
+  add("tensor_fusion 5x(6,1,210)->3 p=0.5 sms=4 partial slabs", [](Check& c) {  // 8 splits of 370 columns
+    tensor_fusion_case<T>(c, 5, {6, 1, 210}, 3, 0.5, true, Layout{4, 0, 0, 0, 0, "sms=4"});
+  });
   add("tensor_fusion 3x(2,300)->5 splits 2 blocks", [](Check& c) {
     tensor_fusion_case<T>(c, 3, {2, 300}, 5, 0.25, true, Layout{132, 2, 0, 0, 0, "2 blocks"});
   });

@@ -29,7 +29,7 @@ constexpr int64_t kFusionMinSlabs = 4;     // a split spans at least this many s
 constexpr int64_t kFusionBlocksPerSm = 2;  // the target: >= 2 resident blocks per SM
 
 struct FusionPlan {
-  int64_t tiles_m, tiles_n, splits, chunk, blocks;  // chunk: contraction columns per split (a multiple of bk)
+  int64_t tiles_m, tiles_n, splits, chunk, blocks;  // chunk: contraction columns per split
 };
 
 // The plan for y [B, out] = Z [B, N] W^T on a device of `sms` SMs (B, out, N >= 1).
@@ -42,11 +42,14 @@ inline FusionPlan fusion_plan(int64_t B, int64_t out, int64_t N, int64_t sms, co
   const int64_t target = kFusionBlocksPerSm * std::max<int64_t>(sms, 1);
   const int64_t min_chunk = kFusionMinSlabs * t.bk;
   if (tiles >= target || N <= min_chunk) {
-    p.chunk = ceil_div(N, t.bk) * t.bk;  // one split
+    p.chunk = N;  // one split
   } else {
-    // Round the chunk down to whole slabs: ceil(N / chunk) >= the wanted splits.
+    // Exactly the wanted splits where a chunk gives that (every SM then runs the same number of
+    // blocks: 264 at the paper's shape, not 277 with 3 on some SMs), else a few more (the chunk
+    // rounded down). A split's last slab may be partial.
     const int64_t want = ceil_div(target, tiles);
-    p.chunk = std::max(min_chunk, N / want / t.bk * t.bk);
+    p.chunk = std::max(min_chunk, ceil_div(N, want));
+    if (ceil_div(N, p.chunk) < want) p.chunk = std::max(min_chunk, N / want);
   }
   p.splits = ceil_div(N, p.chunk);
   p.blocks = tiles * p.splits;
