@@ -36,9 +36,11 @@ from . import breakdown
 
 PHASES = ("forward", "loss", "backward", "optimizer")
 # The launches of the cuda backend's operators where they are not 1 (csrc/cuda/*.cpp): tensor
-# fusion pads its three factors (ones + cat each), zeroes its input gradients, unpads them (clone)
+# fusion pads its three factors (ones + cat each), and its forward splits the contraction at
+# small batches (the step's B 32: the kernel and the in-order sum of the splits, 2 launches;
+# mibcore/tensor_fusion_plan.h); its backward zeroes its input gradients, unpads them (clone)
 # and sums the bias gradient; reparameterize_kl zeroes its KL rows.
-CUDA_LAUNCHES = {"mibcore::tensor_fusion": 7, "mibcore::tensor_fusion_backward": 15, "mibcore::reparameterize_kl": 2}
+CUDA_LAUNCHES = {"mibcore::tensor_fusion": 8, "mibcore::tensor_fusion_backward": 15, "mibcore::reparameterize_kl": 2}
 GRAPH_LAUNCHES = 6  # --cuda-graphs: one replay, the 4 input copies, the loss's clone
 NO_LAUNCH = frozenset({
     "view", "_unsafe_view", "_reshape_alias", "as_strided", "t", "transpose", "permute", "expand", "slice", "select",

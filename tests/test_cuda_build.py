@@ -70,9 +70,11 @@ def _compile(nvcc, cu, outdir):
     return cu, out
 
 
-def resource_usage(nvcc):
-    """{file name: parsed report} for every csrc/cuda/*.cu, compiled in parallel (one per core)."""
-    with tempfile.TemporaryDirectory() as outdir, concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+def resource_usage(nvcc, outdir=None):
+    """{file name: parsed report} for every csrc/cuda/*.cu, compiled in parallel (one per core);
+    the objects stay in `outdir` when given (FILE.cu.o)."""
+    with tempfile.TemporaryDirectory() as scratch, concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        outdir = outdir or scratch
         _math_tables.write_header(os.path.join(outdir, "generated"))  # mibcore/math_tables.h, as the builds make it
         results = list(pool.map(lambda cu: _compile(nvcc, cu, outdir), CU_FILES))
     reports = {}
@@ -83,8 +85,14 @@ def resource_usage(nvcc):
 
 
 @pytest.fixture(scope="module")
-def reports():
-    return resource_usage(_nvcc())
+def objects(tmp_path_factory):
+    outdir = str(tmp_path_factory.mktemp("cuda-objects"))
+    return outdir, resource_usage(_nvcc(), outdir)
+
+
+@pytest.fixture(scope="module")
+def reports(objects):
+    return objects[1]
 
 
 def test_every_kernel_is_compiled_for_sm80_and_sm90(reports):
@@ -114,6 +122,25 @@ def test_resource_report_parser():
     )
     assert parse_resource_usage(text) == {("_Z1kv", "90"): {
         "regs": 64, "stack": 8, "spill_stores": 16, "spill_loads": 12, "smem": 2176, "lmem": 0}}
+
+
+def test_tensor_fusion_forward_main_loops_are_mostly_multiply_adds(objects):
+    """The forward's main loop on sm_90 (benchmarks/cuda_sass.py: the loop of a backward branch
+    holding the most FFMA/DFMA/HMMA, counted statically): FFMA / DFMA >= 50% of its instructions
+    for fp32 / fp64. fp16/bf16 run on tensor cores (HMMA in the loop); their share stays low
+    because at out <= 64 each HMMA consumes 16 x 16 outer-product elements that the same loop
+    generates (3 loads, 3 products and the keep bit each) and 16 x 16 weights it stages."""
+    from benchmarks import cuda_sass
+
+    obj = os.path.join(objects[0], "tensor_fusion_kernels.cu.o")
+    loops = {family: loop for family, _, loop in cuda_sass.report(obj, "forward", arch="90")}
+    assert loops["forward_fma_kernel fp32"]["opcodes"].get("FFMA", 0) >= 512
+    assert loops["forward_fma_kernel fp32"]["share"] >= 0.5, loops["forward_fma_kernel fp32"]
+    assert loops["forward_fma_kernel fp64"]["opcodes"].get("DFMA", 0) >= 512
+    assert loops["forward_fma_kernel fp64"]["share"] >= 0.5, loops["forward_fma_kernel fp64"]
+    for dtype in ("fp16", "bf16"):
+        loop = loops[f"forward_mma_kernel {dtype}"]
+        assert loop["opcodes"].get("HMMA", 0) >= 16 and "FFMA" not in loop["opcodes"], loop
 
 
 # ---------------------------------------------------------------- rules read from the sources

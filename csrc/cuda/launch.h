@@ -14,10 +14,17 @@ namespace cuda {
 
 // Blocks of a launch over `items` work items (each taken by one block per loop iteration):
 // min(items, blocks_per_sm * SMs of the current device), at least 1.
-inline cudaError_t grid_for(int64_t items, int blocks_per_sm, unsigned* grid) {
-  int device = 0, sms = 0;
+// The SM count of the current device.
+inline cudaError_t sm_count(int* sms) {
+  int device = 0;
   cudaError_t status = cudaGetDevice(&device);
-  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device);
+  return status;
+}
+
+inline cudaError_t grid_for(int64_t items, int blocks_per_sm, unsigned* grid) {
+  int sms = 0;
+  const cudaError_t status = sm_count(&sms);
   if (status != cudaSuccess) return status;
   const int64_t cap = static_cast<int64_t>(std::max(sms, 1)) * blocks_per_sm;
   *grid = static_cast<unsigned>(std::max<int64_t>(1, std::min(items, cap)));  // cap < 2^31 - 1

@@ -49,10 +49,19 @@ at::Tensor tensor_fusion_cuda(at::TensorList inputs, const at::Tensor& weight, c
   const c10::cuda::CUDAGuard guard(weight.device());
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   Prepared p = prepare(s, inputs, weight, dropout, rng);
+  TORCH_CHECK_VALUE(cuda::tensor_fusion_factors_fit(p.args), "tensor_fusion (cuda backend): B * (d_i + 1) must be "
+                    "below 2^31 for every input (32-bit offsets), got B = ", s.B, " and dims ", s.I - 1, ", ",
+                    s.J - 1, ", ", s.K - 1);
   at::Tensor y = at::empty({p.s.B, p.s.out}, weight.options());
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
-  const auto status = cuda::tensor_fusion_forward(p.args, b.defined() ? b.data_ptr() : nullptr, y.data_ptr(),
-                                                  c10::cuda::getCurrentCUDAStream().stream());
+  // The partial tiles of a split contraction (summed in order by a second kernel): no launch here.
+  int64_t workspace_bytes = 0;
+  auto status = cuda::tensor_fusion_forward_workspace(p.args, &workspace_bytes);
+  TORCH_CHECK(status == cudaSuccess, "tensor_fusion: CUDA device query failed: ", cudaGetErrorString(status));
+  const at::Tensor workspace = at::empty({workspace_bytes}, weight.options().dtype(at::kByte));
+  status = cuda::tensor_fusion_forward(p.args, b.defined() ? b.data_ptr() : nullptr, y.data_ptr(),
+                                       workspace_bytes > 0 ? workspace.data_ptr() : nullptr,
+                                       c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(status == cudaSuccess, "tensor_fusion: CUDA launch failed: ", cudaGetErrorString(status));
   return y;
 }

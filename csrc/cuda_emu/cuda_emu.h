@@ -349,6 +349,10 @@ T atomicAdd(T* address, T v) {
   return std::atomic_ref<T>(*address).fetch_add(v);
 }
 template <typename T>
+T atomicOr(T* address, T v) {
+  return std::atomic_ref<T>(*address).fetch_or(v);
+}
+template <typename T>
 T __ldg(const T* p) {
   return *p;
 }

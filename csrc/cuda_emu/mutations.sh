@@ -16,7 +16,7 @@ make --no-print-directory -s -f $EMU_MK BUILD="$BASE" PYTHON="$PYTHON" -j"$JOBS"
 
 # name | file | exact text | replacement (the text occurs once in its file; \n is a line break)
 MUTATIONS=(
-  "removed __syncthreads (tensor_fusion forward_kernel, the one after the shared tiles are written)|tensor_fusion_kernels.cu|W[w_row * f.N + n]) : acc_t(0);\\n      __syncthreads();|W[w_row * f.N + n]) : acc_t(0);"
+  "removed __syncthreads (tensor_fusion forward_fma_kernel, the one after the shared slabs are written)|tensor_fusion_kernels.cu|ws[col][o / 4].v[o % 4] = inside ? w : acc_t(0);\\n        }\\n        __syncthreads();|ws[col][o / 4].v[o % 4] = inside ? w : acc_t(0);\\n        }"
   "bound off by one, < to <= (reparameterize_kl RowBlocks::in, the row's end)|reparameterize_kl_kernels.cu|return i >= e0 && i < e1;|return i >= e0 && i <= e1;"
   "shortened warp reduction (reparameterize_kl warp_sum from delta 8, not 16)|reparameterize_kl_kernels.cu|for (int delta = 16; delta > 0; delta /= 2)|for (int delta = 8; delta > 0; delta /= 2)"
   "wrong block index term (dropout: blockIdx.y * blockDim.x, not blockIdx.x)|dropout_kernels.cu|static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x|static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x"

@@ -183,8 +183,12 @@ void tensor_fusion_case(Check& c, int64_t B, std::vector<int64_t> dims, int64_t 
   const double inv_d = 1.0 / (1.0 - p);
   const mibcore::cuda::FusionArgs args{A.data, V.data, Tf.data, B, I, J, K, out, W.data, Store<T>::dtype, rng,
                                        p > 0, keep_prob, inv_f, inv_d};
+  int64_t workspace_bytes = -1;
+  c.status("tensor_fusion_forward_workspace", mibcore::cuda::tensor_fusion_forward_workspace(args, &workspace_bytes));
+  void* workspace = workspace_bytes > 0 ? std::malloc(static_cast<size_t>(workspace_bytes)) : nullptr;
   c.status("tensor_fusion_forward",
-           mibcore::cuda::tensor_fusion_forward(args, with_bias ? bias.data : nullptr, y.data, nullptr));
+           mibcore::cuda::tensor_fusion_forward(args, with_bias ? bias.data : nullptr, y.data, workspace, nullptr));
+  std::free(workspace);
   c.status("tensor_fusion_backward",
            mibcore::cuda::tensor_fusion_backward(args, dy.data, dW.data, dA.data, dV.data, dT.data, nullptr));
   // Z[b, n] in double, its dropout scale from the CPU header's scalar mapping (dropout_scale_at).
@@ -205,7 +209,10 @@ void tensor_fusion_case(Check& c, int64_t B, std::vector<int64_t> dims, int64_t 
         want += Z[b * N + n] * W.get(o * N + n);
         mag += std::fabs(Z[b * N + n] * W.get(o * N + n));
       }
-      c.near("y", b * out + o, y.get(b * out + o), want, tolerance<T>(want, mag, static_cast<double>(N) + 4));
+      // fp16/bf16 multiply Z rounded to T on tensor cores (as the reference's outer product in T is)
+      const double rounded_z = sizeof(T) == 2 ? Store<T>::unit * mag : 0.0;
+      c.near("y", b * out + o, y.get(b * out + o), want,
+             tolerance<T>(want, mag, static_cast<double>(N) + 4) + rounded_z);
     }
   }
   for (int64_t o = 0; o < out; ++o) {
@@ -243,6 +250,29 @@ void tensor_fusion_case(Check& c, int64_t B, std::vector<int64_t> dims, int64_t 
   c.guards("y", y);
   c.guards("grad_weight", dW);
   std::free(rng);
+}
+
+// keep_bits (one Philox block's 4 keep decisions as integer compares, used by the CUDA forward)
+// against the contract's float compare, uniform_from_bits(r) <= keep_prob: every 24-bit value
+// near the threshold and a stride through the rest, for probabilities with and without a
+// fractional keep_prob * 2^24.
+void keep_bits_case(Check& c) {
+  for (const double p : {0.0, 0.1, 0.3, 0.5, 0.9, 1e-7, 0.999999}) {
+    const float keep_prob = static_cast<float>(1.0 - p);
+    const uint32_t t = mibcore::keep_threshold(keep_prob);
+    auto check = [&](uint32_t v) {
+      for (uint32_t low : {0u, 0xffu}) {
+        const uint32_t r = (v << 8) | low;
+        const bool want = mibcore::uniform_from_bits(r) <= keep_prob;
+        const uint32_t bits = mibcore::keep_bits(mibcore::Philox4{r, ~r, r, r}, t);
+        c.near("keep_bits", v, (bits & 1u) != 0 && ((bits >> 2) & 1u) != 0, want, 0.0);
+      }
+    };
+    for (uint32_t v = 0; v < (1u << 24); v += 997) check(v);
+    for (int64_t v = static_cast<int64_t>(t) - 3; v <= static_cast<int64_t>(t) + 3; ++v) {
+      if (v >= 0 && v < (1 << 24)) check(static_cast<uint32_t>(v));
+    }
+  }
 }
 
 // ---------------------------------------------------------------- the cases
@@ -308,6 +338,23 @@ void add_cases(std::vector<Case>& cases) {
     tensor_fusion_case<T>(c, 0, {2, 2, 2}, 5, 0.3, true, Layout{});
   });
   add("tensor_fusion 1x(1,1)->1 bias", [](Check& c) { tensor_fusion_case<T>(c, 1, {1, 1}, 1, 0.0, true, Layout{}); });
+  // split contractions (the plan's splits and the in-order reduction), wide outputs (3 column
+  // tiles), keep-bit spans (one split over 2,416 columns on a 1-SM device)
+  add("tensor_fusion 33x(7,1,50)->9 p=0.5 splits", [](Check& c) {
+    tensor_fusion_case<T>(c, 33, {7, 1, 50}, 9, 0.5, true, Layout{});
+  });
+  add("tensor_fusion 9x(5,4,3)->130 p=0.3 misaligned", [](Check& c) {
+    tensor_fusion_case<T>(c, 9, {5, 4, 3}, 130, 0.3, true, Layout{132, 0, 1, 3, 1, "misaligned"});
+  });
+  add("tensor_fusion 33x(7,1,150)->9 p=0.5 sms=1 spans", [](Check& c) {
+    tensor_fusion_case<T>(c, 33, {7, 1, 150}, 9, 0.5, false, Layout{1, 0, 0, 0, 0, "sms=1"});
+  });
+  add("tensor_fusion 5x(6,1,210)->3 p=0.5 sms=4 partial slabs", [](Check& c) {  // 8 splits of 370 columns
+    tensor_fusion_case<T>(c, 5, {6, 1, 210}, 3, 0.5, true, Layout{4, 0, 0, 0, 0, "sms=4"});
+  });
+  add("tensor_fusion 3x(2,300)->5 splits 2 blocks", [](Check& c) {
+    tensor_fusion_case<T>(c, 3, {2, 300}, 5, 0.25, true, Layout{132, 2, 0, 0, 0, "2 blocks"});
+  });
   add("tensor_fusion 40x(2,3,2)->20 p=0.5 1 block", [](Check& c) {
     tensor_fusion_case<T>(c, 40, {2, 3, 2}, 20, 0.5, true, Layout{132, 1, 4, 4, 4, "offset, 1 block"});
   });
@@ -327,6 +374,7 @@ int main(int argc, char** argv) {
     }
   }
   std::vector<Case> cases;
+  cases.push_back({"keep_bits", keep_bits_case});
   add_cases<float>(cases);
   add_cases<double>(cases);
   add_cases<__half>(cases);

@@ -254,8 +254,11 @@ SPECS = (OpSpec(
     _call_fused, _samples, _double_backward, paper_sample=_PAPER.make, fuzz=_fuzz, launches=_launches,
     benchmarks=_benchmarks, gemm_floor=_gemm_floor,
     # `auto` on GPUs: the Triton kernels first. They run the GEMMs on tensor cores (tl.dot, fp32
-    # accumulation) and split the N contraction over enough programs to fill the GPU; the CUDA
-    # kernels are 16 x 16 SIMT FMA tiles (no tensor cores), kept as the explicit `cuda` backend.
+    # accumulation) and split the N contraction over enough programs to fill the GPU. The CUDA
+    # forward splits it too (csrc/include/mibcore/tensor_fusion_plan.h: 2 launches, the kernel and
+    # the in-order sum of the splits, where it splits) with WMMA for fp16/bf16 and 4 x 4 FMA tiles
+    # for fp32/fp64; its backward is 16 x 16 SIMT tiles. Compiled, not yet run on a GPU: kept as
+    # the explicit `cuda` backend.
     auto_order={"cuda": ("triton", "cuda", "reference")},
     # fp32 sums over up to 815,409 products on GPUs: the error grows like sqrt(depth) / 50
     tolerances={"cuda": {torch.float32: (1.5e-4, 1.5e-5)}},

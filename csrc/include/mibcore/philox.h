@@ -105,6 +105,19 @@ MIB_HD float dropout_scale_at(uint64_t index, uint64_t seed, uint64_t offset, fl
   return uniform_from_bits(bits) <= keep_prob ? inv_keep : 0.0f;
 }
 
+// The keep decisions of a whole Philox block as integer compares, for kernels that take 4
+// elements per Philox call: uniform_from_bits(r) <= keep_prob  <=>  ((r >> 8) + 1) * 2^-24 <=
+// keep_prob  <=>  (r >> 8) < floor(keep_prob * 2^24) = keep_threshold(keep_prob), exactly (both
+// sides are exact: keep_prob is a float, 2^24 a power of two). keep_bits sets bit l for word r_l.
+MIB_HD uint32_t keep_threshold(float keep_prob) {
+  return static_cast<uint32_t>(floor(static_cast<double>(keep_prob) / static_cast<double>(kUniformScale)));
+}
+
+MIB_HD uint32_t keep_bits(const Philox4& r, uint32_t threshold) {
+  return static_cast<uint32_t>((r.r0 >> 8) < threshold) | static_cast<uint32_t>((r.r1 >> 8) < threshold) << 1 |
+         static_cast<uint32_t>((r.r2 >> 8) < threshold) << 2 | static_cast<uint32_t>((r.r3 >> 8) < threshold) << 3;
+}
+
 struct Normal4 {
   float n[4];
 };
