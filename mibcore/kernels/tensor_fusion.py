@@ -16,8 +16,9 @@ programs per SM, _groups); nothing is reduced with atomics, so every kernel here
   forward   programs (b tile, out tile, r chunk, i group): the group's columns summed into
             partial[split] (fp32, fp64 for fp64); a second kernel sums the partials in a fixed
             order and adds the bias.
-  grad W    programs (out tile, unit = (i, r chunk)): dW[:, unit] = dY^T @ (A_i VT * mask) over
-            all of B; the programs of unit 0 also write grad bias = sum_b dY.
+  grad W    programs (out tile, r chunk, i group): dW[:, i R + chunk] = dY^T @ (A_i VT * mask)
+            over all of B for each i of the group (dY and VT held across i where B is one tile);
+            the programs of the first chunk and group also write grad bias = sum_b dY.
   grad x    programs (b tile, r chunk, i group): dZ = dY @ W[:, unit] * mask for each i of the
             group; dA partial[chunk, b, i] = sum_r dZ VT, dVT partial[group] = sum_i A_i dZ; a
             last kernel sums the partials and contracts dVT with T and V into dV and dT.
@@ -153,45 +154,59 @@ def _sum_partials_kernel(part_ptr, bias_ptr, s_bias, y_ptr, size, OUT, splits, H
 
 @triton.jit(do_not_specialize=["inv_keep_bits"])
 def _grad_weight_kernel(a_ptr, sa0, sa1, v_ptr, sv0, sv1, t_ptr, st0, st1, dy_ptr, sd0, sd1, bits_ptr, dw_ptr,
-                        db_ptr, B, K, R, N, OUT, inv_keep, inv_keep_bits, DROPOUT: tl.constexpr,
-                        F64: tl.constexpr, WIDE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr,
-                        BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr):
+                        db_ptr, B, I, K, R, N, OUT, per_group, groups, inv_keep, inv_keep_bits,
+                        DROPOUT: tl.constexpr, F64: tl.constexpr, WIDE: tl.constexpr, PRECISION: tl.constexpr,
+                        ONE_B: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr):
     acc_t: tl.constexpr = tl.float64 if F64 else tl.float32
     inv = exact_scalar(inv_keep, inv_keep_bits, F64)
     pid = tl.program_id(0)
     n_o = tl.cdiv(OUT, BLOCK_O)
-    chunks = tl.cdiv(R, BLOCK_R)
-    unit = pid // n_o
-    i = unit // chunks
+    split = pid // n_o
     o = _idx((pid % n_o) * BLOCK_O + tl.arange(0, BLOCK_O), WIDE)
-    r = (unit % chunks) * BLOCK_R + tl.arange(0, BLOCK_R)
-    col = _idx(i, WIDE) * R + r
+    r = (split // groups) * BLOCK_R + tl.arange(0, BLOCK_R)
     o_ok, r_ok = o < OUT, r < R
-    acc = tl.zeros([BLOCK_O, BLOCK_R], dtype=acc_t)
-    dy_sum = tl.zeros([BLOCK_B, BLOCK_O], dtype=acc_t)  # (reduced once, after the loop)
+    # grad bias = sum_b dY, written by the programs of the first split
+    dy_sum = tl.zeros([BLOCK_B, BLOCK_O], dtype=acc_t)
     for b0 in range(0, B, BLOCK_B):
         b = _idx(b0 + tl.arange(0, BLOCK_B), WIDE)
-        b_ok = b < B
-        br_ok = b_ok[:, None] & r_ok[None, :]
-        z = _factor(a_ptr, sa0, sa1, b, i, b_ok).to(acc_t)[:, None] * _vt_tile(v_ptr, sv0, sv1, t_ptr, st0, st1,
-                                                                                b, r, K, br_ok)
-        if DROPOUT:
-            z = z * _keep_scale(bits_ptr, b[:, None] * N + col[None, :], br_ok, inv)
-        dy = tl.load(dy_ptr + b[:, None] * sd0 + o[None, :] * sd1, mask=b_ok[:, None] & o_ok[None, :], other=0.0)
-        dy = dy.to(dw_ptr.dtype.element_ty)
-        acc += mma(tl.trans(dy), z.to(dy.dtype), acc_t, PRECISION)
-        dy_sum += dy.to(acc_t)
-    tl.store(dw_ptr + o[:, None] * N + col[None, :], acc.to(dw_ptr.dtype.element_ty),
-             mask=o_ok[:, None] & r_ok[None, :])
-    tl.store(db_ptr + o, tl.sum(dy_sum, axis=0).to(db_ptr.dtype.element_ty), mask=o_ok & (unit == 0))
+        dy_sum += tl.load(dy_ptr + b[:, None] * sd0 + o[None, :] * sd1, mask=(b < B)[:, None] & o_ok[None, :],
+                          other=0.0).to(dw_ptr.dtype.element_ty).to(acc_t)
+    tl.store(db_ptr + o, tl.sum(dy_sum, axis=0).to(db_ptr.dtype.element_ty), mask=o_ok & (split == 0))
+    if ONE_B:  # all of B in one tile: dY and VT are the same for every i of the group
+        b1 = _idx(tl.arange(0, BLOCK_B), WIDE)
+        b1_ok = b1 < B
+        vt1 = _vt_tile(v_ptr, sv0, sv1, t_ptr, st0, st1, b1, r, K, b1_ok[:, None] & r_ok[None, :]).to(acc_t)
+        dy1 = tl.load(dy_ptr + b1[:, None] * sd0 + o[None, :] * sd1, mask=b1_ok[:, None] & o_ok[None, :],
+                      other=0.0).to(dw_ptr.dtype.element_ty)
+    i0 = (split % groups) * per_group
+    for i in range(i0, tl.minimum(i0 + per_group, I)):
+        col = _idx(i, WIDE) * R + r
+        acc = tl.zeros([BLOCK_O, BLOCK_R], dtype=acc_t)
+        for b0 in range(0, B, BLOCK_B):
+            b = _idx(b0 + tl.arange(0, BLOCK_B), WIDE)
+            b_ok = b < B
+            br_ok = b_ok[:, None] & r_ok[None, :]
+            if ONE_B:
+                vt = vt1
+                dy = dy1
+            else:
+                vt = _vt_tile(v_ptr, sv0, sv1, t_ptr, st0, st1, b, r, K, br_ok).to(acc_t)
+                dy = tl.load(dy_ptr + b[:, None] * sd0 + o[None, :] * sd1, mask=b_ok[:, None] & o_ok[None, :],
+                             other=0.0).to(dw_ptr.dtype.element_ty)
+            z = _factor(a_ptr, sa0, sa1, b, i, b_ok).to(acc_t)[:, None] * vt
+            if DROPOUT:
+                z = z * _keep_scale(bits_ptr, b[:, None] * N + col[None, :], br_ok, inv)
+            acc += mma(tl.trans(dy), z.to(dy.dtype), acc_t, PRECISION)
+        tl.store(dw_ptr + o[:, None] * N + col[None, :], acc.to(dw_ptr.dtype.element_ty),
+                 mask=o_ok[:, None] & r_ok[None, :])
 
 
 @triton.jit(do_not_specialize=["inv_keep_bits"])
 def _grad_input_kernel(a_ptr, sa0, sa1, v_ptr, sv0, sv1, t_ptr, st0, st1, w_ptr, sw0, sw1, dy_ptr, sd0, sd1,
                        bits_ptr, dvt_part_ptr, da_part_ptr, B, I, K, R, N, OUT, per_group, inv_keep,
                        inv_keep_bits, DROPOUT: tl.constexpr, F64: tl.constexpr, WIDE: tl.constexpr,
-                       PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr,
-                       BLOCK_O: tl.constexpr):
+                       PRECISION: tl.constexpr, ONE_O: tl.constexpr, BLOCK_B: tl.constexpr,
+                       BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr):
     acc_t = dvt_part_ptr.dtype.element_ty
     inv = exact_scalar(inv_keep, inv_keep_bits, F64)
     pid = tl.program_id(0)
@@ -204,17 +219,29 @@ def _grad_input_kernel(a_ptr, sa0, sa1, v_ptr, sv0, sv1, t_ptr, st0, st1, w_ptr,
     b_ok, r_ok = b < B, r < R
     br_ok = b_ok[:, None] & r_ok[None, :]
     vt = _vt_tile(v_ptr, sv0, sv1, t_ptr, st0, st1, b, r, K, br_ok).to(acc_t)
+    if ONE_O:  # all outputs in one tile: dY is the same for every i of the group
+        o1 = _idx(tl.arange(0, BLOCK_O), WIDE)
+        o1_ok = o1 < OUT
+        dy1 = tl.load(dy_ptr + b[:, None] * sd0 + o1[None, :] * sd1, mask=b_ok[:, None] & o1_ok[None, :],
+                      other=0.0).to(w_ptr.dtype.element_ty)
     i0 = group * per_group
     dvt = tl.zeros([BLOCK_B, BLOCK_R], dtype=acc_t)
     for i in range(i0, tl.minimum(i0 + per_group, I)):
         col = _idx(i, WIDE) * R + r
-        dz = tl.zeros([BLOCK_B, BLOCK_R], dtype=acc_t)
-        for o0 in range(0, OUT, BLOCK_O):
-            o = _idx(o0 + tl.arange(0, BLOCK_O), WIDE)
-            o_ok = o < OUT
-            dy = tl.load(dy_ptr + b[:, None] * sd0 + o[None, :] * sd1, mask=b_ok[:, None] & o_ok[None, :], other=0.0)
-            w = tl.load(w_ptr + o[:, None] * sw0 + col[None, :] * sw1, mask=o_ok[:, None] & r_ok[None, :], other=0.0)
-            dz += mma(dy.to(w.dtype), w, acc_t, PRECISION)
+        if ONE_O:
+            w = tl.load(w_ptr + o1[:, None] * sw0 + col[None, :] * sw1, mask=o1_ok[:, None] & r_ok[None, :],
+                        other=0.0)
+            dz = mma(dy1, w, acc_t, PRECISION)
+        else:
+            dz = tl.zeros([BLOCK_B, BLOCK_R], dtype=acc_t)
+            for o0 in range(0, OUT, BLOCK_O):
+                o = _idx(o0 + tl.arange(0, BLOCK_O), WIDE)
+                o_ok = o < OUT
+                dy = tl.load(dy_ptr + b[:, None] * sd0 + o[None, :] * sd1, mask=b_ok[:, None] & o_ok[None, :],
+                             other=0.0)
+                w = tl.load(w_ptr + o[:, None] * sw0 + col[None, :] * sw1, mask=o_ok[:, None] & r_ok[None, :],
+                            other=0.0)
+                dz += mma(dy.to(w.dtype), w, acc_t, PRECISION)
         if DROPOUT:
             dz = dz * _keep_scale(bits_ptr, b[:, None] * N + col[None, :], br_ok, inv)
         # dA[b, i] over this chunk of r, and d VT accumulated over the group's i
@@ -297,6 +324,7 @@ class _Problem:
 
     def __init__(self, inputs, weight, dropout):
         self.dtype = accumulation_dtype(weight.dtype)
+        self.weight_bits = 8 * weight.element_size()
         self.B = inputs[0].shape[0]
         self.I, self.K = inputs[0].shape[1] + 1, inputs[-1].shape[1] + 1
         self.J = inputs[1].shape[1] + 1 if len(inputs) == 3 else 1
@@ -339,10 +367,18 @@ class _Problem:
 
 
 # The GEMM kernels' launch options, chosen where nothing spills on sm_80 and sm_90 (read by
-# mibcore/kernels/aot.py): 8 warps (at 4 the 64 x 64 fp32 tiles spill), no software pipelining
-# (with 2 stages the forward and grad W spill), but 2 stages for grad x (with 1 it spills without dropout).
+# mibcore/kernels/aot.py; compiled, not yet run): 8 warps (at 4 the 64 x 64 fp32 tiles spill), one
+# stage for the FMA dots of the forward and grad W (two spill), two for grad x (one spills without
+# dropout), three for grad W on tensor cores (one or two spill a few scalars at 600^3, WIDE).
 _GEMM_OPTIONS = dict(num_warps=8, num_stages=1)
 _GRAD_INPUT_OPTIONS = dict(num_warps=8, num_stages=2)
+
+
+def _grad_weight_options(p):
+    tensor_cores = p.constexprs["PRECISION"] == "tf32" or p.weight_bits == 16  # (bf16, fp16)
+    return dict(num_warps=8, num_stages=3 if tensor_cores else 1)
+
+
 _FACTORS_BLOCKS = dict(BLOCK_I=64, BLOCK_J=32, BLOCK_K=64)
 
 
@@ -382,14 +418,17 @@ def backward(grad_y, inputs, weight, dropout, rng):
     bits_arg = bits if p.dropout else rng  # (unread without dropout)
     grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=device)
     grad_bias = torch.empty(p.OUT, dtype=weight.dtype, device=device)
-    launch(_grad_weight_kernel, (triton.cdiv(p.OUT, p.BLOCK_O) * p.I * p.chunks,), *p.factors, grad_y,
-           *grad_y.stride(), bits_arg, grad_weight, grad_bias, p.B, p.K, p.R, p.N, p.OUT, *p.inv_keep,
-           **p.constexprs, WIDE=wide, trips=(b_tiles,), **_GEMM_OPTIONS)
+    o_tiles = triton.cdiv(p.OUT, p.BLOCK_O)
+    w_per_group, w_groups = _groups(p.I, o_tiles * p.chunks, weight)
+    launch(_grad_weight_kernel, (o_tiles * p.chunks * w_groups,), *p.factors, grad_y, *grad_y.stride(), bits_arg,
+           grad_weight, grad_bias, p.B, p.I, p.K, p.R, p.N, p.OUT, w_per_group, w_groups, *p.inv_keep,
+           **p.constexprs, WIDE=wide, ONE_B=b_tiles == 1, trips=(b_tiles, w_per_group, b_tiles), **_grad_weight_options(p))
     dvt_part = torch.empty(groups, p.B, p.R, dtype=p.dtype, device=device)
     da_part = torch.empty(p.chunks, p.B, p.I, dtype=p.dtype, device=device)
     launch(_grad_input_kernel, (b_tiles * p.chunks * groups,), *p.factors, weight, *weight.stride(), grad_y,
            *grad_y.stride(), bits_arg, dvt_part, da_part, p.B, p.I, p.K, p.R, p.N, p.OUT, per_group, *p.inv_keep,
-           **p.constexprs, WIDE=wide, trips=(per_group, triton.cdiv(p.OUT, p.BLOCK_O)), **_GRAD_INPUT_OPTIONS)
+           **p.constexprs, WIDE=wide, ONE_O=o_tiles == 1, trips=(per_group,) if o_tiles == 1 else (per_group, o_tiles),
+           **_GRAD_INPUT_OPTIONS)
     grads = [torch.empty(x.shape, dtype=x.dtype, device=device) for x in inputs]
     dv = grads[1] if p.three else grads[0]  # (unwritten with two inputs)
     f = _FACTORS_BLOCKS
