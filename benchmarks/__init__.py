@@ -21,8 +21,8 @@ def add_arguments(parser):
     parser.add_argument("--launch-report", action="store_true",
                         help="print the Triton launches and their H200 floor times (no GPU needed), then exit")
     parser.add_argument("--sass", action="store_true",
-                        help="with --launch-report: estimated times of the elementwise kernels from their sm_90 SASS "
-                             "(compiles them; no GPU needed, without TRITON_INTERPRET)")
+                        help="with --launch-report: estimated times of the elementwise and tensor_fusion kernels from "
+                             "their sm_90 SASS (compiles them; no GPU needed, without TRITON_INTERPRET)")
     parser.add_argument("--no-train", action="store_true", help="only the operator cases (no training step or epoch)")
     parser.add_argument("--skip-provider", action="append", default=[], metavar="NAME",
                         help="do not time this provider (repeatable; e.g. compile)")

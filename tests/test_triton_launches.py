@@ -35,9 +35,41 @@ def _programs(launch):
     return math.prod(launch.grid)
 
 
-def test_paper_shape_forward_has_two_programs_per_sm():
-    (launch,) = _tensor_fusion_launches(32, (50, 50, 50), 50, dropout=0.5)
-    assert _programs(launch) >= 2 * 132
+def _gemms(launches):
+    return [launch for launch in launches if "PRECISION" in launch.constexprs]
+
+
+def test_paper_shape_forward_fills_the_device_in_one_wave():
+    # 41 chunks of 64 columns x 6 groups of 9 values of i: 246 programs, at most two per SM.
+    for backward in (False, True):
+        launch = _gemms(_tensor_fusion_launches(32, (50, 50, 50), 50, dropout=0.5, backward=backward))[-1]
+        assert 132 < _programs(launch) <= 2 * 132
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_tensor_fusion_launches_only_its_kernels(dropout):
+    # No torch op around the kernels (padding, partial sums, bias, einsums, unpadding: 8 torch
+    # launches in the forward and 15 in the backward before): the keep bits once per pass (one
+    # Philox per 4 elements), the GEMMs, one kernel that sums their partials.
+    from benchmarks import step_ops
+
+    def launches(backward):
+        inner = step_ops.OpCounter(inside="tensor_fusion")
+        with inner:
+            triton = _tensor_fusion_launches(32, (50, 50, 50), 50, dropout=dropout, backward=backward)
+        return [launch.kernel.__name__ for launch in triton], sum(n for _, n in inner.records)
+
+    bits = ["_keep_bits_kernel"] if dropout else []
+    assert launches(False) == (bits + ["_forward_kernel", "_sum_partials_kernel"], 0)
+    assert launches(True) == (bits + ["_grad_weight_kernel", "_grad_input_kernel", "_grad_factors_kernel"], 0)
+
+
+def test_offsets_are_int32_unless_they_may_reach_2_to_the_31():
+    assert {launch.constexprs["WIDE"] for launch in _tensor_fusion_launches(32, (50, 50, 50), 50, dropout=0.5)
+            if "WIDE" in launch.constexprs} == {False}
+    # 601^3 columns x 16 outputs: the weight has more than 2^31 elements.
+    assert {launch.constexprs["WIDE"] for launch in _tensor_fusion_launches(64, (600, 600, 600), 16, backward=True)
+            if "WIDE" in launch.constexprs} == {True}
 
 
 def test_every_launch_of_the_table_fits_cuda_grid_limits():
@@ -56,7 +88,7 @@ def test_every_launch_of_the_table_fits_cuda_grid_limits():
 @pytest.mark.parametrize("dims", [(50, 50, 300), (50, 600)])
 def test_tensor_fusion_tiles_are_capped_along_the_last_input(dims):
     for launch in _tensor_fusion_launches(32, dims, 50) + _tensor_fusion_launches(32, dims, 50, backward=True):
-        assert launch.constexprs["BLOCK_K"] <= 32
+        assert launch.constexprs.get("BLOCK_R", 0) <= 64
 
 
 def test_fp32_dots_are_ieee_unless_tf32_is_enabled():
@@ -64,7 +96,7 @@ def test_fp32_dots_are_ieee_unless_tf32_is_enabled():
     from mibcore.kernels import low_rank_fusion as lmf
 
     def precisions(dtype):
-        out = [launch.constexprs["PRECISION"] for launch in _tensor_fusion_launches(9, (3, 4), 5, dtype)]
+        out = [launch.constexprs["PRECISION"] for launch in _gemms(_tensor_fusion_launches(9, (3, 4), 5, dtype))]
         x = [meta(9, 3, dtype=dtype), meta(9, 4, dtype=dtype)]
         with _launch.recording() as launches:
             lmf.forward(x, [meta(2, 4, 5, dtype=dtype), meta(2, 5, 5, dtype=dtype)], meta(2, dtype=dtype),

@@ -23,6 +23,11 @@ class Launch:
     grid: tuple
     args: tuple          # positional arguments (tensors, ints, floats)
     constexprs: dict     # keyword (compile-time) arguments
+    # For the launch report's SASS estimate (benchmarks/launch_report.py): iterations per program
+    # of each loop of the kernel, in program order (() : each instruction counts once), and the
+    # bytes the launch moves, its estimate where ptxas reshaped its loops (unrolled a reduction).
+    trips: tuple = ()
+    moves: int = 0
 
 
 _recorders = []
@@ -40,13 +45,14 @@ def recording():
         _recorders.pop()
 
 
-def launch(kernel, grid, *args, **constexprs):
+def launch(kernel, grid, *args, trips=(), moves=0, **constexprs):
+    """kernel[grid](*args, **constexprs), or recorded (recording()). `trips`: see Launch."""
     grid = tuple(int(g) for g in grid)
     for axis, (size, limit) in enumerate(zip(grid, MAX_GRID)):
         if size > limit:
             raise RuntimeError(f"{kernel.__name__}: grid axis {axis} of {size} programs exceeds CUDA's {limit}")
     if _recorders:
-        _recorders[-1].append(Launch(kernel, grid, args, constexprs))
+        _recorders[-1].append(Launch(kernel, grid, args, constexprs, tuple(int(t) for t in trips), int(moves)))
         return
     if all(grid):
         with device_context(args):

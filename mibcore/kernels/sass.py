@@ -19,6 +19,12 @@ import tempfile
 
 # One SASS instruction line of nvdisasm: "/*0120*/   @!P0 LDG.E.128 R4, desc[UR6][R2.64] ;"
 _INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
+_LABEL = re.compile(r"^(\.L_x_\d+):")
+_BRANCH = re.compile(r"\bBRA\s+`\((\.L_x_\d+)\)")
+# Philox4x32's round multipliers 0xD2511F53 and 0xCD9E8D57 as nvdisasm prints them (signed): every
+# round has one IMAD.HI.U32 by each (the low product is a plain IMAD), so the IMAD.HI.U32 by the first
+# counts rounds (a round on constants is folded away: a block may show fewer than 10).
+_PHILOX_ROUND = re.compile(r"IMAD\.(?:HI|WIDE)\.U32\s.*-0x2daee0ad")
 _WIDTH = re.compile(r"\.(64|128)\b")
 
 
@@ -64,6 +70,59 @@ def access_bits(opcode):
     if width:
         return int(width.group(1))
     return 16 if ".U16" in opcode or ".S16" in opcode else 8 if ".U8" in opcode or ".S8" in opcode else 32
+
+
+def lines(text):
+    """(opcode, label or None, branch target or None, line) of each instruction, in order; a label
+    attaches to the instruction after it."""
+    out, label = [], None
+    for line in text.splitlines():
+        m = _LABEL.match(line.strip())
+        if m:
+            label = m.group(1)
+            continue
+        op = _INSTRUCTION.search(line)
+        if op:
+            target = _BRANCH.search(line)
+            out.append((op.group(1), label, target.group(1) if target else None, line))
+            label = None
+    return out
+
+
+def loops(text):
+    """The loops of a disassembly as (first, last) instruction indices: a branch back to a label
+    before it closes a loop (Triton's scf.for loops compile to one such branch each)."""
+    rows = lines(text)
+    where = {label: i for i, (_, label, _, _) in enumerate(rows) if label}
+    return sorted((where[target], i) for i, (_, _, target, _) in enumerate(rows)
+                  if target in where and where[target] < i)
+
+
+def loop_depths(text):
+    """The opcodes with the number of loops that contain each."""
+    spans = loops(text)
+    return [(op, sum(a <= i <= b for a, b in spans)) for i, (op, _, _, _) in enumerate(lines(text))]
+
+
+def main_loop(text):
+    """The opcodes of the largest innermost loop (the main loop of a GEMM kernel)."""
+    spans = loops(text)
+    inner = [(a, b) for a, b in spans if not any(a < c and d < b for c, d in spans if (c, d) != (a, b))]
+    if not inner:
+        return []
+    a, b = max(inner, key=lambda span: span[1] - span[0])
+    return [op for op, _, _, _ in lines(text)[a:b + 1]]
+
+
+def fma_share(ops):
+    """The share of multiply-adds (FFMA/DFMA/HFMA2, tensor-core MMA) among instructions `ops`."""
+    fma = sum(op.split(".")[0] in ("FFMA", "DFMA", "HFMA2", "HMMA", "DMMA", "HGMMA", "IMMA") for op in ops)
+    return fma / max(1, len(ops))
+
+
+def philox_rounds(text):
+    """Philox rounds in a disassembly (per thread: one pass through its straight-line code)."""
+    return len(_PHILOX_ROUND.findall(text))
 
 
 def profile(text):
