@@ -355,13 +355,13 @@ class _Problem:
         """Whether some offset (of the operands or of the `sizes` more) may reach 2^31: int64 indices."""
         return max(self.extents + list(sizes)) >= _INT32_LIMIT
 
-    def keep_bits(self, device):
+    def keep_bits(self, rng, device):
         """The keep bits of this call's [B, N] product (None without dropout): one launch."""
         if not self.dropout:
             return None
         words = triton.cdiv(self.B * self.N, 32)
         bits = torch.empty(words, dtype=torch.int32, device=device)
-        launch(_keep_bits_kernel, (triton.cdiv(words, _BITS_WORDS),), bits, self.rng, words,
+        launch(_keep_bits_kernel, (triton.cdiv(words, _BITS_WORDS),), bits, rng, words,
                keep_threshold(self.keep_prob), BLOCK=_BITS_WORDS)
         return bits
 
@@ -386,12 +386,11 @@ def forward(inputs, weight, bias, dropout, rng):
     p = _Problem(inputs, weight, dropout)
     if p.B == 0 or p.OUT == 0:
         return torch.empty(p.B, p.OUT, device=weight.device, dtype=weight.dtype)
-    p.rng = rng
     tiles = triton.cdiv(p.B, p.BLOCK_B) * triton.cdiv(p.OUT, p.BLOCK_O)
     per_group, groups = _groups(p.I, tiles * p.chunks, weight)
     splits = p.chunks * groups
     wide = p.wide(splits * p.B * p.OUT)
-    bits = p.keep_bits(weight.device)
+    bits = p.keep_bits(rng, weight.device)
     partial = torch.empty(splits, p.B, p.OUT, dtype=p.dtype, device=weight.device)
     launch(_forward_kernel, (tiles * splits,), *p.factors, weight, *weight.stride(), bits if p.dropout else rng,
            partial, p.B, p.I, p.K, p.R, p.N, p.OUT, per_group, groups, *p.inv_keep, **p.constexprs,
@@ -409,12 +408,11 @@ def backward(grad_y, inputs, weight, dropout, rng):
     if p.B == 0 or p.OUT == 0:
         grads = [torch.zeros_like(x) for x in inputs]
         return grads, torch.zeros_like(weight), grad_y.sum(0).to(weight.dtype)
-    p.rng = rng
     device = weight.device
     b_tiles = triton.cdiv(p.B, p.BLOCK_B)
     per_group, groups = _groups(p.I, b_tiles * p.chunks, weight)
     wide = p.wide(_extent(grad_y), groups * p.B * p.R)
-    bits = p.keep_bits(device)
+    bits = p.keep_bits(rng, device)
     bits_arg = bits if p.dropout else rng  # (unread without dropout)
     grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=device)
     grad_bias = torch.empty(p.OUT, dtype=weight.dtype, device=device)
@@ -422,13 +420,14 @@ def backward(grad_y, inputs, weight, dropout, rng):
     w_per_group, w_groups = _groups(p.I, o_tiles * p.chunks, weight)
     launch(_grad_weight_kernel, (o_tiles * p.chunks * w_groups,), *p.factors, grad_y, *grad_y.stride(), bits_arg,
            grad_weight, grad_bias, p.B, p.I, p.K, p.R, p.N, p.OUT, w_per_group, w_groups, *p.inv_keep,
-           **p.constexprs, WIDE=wide, ONE_B=b_tiles == 1, trips=(b_tiles, w_per_group, b_tiles), **_grad_weight_options(p))
+           **p.constexprs, WIDE=wide, ONE_B=b_tiles == 1, trips=(b_tiles, w_per_group, b_tiles),
+           **_grad_weight_options(p))
     dvt_part = torch.empty(groups, p.B, p.R, dtype=p.dtype, device=device)
     da_part = torch.empty(p.chunks, p.B, p.I, dtype=p.dtype, device=device)
     launch(_grad_input_kernel, (b_tiles * p.chunks * groups,), *p.factors, weight, *weight.stride(), grad_y,
            *grad_y.stride(), bits_arg, dvt_part, da_part, p.B, p.I, p.K, p.R, p.N, p.OUT, per_group, *p.inv_keep,
-           **p.constexprs, WIDE=wide, ONE_O=o_tiles == 1, trips=(per_group,) if o_tiles == 1 else (per_group, o_tiles),
-           **_GRAD_INPUT_OPTIONS)
+           **p.constexprs, WIDE=wide, ONE_O=o_tiles == 1,
+           trips=(per_group,) if o_tiles == 1 else (per_group, o_tiles), **_GRAD_INPUT_OPTIONS)
     grads = [torch.empty(x.shape, dtype=x.dtype, device=device) for x in inputs]
     dv = grads[1] if p.three else grads[0]  # (unwritten with two inputs)
     f = _FACTORS_BLOCKS
