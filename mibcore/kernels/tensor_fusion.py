@@ -366,17 +366,21 @@ class _Problem:
         return bits
 
 
-# The GEMM kernels' launch options, chosen where nothing spills on sm_80 and sm_90 (read by
-# mibcore/kernels/aot.py; compiled, not yet run): 8 warps (at 4 the 64 x 64 fp32 tiles spill), one
-# stage for the FMA dots of the forward and grad W (two spill), two for grad x (one spills without
-# dropout), three for grad W on tensor cores (one or two spill a few scalars at 600^3, WIDE).
-_GEMM_OPTIONS = dict(num_warps=8, num_stages=1)
-_GRAD_INPUT_OPTIONS = dict(num_warps=8, num_stages=2)
+# The GEMM kernels' launch options, chosen where none of the launch table's calls spills on sm_80
+# and sm_90 (`make aot-sweep`; compiled, not yet run): 8 warps (at 4 the 64 x 64 fp32 tiles spill);
+# one stage for the FMA dots of the forward and grad W (two spill); grad W on tensor cores two
+# stages for TF32, three for bf16/fp16 (fewer spill); grad x two stages where the outputs are one
+# tile (one spills without dropout), else three (one or two spill).
+_FORWARD_OPTIONS = dict(num_warps=8, num_stages=1)
 
 
 def _grad_weight_options(p):
-    tensor_cores = p.constexprs["PRECISION"] == "tf32" or p.weight_bits == 16  # (bf16, fp16)
-    return dict(num_warps=8, num_stages=3 if tensor_cores else 1)
+    stages = 3 if p.weight_bits == 16 else 2 if p.constexprs["PRECISION"] == "tf32" else 1
+    return dict(num_warps=8, num_stages=stages)
+
+
+def _grad_input_options(one_o):
+    return dict(num_warps=8, num_stages=2 if one_o else 3)
 
 
 _FACTORS_BLOCKS = dict(BLOCK_I=64, BLOCK_J=32, BLOCK_K=64)
@@ -394,7 +398,7 @@ def forward(inputs, weight, bias, dropout, rng):
     partial = torch.empty(splits, p.B, p.OUT, dtype=p.dtype, device=weight.device)
     launch(_forward_kernel, (tiles * splits,), *p.factors, weight, *weight.stride(), bits if p.dropout else rng,
            partial, p.B, p.I, p.K, p.R, p.N, p.OUT, per_group, groups, *p.inv_keep, **p.constexprs,
-           WIDE=wide, trips=(per_group,), **_GEMM_OPTIONS)
+           WIDE=wide, trips=(per_group,), **_FORWARD_OPTIONS)
     y = torch.empty(p.B, p.OUT, device=weight.device, dtype=weight.dtype)
     launch(_sum_partials_kernel, (triton.cdiv(p.B * p.OUT, _SUM_BLOCK),), partial,
            bias if bias is not None else partial, bias.stride(0) if bias is not None else 0, y, p.B * p.OUT, p.OUT,
@@ -427,7 +431,7 @@ def backward(grad_y, inputs, weight, dropout, rng):
     launch(_grad_input_kernel, (b_tiles * p.chunks * groups,), *p.factors, weight, *weight.stride(), grad_y,
            *grad_y.stride(), bits_arg, dvt_part, da_part, p.B, p.I, p.K, p.R, p.N, p.OUT, per_group, *p.inv_keep,
            **p.constexprs, WIDE=wide, ONE_O=o_tiles == 1,
-           trips=(per_group,) if o_tiles == 1 else (per_group, o_tiles), **_GRAD_INPUT_OPTIONS)
+           trips=(per_group,) if o_tiles == 1 else (per_group, o_tiles), **_grad_input_options(o_tiles == 1))
     grads = [torch.empty(x.shape, dtype=x.dtype, device=device) for x in inputs]
     dv = grads[1] if p.three else grads[0]  # (unwritten with two inputs)
     f = _FACTORS_BLOCKS
