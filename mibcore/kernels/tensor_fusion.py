@@ -384,6 +384,7 @@ def _grad_input_options(one_o):
 
 
 _FACTORS_BLOCKS = dict(BLOCK_I=64, BLOCK_J=32, BLOCK_K=64)
+_FACTORS_OPTIONS = dict(num_warps=8)  # (4, the default, spills 8 B at int64 offsets under triton 3.6)
 
 
 def forward(inputs, weight, bias, dropout, rng):
@@ -441,5 +442,5 @@ def backward(grad_y, inputs, weight, dropout, rng):
         trips += (triton.cdiv(p.J - 1, f["BLOCK_J"]), triton.cdiv(p.K, f["BLOCK_K"]), groups)
     launch(_grad_factors_kernel, (p.B,), *p.factors[3:], dvt_part, da_part, grads[0], dv, grads[-1], p.B, p.I,
            p.J, p.K, p.R, p.chunks, groups, THREE=p.three, WIDE=wide, trips=trips,
-           moves=sum(t.numel() * t.element_size() for t in (dvt_part, da_part, *grads)), **f)
+           moves=sum(t.numel() * t.element_size() for t in (dvt_part, da_part, *grads)), **f, **_FACTORS_OPTIONS)
     return grads, grad_weight, grad_bias
