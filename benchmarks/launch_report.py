@@ -13,10 +13,11 @@ TFLOP/s; fp64 (tensor cores) 67 TFLOP/s. 132 SMs.
 and tensor_fusion, read from their sm_90 SASS (compiled here, no GPU: mibcore/kernels/sass.py).
 The model: a pass takes the longer of its memory floor (the bytes above at the HBM rate) and the
 sum of its launches' issue times, the most programs one SM runs (ceil(programs / 132)) x warps
-per program x the issue cycles of one warp's instructions / 4 schedulers per SM at 1.98 GHz. Issue cycles per instruction, from the
-CUDA C++ Programming Guide's throughput table for compute capability 9.0 (32 / results per clock
-per SM sub-partition): fp32 arithmetic 1, 32-bit integer and logic 2, fp64 2, MUFU
-(exp2/log2/sin/rcp/rsqrt) and type conversions 8, anything else (moves, memory, branches) 1. Each
+per program x the issue cycles of one warp's instructions / 4 schedulers per SM at 1.98 GHz.
+Issue cycles per instruction, from the CUDA C++ Programming Guide's throughput table for compute
+capability 9.0 (32 / results per clock per SM sub-partition): fp32 arithmetic 1, 32-bit integer
+and logic 2, fp64 2, MUFU (exp2/log2/sin/rcp/rsqrt) and type conversions 8, anything else (moves,
+memory, branches) 1. Each
 instruction counts once, times the iterations of the loops that contain it where the host code
 gives them (Launch.trips: the tensor_fusion GEMM loops); a launch whose SASS loops do not match
 them (ptxas unrolled a reduction loop) counts its bytes (Launch.moves) at the HBM rate instead.
@@ -163,9 +164,9 @@ def report(sass=False):
                      f"{r['flops'] / 1e9:8.2f} {r['floor_us']:9.2f} {r['bound']:8s} {estimated} {launches}")
     if sass:
         for which, f in tensor_fusion_figures().items():
-            lines.append(f"tensor_fusion B32 50x50x50->50 p=0.5 fp32 {which}: {f['philox_per_element']:.3f} Philox blocks "
-                         f"per outer-product element" + (f", forward main loop {100 * f['fma_share']:.0f}% FFMA" if
-                                                         "fma_share" in f else "") +
-                         f", estimate {f['estimate_us']:.1f} us = {f['estimate_us'] / f['floor_us']:.1f}x the "
-                         f"{f['floor_us']:.1f} us floor (compiled, not yet run)")
+            fma = f", forward main loop {100 * f['fma_share']:.0f}% FFMA" if "fma_share" in f else ""
+            lines.append(f"tensor_fusion B32 50x50x50->50 p=0.5 fp32 {which}: {f['philox_per_element']:.3f} Philox "
+                         f"blocks per outer-product element{fma}, estimate {f['estimate_us']:.1f} us = "
+                         f"{f['estimate_us'] / f['floor_us']:.1f}x the {f['floor_us']:.1f} us floor "
+                         "(compiled, not yet run)")
     return "\n".join(lines)

@@ -355,47 +355,51 @@ class _Problem:
         """Whether some offset (of the operands or of the `sizes` more) may reach 2^31: int64 indices."""
         return max(self.extents + list(sizes)) >= _INT32_LIMIT
 
-    def keep_bits(self, device):
+    def keep_bits(self, rng, device):
         """The keep bits of this call's [B, N] product (None without dropout): one launch."""
         if not self.dropout:
             return None
         words = triton.cdiv(self.B * self.N, 32)
         bits = torch.empty(words, dtype=torch.int32, device=device)
-        launch(_keep_bits_kernel, (triton.cdiv(words, _BITS_WORDS),), bits, self.rng, words,
+        launch(_keep_bits_kernel, (triton.cdiv(words, _BITS_WORDS),), bits, rng, words,
                keep_threshold(self.keep_prob), BLOCK=_BITS_WORDS)
         return bits
 
 
-# The GEMM kernels' launch options, chosen where nothing spills on sm_80 and sm_90 (read by
-# mibcore/kernels/aot.py; compiled, not yet run): 8 warps (at 4 the 64 x 64 fp32 tiles spill), one
-# stage for the FMA dots of the forward and grad W (two spill), two for grad x (one spills without
-# dropout), three for grad W on tensor cores (one or two spill a few scalars at 600^3, WIDE).
-_GEMM_OPTIONS = dict(num_warps=8, num_stages=1)
-_GRAD_INPUT_OPTIONS = dict(num_warps=8, num_stages=2)
+# The GEMM kernels' launch options, chosen where none of the launch table's calls spills on sm_80
+# and sm_90 (`make aot-sweep`; compiled, not yet run): 8 warps (at 4 the 64 x 64 fp32 tiles spill);
+# one stage for the FMA dots of the forward and grad W (two spill); grad W on tensor cores two
+# stages for TF32, three for bf16/fp16 (fewer spill); grad x two stages where the outputs are one
+# tile (one spills without dropout), else three (one or two spill).
+_FORWARD_OPTIONS = dict(num_warps=8, num_stages=1)
 
 
 def _grad_weight_options(p):
-    tensor_cores = p.constexprs["PRECISION"] == "tf32" or p.weight_bits == 16  # (bf16, fp16)
-    return dict(num_warps=8, num_stages=3 if tensor_cores else 1)
+    stages = 3 if p.weight_bits == 16 else 2 if p.constexprs["PRECISION"] == "tf32" else 1
+    return dict(num_warps=8, num_stages=stages)
+
+
+def _grad_input_options(one_o):
+    return dict(num_warps=8, num_stages=2 if one_o else 3)
 
 
 _FACTORS_BLOCKS = dict(BLOCK_I=64, BLOCK_J=32, BLOCK_K=64)
+_FACTORS_OPTIONS = dict(num_warps=8)  # (4, the default, spills 8 B at int64 offsets under triton 3.6)
 
 
 def forward(inputs, weight, bias, dropout, rng):
     p = _Problem(inputs, weight, dropout)
     if p.B == 0 or p.OUT == 0:
         return torch.empty(p.B, p.OUT, device=weight.device, dtype=weight.dtype)
-    p.rng = rng
     tiles = triton.cdiv(p.B, p.BLOCK_B) * triton.cdiv(p.OUT, p.BLOCK_O)
     per_group, groups = _groups(p.I, tiles * p.chunks, weight)
     splits = p.chunks * groups
     wide = p.wide(splits * p.B * p.OUT)
-    bits = p.keep_bits(weight.device)
+    bits = p.keep_bits(rng, weight.device)
     partial = torch.empty(splits, p.B, p.OUT, dtype=p.dtype, device=weight.device)
     launch(_forward_kernel, (tiles * splits,), *p.factors, weight, *weight.stride(), bits if p.dropout else rng,
            partial, p.B, p.I, p.K, p.R, p.N, p.OUT, per_group, groups, *p.inv_keep, **p.constexprs,
-           WIDE=wide, trips=(per_group,), **_GEMM_OPTIONS)
+           WIDE=wide, trips=(per_group,), **_FORWARD_OPTIONS)
     y = torch.empty(p.B, p.OUT, device=weight.device, dtype=weight.dtype)
     launch(_sum_partials_kernel, (triton.cdiv(p.B * p.OUT, _SUM_BLOCK),), partial,
            bias if bias is not None else partial, bias.stride(0) if bias is not None else 0, y, p.B * p.OUT, p.OUT,
@@ -409,12 +413,11 @@ def backward(grad_y, inputs, weight, dropout, rng):
     if p.B == 0 or p.OUT == 0:
         grads = [torch.zeros_like(x) for x in inputs]
         return grads, torch.zeros_like(weight), grad_y.sum(0).to(weight.dtype)
-    p.rng = rng
     device = weight.device
     b_tiles = triton.cdiv(p.B, p.BLOCK_B)
     per_group, groups = _groups(p.I, b_tiles * p.chunks, weight)
     wide = p.wide(_extent(grad_y), groups * p.B * p.R)
-    bits = p.keep_bits(device)
+    bits = p.keep_bits(rng, device)
     bits_arg = bits if p.dropout else rng  # (unread without dropout)
     grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=device)
     grad_bias = torch.empty(p.OUT, dtype=weight.dtype, device=device)
@@ -422,13 +425,14 @@ def backward(grad_y, inputs, weight, dropout, rng):
     w_per_group, w_groups = _groups(p.I, o_tiles * p.chunks, weight)
     launch(_grad_weight_kernel, (o_tiles * p.chunks * w_groups,), *p.factors, grad_y, *grad_y.stride(), bits_arg,
            grad_weight, grad_bias, p.B, p.I, p.K, p.R, p.N, p.OUT, w_per_group, w_groups, *p.inv_keep,
-           **p.constexprs, WIDE=wide, ONE_B=b_tiles == 1, trips=(b_tiles, w_per_group, b_tiles), **_grad_weight_options(p))
+           **p.constexprs, WIDE=wide, ONE_B=b_tiles == 1, trips=(b_tiles, w_per_group, b_tiles),
+           **_grad_weight_options(p))
     dvt_part = torch.empty(groups, p.B, p.R, dtype=p.dtype, device=device)
     da_part = torch.empty(p.chunks, p.B, p.I, dtype=p.dtype, device=device)
     launch(_grad_input_kernel, (b_tiles * p.chunks * groups,), *p.factors, weight, *weight.stride(), grad_y,
            *grad_y.stride(), bits_arg, dvt_part, da_part, p.B, p.I, p.K, p.R, p.N, p.OUT, per_group, *p.inv_keep,
-           **p.constexprs, WIDE=wide, ONE_O=o_tiles == 1, trips=(per_group,) if o_tiles == 1 else (per_group, o_tiles),
-           **_GRAD_INPUT_OPTIONS)
+           **p.constexprs, WIDE=wide, ONE_O=o_tiles == 1,
+           trips=(per_group,) if o_tiles == 1 else (per_group, o_tiles), **_grad_input_options(o_tiles == 1))
     grads = [torch.empty(x.shape, dtype=x.dtype, device=device) for x in inputs]
     dv = grads[1] if p.three else grads[0]  # (unwritten with two inputs)
     f = _FACTORS_BLOCKS
@@ -438,5 +442,5 @@ def backward(grad_y, inputs, weight, dropout, rng):
         trips += (triton.cdiv(p.J - 1, f["BLOCK_J"]), triton.cdiv(p.K, f["BLOCK_K"]), groups)
     launch(_grad_factors_kernel, (p.B,), *p.factors[3:], dvt_part, da_part, grads[0], dv, grads[-1], p.B, p.I,
            p.J, p.K, p.R, p.chunks, groups, THREE=p.three, WIDE=wide, trips=trips,
-           moves=sum(t.numel() * t.element_size() for t in (dvt_part, da_part, *grads)), **f)
+           moves=sum(t.numel() * t.element_size() for t in (dvt_part, da_part, *grads)), **f, **_FACTORS_OPTIONS)
     return grads, grad_weight, grad_bias
