@@ -342,7 +342,7 @@ fi
 # ---------------------------------------------------------------- tests
 XDIST=()
 "$PY" -c "import xdist" 2> /dev/null && XDIST=(-n "${GPU_CHECK_WORKERS:-8}")
-PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE --tb=short)
+PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfEs --tb=short)
 # A hung test fails alone (pytest-timeout, preinstalled there) instead of eating the step's cap,
 # and each failure is printed as it happens (tests/conftest.py), so a step cut off by its cap
 # still says why its tests failed.
