@@ -3,7 +3,7 @@
 The CUDA sources are compiled with nvcc (the flags of tests/test_cuda_build.py) and disassembled
 with the cuobjdump that Triton ships (`cuobjdump --dump-sass`). A loop is the address range
 [target, branch] of a backward branch (a BRA to a lower address); a kernel's main loop is the
-loop holding the most math instructions (FFMA, DFMA, HMMA; FFMA2 and DMMA count too), the
+loop holding the most multiply-adds (mibcore.kernels.sass.FMA_OPCODES: FFMA, DFMA, HMMA, ...), the
 smallest such loop where nested ones tie. Its share is math / all instructions of the range,
 counted statically (a nested loop's body counts once). Nothing runs: no GPU needed.
 
@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 
+from mibcore.kernels.sass import is_fma as is_math
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MATH = ("FFMA", "DFMA", "HMMA", "DMMA", "FFMA2")
 # cuobjdump's instruction lines: "/*0c70*/   @!P1 BRA 0x730 ;   /* 0x... */"
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 _FUNCTION = re.compile(r"Function : (\S+)")
@@ -65,10 +66,6 @@ def functions(sass_text, arch=None):
         elif current is not None and (m := _INSTRUCTION.search(line)):
             current.append((int(m.group(1), 16), m.group(2), m.group(3)))
     return out
-
-
-def is_math(opcode):
-    return opcode.split(".")[0] in MATH
 
 
 def loops(instructions):

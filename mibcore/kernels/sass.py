@@ -114,10 +114,18 @@ def main_loop(text):
     return [op for op, _, _, _ in lines(text)[a:b + 1]]
 
 
+# The multiply-add opcodes (FMA units and tensor-core MMA), for Triton's and the CUDA kernels' SASS.
+# Not HFMA2: ptxas emits `HFMA2.MMA R, -RZ, RZ, ...` to move constants into registers.
+FMA_OPCODES = frozenset(("FFMA", "FFMA2", "DFMA", "HMMA", "DMMA", "HGMMA", "IMMA"))
+
+
+def is_fma(opcode):
+    return opcode.split(".")[0] in FMA_OPCODES
+
+
 def fma_share(ops):
-    """The share of multiply-adds (FFMA/DFMA/HFMA2, tensor-core MMA) among instructions `ops`."""
-    fma = sum(op.split(".")[0] in ("FFMA", "DFMA", "HFMA2", "HMMA", "DMMA", "HGMMA", "IMMA") for op in ops)
-    return fma / max(1, len(ops))
+    """The share of multiply-adds (FMA_OPCODES) among instructions `ops`."""
+    return sum(map(is_fma, ops)) / max(1, len(ops))
 
 
 def philox_rounds(text):
